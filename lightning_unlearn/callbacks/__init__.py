@@ -1,0 +1,1 @@
+"""Callbacks acting on the parameters, gradients and evaluation of any LightningModule."""

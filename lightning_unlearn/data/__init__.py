@@ -1,0 +1,15 @@
+"""Deletion requests and the datamodules that serve them."""
+
+from lightning_unlearn.data.datamodule import UnlearningDataModule, dataset_targets
+from lightning_unlearn.data.digits import DigitsDataModule
+from lightning_unlearn.data.fashion_mnist import FashionMNISTDataModule
+from lightning_unlearn.data.spec import ForgetSpec, fingerprint
+
+__all__ = [
+    "DigitsDataModule",
+    "FashionMNISTDataModule",
+    "ForgetSpec",
+    "UnlearningDataModule",
+    "dataset_targets",
+    "fingerprint",
+]

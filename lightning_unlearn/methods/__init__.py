@@ -1,0 +1,10 @@
+"""Unlearning methods: LightningModules wrapping the user's trained classifier."""
+
+from lightning_unlearn.methods.base import UnlearningMethod, check_logits
+from lightning_unlearn.methods.finetune import FineTune
+from lightning_unlearn.methods.gradient_ascent import GradientAscent
+from lightning_unlearn.methods.neggrad_plus import NegGradPlus
+from lightning_unlearn.methods.random_label import RandomLabel
+from lightning_unlearn.methods.retrain import Retrain
+
+__all__ = ["FineTune", "GradientAscent", "NegGradPlus", "RandomLabel", "Retrain", "UnlearningMethod", "check_logits"]

@@ -1,0 +1,149 @@
+"""`UnlearningMethod`: the LightningModule base every unlearning method wraps a network with."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, ClassVar, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lightning_unlearn.data.datamodule import UnlearningDataModule
+from lightning_unlearn.models.classifier import ClassifierModule, LRSchedulerCallable, OptimizerCallable
+from lightning_unlearn.models.weights import load_weights
+
+Batch = dict[str, tuple[Tensor, Tensor]]
+
+
+class UnlearningMethod(ClassifierModule):
+    """Base of the unlearning methods.
+
+    Wraps the user's trained classifier (``model``: any ``nn.Module`` whose forward returns
+    ``(batch, classes)`` logits; a LightningModule works as that network, its hooks are not run).
+    The network is deep-copied unless ``inplace=True``, so the user's model is never modified;
+    after ``trainer.fit`` the unlearned classifier is ``method.model`` and the untouched one
+    ``method.original_model``.
+
+    A subclass declares the data it trains on in ``unlearning_inputs`` (``"forget"``,
+    ``"retain"``), the split that defines an epoch in ``default_epoch_split``, and implements
+    :meth:`unlearning_loss` on a batch ``{"forget": (x, y), "retain": (x, y)}``.
+    :class:`~lightning_unlearn.data.UnlearningDataModule` serves exactly those batches.
+
+    Args:
+        model: the trained classifier to unlearn.
+        weights: optional path of weights to load into ``model`` first (a ``state_dict`` or a
+            Lightning checkpoint of ``ImageClassifier``/a method), loaded with ``weights_only=True``.
+        lr: SGD learning rate (ignored when ``optimizer`` is given).
+        momentum: SGD momentum.
+        weight_decay: SGD weight decay.
+        optimizer: an optimiser factory ``params -> Optimizer`` (LightningCLI ``OptimizerCallable``).
+        lr_scheduler: an LR-scheduler factory ``optimizer -> scheduler``.
+        epoch_split: the split one epoch passes over (default: the method's recipe).
+        inplace: unlearn the given model object itself instead of a copy.
+    """
+
+    unlearning_inputs: ClassVar[tuple[str, ...]] = ("forget", "retain")
+    default_epoch_split: ClassVar[str] = "forget"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        weights: Optional[str] = None,
+        lr: float = 0.01,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        optimizer: Optional[OptimizerCallable] = None,
+        lr_scheduler: Optional[LRSchedulerCallable] = None,
+        epoch_split: Optional[str] = None,
+        inplace: bool = False,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"`model` must be a torch.nn.Module returning logits, got {type(model).__name__}.")
+        if weights is not None:
+            load_weights(model, weights)
+        epoch_split = epoch_split or self.default_epoch_split
+        if epoch_split not in self.unlearning_inputs:
+            raise ValueError(
+                f"`epoch_split` must be one of {type(self).__name__}'s inputs {self.unlearning_inputs}, got {epoch_split!r}."
+            )
+        super().__init__(model if inplace else copy.deepcopy(model), lr, momentum, weight_decay, optimizer, lr_scheduler)
+        self.epoch_split = epoch_split
+        # The untouched original, kept out of the module tree (not trained, not checkpointed).
+        object.__setattr__(self, "original_model", None if inplace else model)
+        self.save_hyperparameters(ignore=["model", "optimizer", "lr_scheduler"])
+
+    # ------------------------------------------------------------------ what subclasses write
+    def unlearning_loss(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        """The objective on one batch: returns ``(loss, {name: value to log})``."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        loss, logs = self.unlearning_loss(self._as_splits(batch))
+        self.log_dict({f"train/{k}": v for k, v in {"loss": loss, **logs}.items()}, prog_bar=False)
+        return loss
+
+    def setup(self, stage: str) -> None:
+        if stage != "fit" or self._trainer is None:
+            return
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if "forget" in self.unlearning_inputs and not isinstance(datamodule, UnlearningDataModule):
+            raise ValueError(
+                f"{type(self).__name__} trains on forget data, but the trainer was given"
+                f" {type(datamodule).__name__ if datamodule is not None else 'no datamodule'}: pass"
+                " `datamodule=UnlearningDataModule(train, test, forget=ForgetSpec(...))` or"
+                " `UnlearningDataModule.from_datamodule(your_dm, forget=...)` to trainer.fit."
+            )
+
+    def on_fit_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if isinstance(datamodule, UnlearningDataModule):
+            x, _ = next(iter(datamodule.retain_dataloader()))
+            check_logits(self.model, x[:2].to(self.device), datamodule.num_classes, "model")
+
+    # ------------------------------------------------------------------ helpers
+    def _as_splits(self, batch: Any) -> Batch:
+        if isinstance(batch, dict):
+            return batch
+        if self.unlearning_inputs == ("retain",):  # plain batches from a user's datamodule
+            return {"retain": batch}
+        raise ValueError(
+            f"{type(self).__name__} needs batches {{'forget': ..., 'retain': ...}} from an UnlearningDataModule,"
+            f" got {type(batch).__name__}."
+        )
+
+    def forward_splits(self, batch: Batch, names: tuple[str, ...] = ("forget", "retain")) -> list[Tensor]:
+        """Logits of several splits from ONE forward pass over their concatenation, so BatchNorm
+        sees mixed batches (separate forget-only passes would skew its running statistics)."""
+        xs = [batch[name][0] for name in names]
+        return list(self.model(torch.cat(xs)).split([len(x) for x in xs]))
+
+    @staticmethod
+    def cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
+        return F.cross_entropy(logits, y)
+
+
+@torch.no_grad()
+def check_logits(model: nn.Module, x: Tensor, num_classes: int, name: str) -> int:
+    """Checks that ``model`` maps a batch to ``(batch, classes)`` logits covering the labels, in eval
+    mode (BatchNorm statistics untouched). Returns the number of logits."""
+    was_training = model.training
+    model.eval()
+    try:
+        out = model(x)
+    finally:
+        model.train(was_training)
+    if not isinstance(out, Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
+        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(
+            f"`{name}` must return (batch, classes) logits; for a batch of {x.shape[0]} it returned {shape}."
+            " Wrap the network so its forward returns the logits tensor."
+        )
+    if out.shape[1] < num_classes:
+        raise ValueError(
+            f"`{name}` returns {out.shape[1]} logits but the data has {num_classes} classes: use a network with"
+            f" {num_classes} outputs."
+        )
+    return int(out.shape[1])
+

@@ -1,0 +1,103 @@
+"""LightningModules around a plain classifier network: the shared base and `ImageClassifier`."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Optional, Union
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+# Same shapes as lightning.pytorch.cli.OptimizerCallable / LRSchedulerCallable, defined here so
+# the core does not import the CLI stack (jsonargparse); LightningCLI recognises them alike.
+OptimizerCallable = Callable[[Iterable], Optimizer]
+LRSchedulerCallable = Callable[[Optimizer], Any]
+
+
+class ClassifierModule(L.LightningModule):
+    """Shared base: holds the network (``self.model``, returning logits), builds the optimiser,
+    and measures top-1 accuracy in validation and test.
+
+    The optimiser is ``optimizer(params)`` when given (the LightningCLI way:
+    ``--model.optimizer=torch.optim.Adam --model.optimizer.lr=1e-3``), else
+    ``SGD(lr, momentum, weight_decay)``, the optimiser of all the reference recipes.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        lr: float = 0.01,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        optimizer: Optional[OptimizerCallable] = None,
+        lr_scheduler: Optional[LRSchedulerCallable] = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"`model` must be a torch.nn.Module returning logits, got {type(model).__name__}.")
+        for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
+            if value < 0:
+                raise ValueError(f"`{name}` must be >= 0, got {value}.")
+        self.model = model
+        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
+        self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters handed to the optimiser."""
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def configure_optimizers(self) -> Union[Optimizer, dict[str, Any]]:
+        params = self.trainable_parameters()
+        if self.optimizer_factory is not None:
+            optimizer = self.optimizer_factory(params)
+        else:
+            optimizer = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler_factory(optimizer)}
+
+    def _accuracy_step(self, batch: Any, stage: str) -> None:
+        x, y = batch
+        logits = self(x)
+        self.log(f"{stage}/loss", F.cross_entropy(logits, y), prog_bar=False)
+        self.log(f"{stage}/acc", (logits.argmax(-1) == y).float().mean(), prog_bar=True)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._accuracy_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._accuracy_step(batch, "test")
+
+
+class ImageClassifier(ClassifierModule):
+    """Trains a classifier with cross-entropy: the *original* model that is later unlearned
+    (and the architecture Retrain re-trains). Same arguments as :class:`ClassifierModule`.
+
+    Example::
+
+        >>> from lightning_unlearn.models import SmallCNN
+        >>> module = ImageClassifier(SmallCNN(in_channels=1, num_classes=10), lr=0.05)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        lr: float = 0.05,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        optimizer: Optional[OptimizerCallable] = None,
+        lr_scheduler: Optional[LRSchedulerCallable] = None,
+    ) -> None:
+        super().__init__(model, lr, momentum, weight_decay, optimizer, lr_scheduler)
+        self.save_hyperparameters(ignore=["model", "optimizer", "lr_scheduler"])
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        x, y = batch
+        loss = F.cross_entropy(self(x), y)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss

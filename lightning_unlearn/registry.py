@@ -1,0 +1,70 @@
+"""One registry of every method and callback: name -> class and what it needs.
+
+Shared tests, ``lightning-unlearn compare`` and the README method table all read it, so a new
+method is one file plus one :func:`register` decorator.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable, Literal, TypeVar
+
+T = TypeVar("T", bound=type)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What the registry knows of a method or callback."""
+
+    name: str
+    cls: type
+    kind: Literal["method", "callback"]
+    paper: str
+    cost: str
+    inputs: tuple[str, ...] = ()
+    retrain_free: bool = True
+    label_free: bool = False
+
+    @property
+    def retain_free(self) -> bool:
+        """Needs no retained data."""
+        return "retain" not in self.inputs
+
+
+_REGISTRY: dict[str, Entry] = {}
+
+
+def register(
+    name: str, *, kind: Literal["method", "callback"], paper: str, cost: str,
+    retrain_free: bool = True, label_free: bool = False,
+) -> Callable[[T], T]:
+    """Class decorator adding a method or callback to the registry under ``name``."""
+
+    def decorator(cls: T) -> T:
+        if name in _REGISTRY and _REGISTRY[name].cls is not cls:
+            raise ValueError(f"{name!r} is registered twice ({_REGISTRY[name].cls.__name__} and {cls.__name__}).")
+        inputs = tuple(getattr(cls, "unlearning_inputs", ()) or ())
+        _REGISTRY[name] = Entry(name, cls, kind, paper, cost, inputs, retrain_free, label_free)
+        return cls
+
+    return decorator
+
+
+def _populate() -> None:
+    importlib.import_module("lightning_unlearn.methods")
+    importlib.import_module("lightning_unlearn.callbacks")
+
+
+def entries(kind: Literal["method", "callback", None] = None) -> list[Entry]:
+    """All registered entries (of one kind), in registration order."""
+    _populate()
+    return [e for e in _REGISTRY.values() if kind is None or e.kind == kind]
+
+
+def get(name: str) -> Entry:
+    """The entry registered as ``name``."""
+    _populate()
+    if name not in _REGISTRY:
+        raise KeyError(f"Unknown method or callback {name!r}: registered are {sorted(_REGISTRY)}.")
+    return _REGISTRY[name]
