@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import CombinedLoader
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from lightning_unlearn.data.spec import ForgetSpec, fingerprint
 
@@ -26,6 +26,8 @@ class UnlearningDataModule(L.LightningDataModule):
       ``{"forget": (x, y), "retain": (x, y)}``. ``epoch_split`` names the split that defines an
       epoch (one pass over it, shuffled); the other splits are drawn by reshuffled passes of the
       same number of batches, so a short forget set is cycled, never truncated.
+    * ``unlearning_inputs = ("train",)`` (``ImageClassifier``, training the original): plain
+      ``(x, y)`` batches of the whole training set, D_f included.
     * nothing declared (a user's own LightningModule): plain ``(x, y)`` batches of D_r, so fine-tuning
       on retained data works unchanged.
 
@@ -43,6 +45,9 @@ class UnlearningDataModule(L.LightningDataModule):
         num_workers: DataLoader workers.
         val: optional validation dataset (served by ``val_dataloader``).
         train_eval: the training set with test-time transforms, index-aligned with ``train``.
+        shuffle_seed: seed of the training order. Each epoch's order depends only on this seed and
+            the epoch number, so a run resumed from a checkpoint sees the same batches as an
+            uninterrupted one.
 
     Raises:
         ValueError: for an invalid request (see :meth:`ForgetSpec.resolve`) or non-positive sizes.
@@ -59,6 +64,7 @@ class UnlearningDataModule(L.LightningDataModule):
         num_workers: int = 0,
         val: Optional[Dataset] = None,
         train_eval: Optional[Dataset] = None,
+        shuffle_seed: int = 0,
     ) -> None:
         super().__init__()
         if forget is None:
@@ -76,6 +82,7 @@ class UnlearningDataModule(L.LightningDataModule):
         self.forget_batch_size = int(forget_batch_size or batch_size)
         self.eval_batch_size = int(eval_batch_size or batch_size)
         self.num_workers = num_workers
+        self.shuffle_seed = shuffle_seed
         self.train_set, self.test_set, self.val_set, self.train_eval_set = train, test, val, train_eval
         self._forget_indices: Optional[Tensor] = None
         self._retain_indices: Optional[Tensor] = None
@@ -164,17 +171,23 @@ class UnlearningDataModule(L.LightningDataModule):
         return Subset(base, (self._forget_indices if name == "forget" else self._retain_indices).tolist())
 
     # ------------------------------------------------------------------ loaders
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool = False, sampler: Any = None) -> DataLoader:
+    def _loader(self, dataset: Dataset, batch_size: int, sampler: Optional[Sampler] = None) -> DataLoader:
         return DataLoader(
-            dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
+            dataset, batch_size=batch_size, sampler=sampler,
             num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
         )
+
+    def _shuffled(self, dataset: Dataset, batch_size: int, stream: int, num_samples: Optional[int] = None) -> DataLoader:
+        sampler = EpochShuffleSampler(len(dataset), num_samples, seed=self.shuffle_seed * 1000 + stream)
+        return self._loader(dataset, batch_size, sampler)
 
     def train_dataloader(self) -> Any:
         module = self.trainer.lightning_module if self.trainer is not None else None
         inputs = tuple(getattr(module, "unlearning_inputs", ()) or ())
+        if inputs == ("train",):
+            return self._shuffled(self.train_set, self.batch_size, stream=0)
         if not inputs:
-            return self._loader(self.split("retain"), self.batch_size, shuffle=True)
+            return self._shuffled(self.split("retain"), self.batch_size, stream=2)
         unknown = set(inputs) - set(SPLITS)
         if unknown:
             raise ValueError(f"{type(module).__name__}.unlearning_inputs names unknown splits {sorted(unknown)}: use {SPLITS}.")
@@ -185,12 +198,11 @@ class UnlearningDataModule(L.LightningDataModule):
         steps = math.ceil(len(self.split(epoch_split)) / sizes[epoch_split])
         loaders = {}
         for name in inputs:
-            dataset = self.split(name)
+            stream = 1 + SPLITS.index(name)
             if name == epoch_split:
-                loaders[name] = self._loader(dataset, sizes[name], shuffle=True)
+                loaders[name] = self._shuffled(self.split(name), sizes[name], stream)
             else:  # reshuffled passes (a short split is cycled) giving exactly `steps` full batches
-                sampler = RandomSampler(dataset, replacement=False, num_samples=steps * sizes[name])
-                loaders[name] = self._loader(dataset, sizes[name], sampler=sampler)
+                loaders[name] = self._shuffled(self.split(name), sizes[name], stream, num_samples=steps * sizes[name])
         return CombinedLoader(loaders, mode="min_size")
 
     def forget_dataloader(self) -> DataLoader:
@@ -212,6 +224,30 @@ class UnlearningDataModule(L.LightningDataModule):
     def evaluation_dataloaders(self) -> dict[str, DataLoader]:
         """The three evaluation loaders by name: ``forget``, ``retain``, ``test``."""
         return {"forget": self.forget_dataloader(), "retain": self.retain_dataloader(), "test": self.test_dataloader()}
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """Random order without replacement that depends only on ``(seed, epoch)``.
+
+    Yields ``num_samples`` indices (default: the dataset size) as consecutive random
+    permutations, so a split shorter than ``num_samples`` is cycled with a fresh order each pass.
+    Lightning calls :meth:`set_epoch` at every epoch start, which makes resumed runs exact.
+    """
+
+    def __init__(self, size: int, num_samples: Optional[int] = None, seed: int = 0) -> None:
+        self.size, self.num_samples, self.seed, self.epoch = size, num_samples or size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + 7919 * self.epoch)
+        passes = math.ceil(self.num_samples / self.size)
+        order = torch.cat([torch.randperm(self.size, generator=generator) for _ in range(passes)])
+        return iter(order[: self.num_samples].tolist())
 
 
 def dataset_targets(dataset: Dataset) -> Tensor:

@@ -97,6 +97,7 @@ class UnlearningMethod(ClassifierModule):
             )
 
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         datamodule = getattr(self.trainer, "datamodule", None)
         if isinstance(datamodule, UnlearningDataModule):
             x, _ = next(iter(datamodule.retain_dataloader()))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional, Union
+from typing import Any, Callable, ClassVar, Iterable, Optional, Union
 
 import lightning as L
 import torch
@@ -47,6 +47,11 @@ class ClassifierModule(L.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
 
+    def on_fit_start(self) -> None:
+        # A trained network usually arrives in eval mode; Lightning keeps submodule modes, so put it
+        # in train mode (BatchNorm batch statistics), as every reference recipe trains.
+        self.model.train()
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters handed to the optimiser."""
         return [p for p in self.model.parameters() if p.requires_grad]
@@ -83,6 +88,9 @@ class ImageClassifier(ClassifierModule):
         >>> from lightning_unlearn.models import SmallCNN
         >>> module = ImageClassifier(SmallCNN(in_channels=1, num_classes=10), lr=0.05)
     """
+
+    # An UnlearningDataModule serves it the whole training set (the original sees D_f too).
+    unlearning_inputs: ClassVar[tuple[str, ...]] = ("train",)
 
     def __init__(
         self,

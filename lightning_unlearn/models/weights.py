@@ -31,10 +31,14 @@ def load_weights(model: nn.Module, path: Union[str, Path]) -> nn.Module:
         state = state["state_dict"]
     if any(key.startswith("model.") for key in state):
         state = {key[len("model."):]: value for key, value in state.items() if key.startswith("model.")}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    fix = "Build `model` with the architecture the weights were trained with."
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        raise ValueError(f"weights={str(path)!r} do not fit {type(model).__name__}: {fix}\n{err}") from None
     if missing or unexpected:
         raise ValueError(
             f"weights={str(path)!r} do not fit {type(model).__name__}: missing {missing[:5]}, unexpected"
-            f" {unexpected[:5]}. Build `model` with the architecture the weights were trained with."
+            f" {unexpected[:5]}. {fix}"
         )
     return model

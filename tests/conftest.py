@@ -1,0 +1,60 @@
+"""Shared fixtures: digits, a trained original model, small synthetic data."""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("WANDB_SILENT", "true")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+from lightning_unlearn import ForgetSpec  # noqa: E402
+from lightning_unlearn.data import DigitsDataModule  # noqa: E402
+from lightning_unlearn.models import ImageClassifier, SmallCNN  # noqa: E402
+
+QUIET = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+
+
+def quiet_trainer(**kwargs) -> L.Trainer:
+    """A CPU Trainer without logging, checkpoints or progress bars (overridable)."""
+    return L.Trainer(**{**QUIET, "accelerator": "cpu", "devices": 1, **kwargs})
+
+
+@pytest.fixture(scope="session")
+def original_digits_model() -> torch.nn.Module:
+    """A SmallCNN trained on the digits training set (all classes, 15 epochs): ~98 % test accuracy."""
+    L.seed_everything(0)
+    dm = DigitsDataModule(forget=ForgetSpec(classes=[3]))
+    net = SmallCNN(in_channels=1, num_classes=10)
+    quiet_trainer(max_epochs=15).fit(ImageClassifier(net, lr=0.05), datamodule=dm)
+    return net.eval()
+
+
+@pytest.fixture()
+def original(original_digits_model) -> torch.nn.Module:
+    """A private copy of the trained original for one test."""
+    return copy.deepcopy(original_digits_model)
+
+
+@pytest.fixture()
+def digits_classwise() -> DigitsDataModule:
+    return DigitsDataModule(forget=ForgetSpec(classes=[3]))
+
+
+@pytest.fixture()
+def digits_random() -> DigitsDataModule:
+    return DigitsDataModule(forget=ForgetSpec(ratio=0.1, seed=0))
+
+
+def synthetic_dataset(n: int = 100, classes: int = 4, features: int = 6, seed: int = 0) -> TensorDataset:
+    """Gaussian blobs, one per class, labels cycling 0..classes-1."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % classes
+    x = torch.randn(n, features, generator=g) + 3.0 * torch.nn.functional.one_hot(y, features).float()
+    return TensorDataset(x, y)
