@@ -1,0 +1,112 @@
+"""The unlearning report: one machine-readable JSON file per run, never any raw data."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping, Optional, Union
+
+REPORT_KEYS = ("method", "hyperparameters", "forget", "metrics", "runtime_s", "seed", "versions", "created")
+FRACTION_METRICS = ("forget_acc", "retain_acc", "test_acc", "unlearning_accuracy", "mia_efficacy")
+
+
+def versions() -> dict[str, str]:
+    """Versions of lightning-unlearn, torch and lightning."""
+    import lightning
+    import torch
+
+    import lightning_unlearn
+
+    return {"lightning-unlearn": lightning_unlearn.__version__, "torch": torch.__version__, "lightning": lightning.__version__}
+
+
+def build_report(
+    method: str,
+    hyperparameters: Mapping[str, Any],
+    forget: Mapping[str, Any],
+    before: Mapping[str, float],
+    after: Mapping[str, float],
+    reference: Optional[Mapping[str, float]] = None,
+    gap: Optional[Mapping[str, float]] = None,
+    runtime_s: float = 0.0,
+    seed: Optional[int] = None,
+) -> dict[str, Any]:
+    """Assembles the report.
+
+    Args:
+        method: the method's name (class name or registry name).
+        hyperparameters: the method's init arguments (made JSON-safe here).
+        forget: ``{"count": int, "fingerprint": sha256 hex, "spec": ForgetSpec.to_dict()}``.
+        before: metrics of the original model (fractions in [0, 1]).
+        after: metrics of the unlearned model.
+        reference: metrics of the reference (retrained) model, if any.
+        gap: ``after - reference`` per metric plus ``avg_gap``, if a reference was given.
+        runtime_s: wall time of the unlearning itself (evaluation excluded).
+        seed: the global seed of the run.
+
+    Returns:
+        A dict with exactly the keys :data:`REPORT_KEYS`.
+
+    Raises:
+        ValueError: a metric outside [0, 1], or a forget summary lacking count/fingerprint/spec.
+    """
+    for name, block in (("before", before), ("after", after), ("reference", reference)):
+        for key in FRACTION_METRICS:
+            if block is not None and key in block and not 0.0 <= float(block[key]) <= 1.0:
+                raise ValueError(f"metrics.{name}.{key} = {block[key]} is not a fraction in [0, 1].")
+    if set(forget) != {"count", "fingerprint", "spec"}:
+        raise ValueError(f"`forget` must hold exactly count, fingerprint and spec, got {sorted(forget)}.")
+    return {
+        "method": method,
+        "hyperparameters": json_safe(dict(hyperparameters)),
+        "forget": json_safe(dict(forget)),
+        "metrics": {
+            "before": json_safe(dict(before)),
+            "after": json_safe(dict(after)),
+            "reference": None if reference is None else json_safe(dict(reference)),
+            "gap": None if gap is None else json_safe(dict(gap)),
+        },
+        "runtime_s": float(runtime_s),
+        "seed": seed,
+        "versions": versions(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_report(path: Union[str, Path], report: Mapping[str, Any]) -> Path:
+    """Writes the report as indented JSON (creating parent folders); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, sort_keys=False, allow_nan=False) + "\n")
+    return path
+
+
+def read_report(path: Union[str, Path]) -> dict[str, Any]:
+    """Reads a report written by :func:`write_report`."""
+    report = json.loads(Path(path).read_text())
+    missing = [k for k in REPORT_KEYS if k not in report]
+    if missing:
+        raise ValueError(f"{path} is not an unlearning report: it lacks {missing}.")
+    return report
+
+
+def json_safe(value: Any) -> Any:
+    """Numbers, strings, bools, None, lists and dicts pass; tensors become numbers or lists;
+    anything else (callables, modules) becomes its qualified name. NaN/inf become None."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)):
+        return None if isinstance(value, float) and not math.isfinite(value) else value
+    if hasattr(value, "tolist"):
+        return json_safe(value.tolist())
+    if hasattr(value, "item"):
+        return json_safe(value.item())
+    name = getattr(value, "__qualname__", None) or type(value).__qualname__
+    module = getattr(value, "__module__", None) or type(value).__module__
+    return f"{module}.{name}"
