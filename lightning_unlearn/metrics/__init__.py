@@ -1,0 +1,7 @@
+"""Unlearning metrics (OPTML convention, fractions in [0, 1]): accuracy, UA, MIA-Efficacy, gaps."""
+
+from lightning_unlearn.metrics import functional
+from lightning_unlearn.metrics.accuracy import Accuracy, UnlearningAccuracy
+from lightning_unlearn.metrics.mia import MIAEfficacy
+
+__all__ = ["Accuracy", "MIAEfficacy", "UnlearningAccuracy", "functional"]

@@ -1,0 +1,17 @@
+"""Functional unlearning metrics: plain functions over tensors, usable in any loop."""
+
+from lightning_unlearn.metrics.functional.accuracy import accuracy, unlearning_accuracy
+from lightning_unlearn.metrics.functional.gap import avg_gap, metric_gaps
+from lightning_unlearn.metrics.functional.mia import mia_efficacy, true_class_confidence
+from lightning_unlearn.metrics.functional.svc import RBFSVC, fit_rbf_svc
+
+__all__ = [
+    "RBFSVC",
+    "accuracy",
+    "avg_gap",
+    "fit_rbf_svc",
+    "metric_gaps",
+    "mia_efficacy",
+    "true_class_confidence",
+    "unlearning_accuracy",
+]
