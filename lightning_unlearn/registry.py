@@ -68,3 +68,22 @@ def get(name: str) -> Entry:
     if name not in _REGISTRY:
         raise KeyError(f"Unknown method or callback {name!r}: registered are {sorted(_REGISTRY)}.")
     return _REGISTRY[name]
+
+
+def markdown_table() -> str:
+    """The README's method table, rendered from the registry (a test keeps README in sync)."""
+
+    def yes(flag: bool) -> str:
+        return "yes" if flag else "no"
+
+    rows = [
+        "| name | class | kind | paper | data | retrain-free | label-free | cost per step |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for e in entries():
+        data = " + ".join(e.inputs) if e.inputs else "-"
+        rows.append(
+            f"| `{e.name}` | `{e.cls.__name__}` | {e.kind} | {e.paper} | {data} | {yes(e.retrain_free)} |"
+            f" {yes(e.label_free)} | {e.cost} |"
+        )
+    return "\n".join(rows)
