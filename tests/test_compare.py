@@ -1,0 +1,113 @@
+"""``lightning-unlearn compare``: the end-to-end story, its JSON and table, and config errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lightning_unlearn.compare import check_methods, format_table, parse_config, run_compare
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "configs" / "quickstart.yaml"
+COMPARE_CONFIGS = [QUICKSTART, ROOT / "configs" / "digits" / "compare_classwise.yaml"]
+METHODS = ["retrain", "finetune", "gradient_ascent", "neggrad_plus", "random_label"]
+COLUMNS = ["unlearning_accuracy", "retain_acc", "test_acc", "mia_efficacy", "avg_gap", "runtime_s"]
+
+
+def run_compare_cli(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """The console script when installed next to the interpreter, else ``python -m lightning_unlearn.cli``."""
+    script = Path(sys.executable).parent / "lightning-unlearn"
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "lightning_unlearn.cli"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([*command, "compare", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def small_config(**methods: dict) -> dict:
+    """A quickstart-like config as a mapping, 2 epochs of the original."""
+    config = yaml.safe_load(QUICKSTART.read_text())
+    config["original"]["max_epochs"] = 2
+    config["methods"] = methods or {"retrain": {"method": "retrain", "max_epochs": 1}}
+    return config
+
+
+@pytest.mark.parametrize("path", COMPARE_CONFIGS, ids=lambda p: p.stem)
+def test_compare_configs_parse(path: Path) -> None:
+    cfg = parse_config(path, instantiate=False)
+    specs = check_methods(cfg.methods)
+    assert list(specs) == METHODS
+    # omegaconf interpolation: Retrain uses the original's recipe
+    assert specs["retrain"].max_epochs == cfg.original.max_epochs
+    assert specs["retrain"].init_args["lr"] == cfg.original.lr
+
+
+def test_quickstart_end_to_end(tmp_path: Path) -> None:
+    output = tmp_path / "out" / "results.json"
+    proc = run_compare_cli("--config", str(QUICKSTART), "--output", str(output), "--original.max_epochs=5", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(output.read_text())
+    rows = {row["name"]: row for row in result["rows"]}
+    assert list(rows) == METHODS  # Retrain first, then config order
+    for row in rows.values():
+        for column in COLUMNS:
+            assert isinstance(row[column], (int, float)), (row["name"], column)
+        for column in COLUMNS[:4]:
+            assert 0.0 <= row[column] <= 100.0  # percent
+    assert rows["retrain"]["avg_gap"] == 0.0
+    assert set(rows["retrain"]["gap"].values()) == {0.0}
+    # the override reached Retrain through ${original.max_epochs}
+    assert rows["retrain"]["max_epochs"] == 5 == result["config"]["original"]["max_epochs"]
+    for row in rows.values():
+        expected = sum(abs(row[c] - rows["retrain"][c]) for c in COLUMNS[:4]) / 4
+        assert row["avg_gap"] == pytest.approx(expected, abs=0.02)
+    assert result["forget"]["count"] == 144 and len(result["forget"]["fingerprint"]) == 64
+    assert result["original"]["retain_acc"] > 90.0
+    for name in METHODS:
+        assert f"| {name} |" in proc.stdout
+    assert "| Method | UA | RA | TA | MIA-Efficacy | Avg. Gap | RTE (s) |" in proc.stdout
+
+
+def test_unknown_method_fails_clearly(tmp_path: Path) -> None:
+    config = small_config(retrain={"method": "retrain", "max_epochs": 1}, mine={"method": "no_such_method"})
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = run_compare_cli("--config", str(path), cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "methods.mine.method: unknown method 'no_such_method'" in proc.stderr
+    assert "random_label" in proc.stderr  # lists the registered names
+
+
+@pytest.mark.parametrize(
+    ("methods", "message"),
+    [
+        ({"ft": {"method": "finetune", "max_epochs": 1}}, "no Retrain row"),
+        ({"retrain": {"method": "retrain", "max_epochs": 0}}, "methods.retrain.max_epochs must be >= 1"),
+        ({"retrain": {"method": "retrain"}, "ft": {"method": "finetune", "init_args": {"lrr": 0.1}}},
+         "methods.ft.init_args.lrr: FineTune takes no argument 'lrr'"),
+        ({"retrain": {"method": "retrain"}, "ft": {"method": "finetune", "init_args": {"weights": "x.ckpt"}}},
+         "methods.ft.init_args.weights: compare passes the original network"),
+        ({"retrain": {"method": "retrain", "epochs": 3}}, "`methods.retrain` has unknown key(s) ['epochs']"),
+        ({"retrain": {"max_epochs": 3}}, "`methods.retrain` lacks ['method']"),
+    ],
+)
+def test_invalid_methods_fail_before_training(methods: dict, message: str) -> None:
+    with pytest.raises(ValueError) as exc:
+        run_compare(small_config(**methods))
+    assert message in str(exc.value)
+
+
+def test_run_compare_in_process() -> None:
+    result = run_compare(small_config(
+        retrain={"method": "retrain", "max_epochs": 2, "init_args": {"lr": 0.05}},
+        ga={"method": "gradient_ascent", "max_epochs": 1, "init_args": {"lr": 0.01}},
+    ))
+    assert [row["name"] for row in result["rows"]] == ["retrain", "ga"]
+    assert result["rows"][1]["class"] == "GradientAscent"
+    table = format_table(result)
+    assert "| original (before) |" in table and "| ga |" in table
+    json.dumps(result)  # JSON-safe
