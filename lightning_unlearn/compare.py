@@ -82,11 +82,15 @@ class MethodSpec:
         max_epochs: epochs of unlearning (of training, for Retrain).
         init_args: the method's init arguments other than ``model`` and ``weights`` (compare
             hands it the original network itself).
+        callbacks: callbacks stacked on the method, in order, each
+            ``{callback: <registry name>, init_args: {...}}`` (e.g. SalUn =
+            ``random_label`` + ``[{callback: saliency_mask}]``).
     """
 
     method: str
     max_epochs: int = 5
     init_args: dict[str, Any] = field(default_factory=dict)
+    callbacks: list[dict[str, Any]] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------- parsing
@@ -216,12 +220,38 @@ def check_methods(methods: Mapping[str, Any]) -> dict[str, MethodSpec]:
                     f"methods.{name}.init_args.{arg}: {registry.get(spec.method).cls.__name__} takes no argument"
                     f" {arg!r}; it takes {[a for a in accepted if a not in ('model', 'weights')]}."
                 )
+        _check_callbacks(name, spec.callbacks)
     if not any(spec.method == REFERENCE for spec in specs.values()):
         raise ValueError(
             "`methods` has no Retrain row: add `retrain: {method: retrain, max_epochs: ...}`; it is the"
             " reference of every gap."
         )
     return specs
+
+
+def _check_callbacks(name: str, callbacks: Any) -> None:
+    from lightning_unlearn import registry
+
+    known = [e.name for e in registry.entries("callback") if e.name != "evaluation"]
+    if not isinstance(callbacks, (list, tuple)):
+        raise ValueError(f"methods.{name}.callbacks must be a list of {{callback: name, init_args: {{...}}}}, got {callbacks!r}.")
+    for i, item in enumerate(callbacks):
+        where = f"methods.{name}.callbacks[{i}]"
+        if not isinstance(item, Mapping) or set(item) - {"callback", "init_args"} or "callback" not in item:
+            raise ValueError(f"{where} must be {{callback: <name>, init_args: {{...}}}}, got {item!r}.")
+        if item["callback"] not in known:
+            raise ValueError(f"{where}.callback: unknown callback {item['callback']!r}. Registered callbacks: {known}.")
+        accepted = [p for p in inspect.signature(registry.get(item["callback"]).cls.__init__).parameters if p != "self"]
+        for arg in item.get("init_args") or {}:
+            if arg not in accepted:
+                raise ValueError(f"{where}.init_args.{arg}: {registry.get(item['callback']).cls.__name__} takes {accepted}.")
+
+
+def build_callbacks(spec: MethodSpec) -> list[Any]:
+    """The callbacks of a row, instantiated from the registry in config order."""
+    from lightning_unlearn import registry
+
+    return [registry.get(c["callback"]).cls(**dict(c.get("init_args") or {})) for c in spec.callbacks]
 
 
 # ---------------------------------------------------------------------------------- running
@@ -305,7 +335,7 @@ def run_compare(config: Union[str, os.PathLike, Mapping[str, Any], Any]) -> dict
                 init_args.setdefault("init_seed", seed)
             method = cls(model=original, **init_args)
             evaluation = UnlearningEvaluation(reference=retrained, mia_backend=mia_backend)
-            trainer(spec.max_epochs, [evaluation]).fit(method, datamodule=datamodule)
+            trainer(spec.max_epochs, [*build_callbacks(spec), evaluation]).fit(method, datamodule=datamodule)
             results[name] = {"after": evaluation.results["after"], "runtime_s": evaluation.results["runtime_s"]}
             if name == reference_name:
                 retrained = method.model
@@ -321,6 +351,7 @@ def run_compare(config: Union[str, os.PathLike, Mapping[str, Any], Any]) -> dict
             "class": registry.get(spec.method).cls.__name__,
             "max_epochs": int(spec.max_epochs),
             "init_args": _json_safe(spec.init_args),
+            "callbacks": _json_safe(spec.callbacks),
             **{key: metrics[key] for _, key in COLUMNS},
             "forget_acc": metrics["forget_acc"],
             "gap": gap,
@@ -336,7 +367,8 @@ def run_compare(config: Union[str, os.PathLike, Mapping[str, Any], Any]) -> dict
             "model": {"class": type(network).__name__,
                       "parameters": sum(p.numel() for p in network.parameters())},
             "original": asdict(original_spec),
-            "methods": {name: {"method": s.method, "max_epochs": int(s.max_epochs), "init_args": _json_safe(s.init_args)}
+            "methods": {name: {"method": s.method, "max_epochs": int(s.max_epochs), "init_args": _json_safe(s.init_args),
+                               "callbacks": _json_safe(s.callbacks)}
                         for name, s in specs.items()},
         },
         "forget": {

@@ -93,6 +93,10 @@ def test_unknown_method_fails_clearly(tmp_path: Path) -> None:
          "methods.ft.init_args.weights: compare passes the original network"),
         ({"retrain": {"method": "retrain", "epochs": 3}}, "`methods.retrain` has unknown key(s) ['epochs']"),
         ({"retrain": {"max_epochs": 3}}, "`methods.retrain` lacks ['method']"),
+        ({"retrain": {"method": "retrain", "callbacks": [{"callback": "nope"}]}},
+         "methods.retrain.callbacks[0].callback: unknown callback 'nope'"),
+        ({"retrain": {"method": "retrain", "callbacks": [{"name": "x"}]}},
+         "methods.retrain.callbacks[0] must be {callback: <name>, init_args: {...}}"),
     ],
 )
 def test_invalid_methods_fail_before_training(methods: dict, message: str) -> None:

@@ -23,6 +23,7 @@ class DigitsDataModule(UnlearningDataModule):
         forget_batch_size: see :class:`UnlearningDataModule`.
         eval_batch_size: see :class:`UnlearningDataModule`.
         num_workers: see :class:`UnlearningDataModule`.
+        shuffle_seed: see :class:`UnlearningDataModule`.
         test_fraction: fraction of the 1,797 images held out as the test set.
         split_seed: seed of the stratified train/test split.
 
@@ -40,6 +41,7 @@ class DigitsDataModule(UnlearningDataModule):
         forget_batch_size: Optional[int] = None,
         eval_batch_size: Optional[int] = 512,
         num_workers: int = 0,
+        shuffle_seed: int = 0,
         test_fraction: float = 0.2,
         split_seed: int = 0,
     ) -> None:
@@ -50,6 +52,7 @@ class DigitsDataModule(UnlearningDataModule):
         super().__init__(
             forget=forget, batch_size=batch_size, forget_batch_size=forget_batch_size,
             eval_batch_size=eval_batch_size, num_workers=num_workers,
+            shuffle_seed=shuffle_seed,
         )
         self._ensure_loaded()
 

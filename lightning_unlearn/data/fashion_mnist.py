@@ -41,6 +41,7 @@ class FashionMNISTDataModule(UnlearningDataModule):
         forget_batch_size: see :class:`UnlearningDataModule`.
         eval_batch_size: see :class:`UnlearningDataModule`.
         num_workers: see :class:`UnlearningDataModule`.
+        shuffle_seed: see :class:`UnlearningDataModule`.
     """
 
     def __init__(
@@ -54,12 +55,14 @@ class FashionMNISTDataModule(UnlearningDataModule):
         forget_batch_size: Optional[int] = None,
         eval_batch_size: Optional[int] = 1024,
         num_workers: int = 0,
+        shuffle_seed: int = 0,
     ) -> None:
         self.root, self.download = root, download
         self.train_size, self.test_size = train_size, test_size
         super().__init__(
             forget=forget, batch_size=batch_size, forget_batch_size=forget_batch_size,
             eval_batch_size=eval_batch_size, num_workers=num_workers,
+            shuffle_seed=shuffle_seed,
         )
 
     def _local_root(self) -> Optional[Path]:
