@@ -2,5 +2,8 @@
 
 from lightning_unlearn.callbacks.evaluation import UnlearningEvaluation
 from lightning_unlearn.callbacks.masking import MaskedParameters, MaskedUpdateCallback
+from lightning_unlearn.callbacks.saliency_mask import SaliencyMask
+from lightning_unlearn.callbacks.dynamic_mask import DynamicMask
+from lightning_unlearn.callbacks.sparsity_regularization import SparsityRegularization
 
-__all__ = ["UnlearningEvaluation", "MaskedParameters", "MaskedUpdateCallback"]
+__all__ = ["UnlearningEvaluation", "MaskedParameters", "MaskedUpdateCallback", "SaliencyMask", "DynamicMask", "SparsityRegularization"]

@@ -255,7 +255,7 @@ class MaskedParameters:
             "names": list(self.names),
             "shapes": [list(m.shape) for m in self.masks],
             "masks": [pack_mask(m) for m in self.masks],
-            "anchor": None if self.anchor is None else [a.detach().clone() for a in self.anchor],
+            "anchor": self.anchor,  # replaced, never modified in place: no copy needed
             "anchor_zero": self.anchor_zero,
         }
 

@@ -15,41 +15,8 @@ from lightning_unlearn.callbacks.masking import (
     topk_mask,
     unpack_mask,
 )
-from tests.conftest import quiet_trainer, synthetic_dataset
-
-
-class Tiny(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(6, 5)
-        self.bn = nn.BatchNorm1d(5)
-        self.fc2 = nn.Linear(5, 4)
-
-    def forward(self, x):
-        return self.fc2(torch.relu(self.bn(self.fc1(x))))
-
-
-class UserModule(L.LightningModule):
-    """A plain user LightningModule (not one of our wrappers): its parameters are its own."""
-
-    def __init__(self, lr=0.1, momentum=0.9, weight_decay=5e-4) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.net = Tiny()
-        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
-
-    def forward(self, x):
-        return self.net(x)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        return nn.functional.cross_entropy(self(x), y)
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
-
-    def train_dataloader(self):
-        return torch.utils.data.DataLoader(synthetic_dataset(64), batch_size=16, shuffle=False)
+from tests.callbacks.user_module import Tiny, UserModule
+from tests.conftest import quiet_trainer
 
 
 class FixedMask(MaskedUpdateCallback):

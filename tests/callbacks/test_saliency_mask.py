@@ -1,0 +1,151 @@
+"""SaliencyMask (SalUn): saliency vs an independent computation, strict freeze, resume, errors, digits."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lightning_unlearn.callbacks import SaliencyMask
+from lightning_unlearn.callbacks.masking import topk_mask
+from lightning_unlearn.callbacks.saliency_mask import weight_saliency
+from lightning_unlearn.methods import RandomLabel
+from tests.callbacks.user_module import Tiny, UserModule, forget_loader
+from tests.conftest import quiet_trainer
+
+
+def independent_saliency(model, loader):
+    """|sum over batches of the batch-mean CE gradient|, eval mode, via .backward()."""
+    model = copy.deepcopy(model).eval()
+    total = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    for x, y in loader:
+        model.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        for n, p in model.named_parameters():
+            total[n] += p.grad
+    return {n: g.abs() for n, g in total.items()}
+
+
+def test_weight_saliency_equals_independent_computation_and_keeps_mode():
+    torch.manual_seed(0)
+    net = Tiny().train()
+    net(torch.randn(32, 6))  # non-trivial BatchNorm running statistics
+    expected = independent_saliency(net, forget_loader())
+    running_mean = net.bn.running_mean.clone()
+    got = weight_saliency(net, list(net.parameters()), forget_loader())
+    for (name, _), value in zip(net.named_parameters(), got):
+        torch.testing.assert_close(value, expected[name], rtol=1e-6, atol=1e-7, msg=name)
+    assert net.training and torch.equal(net.bn.running_mean, running_mean)
+    assert all(p.grad is None for p in net.parameters())
+
+
+def test_random_label_saliency_differs_from_cross_entropy():
+    net = Tiny()
+    ce = weight_saliency(net, list(net.parameters()), forget_loader())
+    rl = weight_saliency(net, list(net.parameters()), forget_loader(), loss="random_label")
+    assert not all(torch.equal(a, b) for a, b in zip(ce, rl))
+
+
+def _fit(strict, threshold=0.5, scope="global", steps=6):
+    module = UserModule()
+    start = copy.deepcopy(module.state_dict())
+    expected = independent_saliency(module, forget_loader())
+    callback = SaliencyMask(threshold=threshold, scope=scope, strict=strict, dataloader=forget_loader())
+    quiet_trainer(max_steps=steps, callbacks=[callback]).fit(module)
+    return module, start, callback, expected
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_mask_is_topk_of_the_saliency_at_fit_start_on_a_user_module(scope):
+    module, _, callback, expected = _fit(strict=True, threshold=0.3, scope=scope)
+    masks = callback.masks()
+    assert list(masks) == list(expected)  # every parameter of the plain module, named as its own
+    names = list(expected)
+    for name, mask in zip(names, topk_mask([expected[n] for n in names], 0.3, scope)):
+        assert torch.equal(masks[name], mask), name
+    total = sum(m.numel() for m in masks.values())
+    if scope == "global":
+        assert sum(int(m.sum()) for m in masks.values()) == round(0.3 * total)
+
+
+def test_strict_saliency_mask_freezes_masked_out_weights_bit_identically():
+    module, start, callback, _ = _fit(strict=True)
+    moved = 0
+    for name, mask in callback.masks().items():
+        assert torch.equal(module.state_dict()[name][~mask], start[name][~mask]), name
+        moved += int((module.state_dict()[name][mask] != start[name][mask]).sum())
+    assert moved > 0
+
+
+def test_non_strict_saliency_mask_lets_weight_decay_move_masked_out_weights():
+    module, start, callback, _ = _fit(strict=False)
+    assert any(not torch.equal(module.state_dict()[n][~m], start[n][~m]) for n, m in callback.masks().items())
+
+
+def test_salun_resumes_exactly_without_recomputing_the_saliency(original, digits_classwise, tmp_path):
+    def run(epochs, ckpt=None, save=None):
+        callback = SaliencyMask(threshold=0.5)
+        method = RandomLabel(copy.deepcopy(original))
+        trainer = quiet_trainer(max_epochs=epochs, limit_train_batches=2, callbacks=[callback])
+        trainer.fit(method, datamodule=digits_classwise, ckpt_path=ckpt)
+        if save:
+            trainer.save_checkpoint(save)
+        return method, callback
+
+    straight, cb = run(2)
+    run(1, save=tmp_path / "mid.ckpt")
+    resumed, cb_resumed = run(2, ckpt=tmp_path / "mid.ckpt")
+    assert all(torch.equal(cb.masks()[k], v) for k, v in cb_resumed.masks().items())
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[key], value), key
+
+
+@torch.no_grad()
+def accuracies(model, datamodule):
+    model.eval()
+    return {
+        f"{split}_acc": torch.cat([(model(x).argmax(-1) == y).float() for x, y in loader]).mean().item()
+        for split, loader in (("forget", datamodule.forget_dataloader()), ("retain", datamodule.retain_dataloader()))
+    }
+
+
+def test_salun_on_digits_classwise_forgets_and_keeps_retain_accuracy(original, digits_classwise):
+    before = accuracies(original, digits_classwise)
+    callback = SaliencyMask(threshold=0.5)
+    method = RandomLabel(original, lr=0.013)
+    quiet_trainer(max_epochs=2, callbacks=[callback]).fit(method, datamodule=digits_classwise)
+    after = accuracies(method.model, digits_classwise)  # seen: forget 1.0 -> 0.0, retain 1.0 -> 0.997
+    assert callback.density == pytest.approx(0.5, abs=1e-6)
+    assert before["forget_acc"] > 0.9
+    assert after["forget_acc"] < 0.3 * before["forget_acc"]
+    assert after["retain_acc"] > before["retain_acc"] - 0.03
+    frozen = {n: ~m for n, m in callback.masks().items()}
+    for (name, value), (_, start) in zip(method.model.named_parameters(), original.named_parameters()):
+        assert torch.equal(value.detach()[frozen[name]], start.detach()[frozen[name]]), name
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(threshold=0), "`threshold` must be a fraction in \\(0, 1\\]"),
+        (dict(threshold=1.5), "`threshold` must be a fraction in \\(0, 1\\]"),
+        (dict(scope="tensor"), "`scope` must be 'global'"),
+        (dict(loss="kl"), "`loss` must be one of"),
+    ],
+)
+def test_bad_arguments_raise_at_construction(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SaliencyMask(**kwargs)
+
+
+def test_no_forget_data_raises_before_any_step():
+    module = UserModule()
+    start = copy.deepcopy(module.state_dict())
+    with pytest.raises(ValueError, match="SaliencyMask needs forget data.*dataloader="):
+        quiet_trainer(max_steps=2, callbacks=[SaliencyMask()]).fit(module)
+    assert all(torch.equal(module.state_dict()[k], v) for k, v in start.items())
+
+
+def test_parameter_filter_matching_nothing_raises():
+    with pytest.raises(ValueError, match="`parameters`='conv'.*matched no trainable parameter"):
+        quiet_trainer(max_steps=2, callbacks=[SaliencyMask(parameters="conv", dataloader=forget_loader())]).fit(UserModule())
