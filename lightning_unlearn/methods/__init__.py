@@ -6,5 +6,8 @@ from lightning_unlearn.methods.gradient_ascent import GradientAscent
 from lightning_unlearn.methods.neggrad_plus import NegGradPlus
 from lightning_unlearn.methods.random_label import RandomLabel
 from lightning_unlearn.methods.retrain import Retrain
+from lightning_unlearn.methods.teachers import TeacherStudentMethod
+from lightning_unlearn.methods.scrub import SCRUB
+from lightning_unlearn.methods.bad_teacher import BadTeacher
 
-__all__ = ["FineTune", "GradientAscent", "NegGradPlus", "RandomLabel", "Retrain", "UnlearningMethod", "check_logits"]
+__all__ = ["FineTune", "GradientAscent", "NegGradPlus", "RandomLabel", "Retrain", "UnlearningMethod", "check_logits", "SCRUB", "BadTeacher", "TeacherStudentMethod"]

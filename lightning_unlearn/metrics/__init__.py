@@ -3,5 +3,6 @@
 from lightning_unlearn.metrics import functional
 from lightning_unlearn.metrics.accuracy import Accuracy, UnlearningAccuracy
 from lightning_unlearn.metrics.mia import MIAEfficacy
+from lightning_unlearn.metrics.zrf import ZRFScore
 
-__all__ = ["Accuracy", "MIAEfficacy", "UnlearningAccuracy", "functional"]
+__all__ = ["Accuracy", "MIAEfficacy", "UnlearningAccuracy", "functional", "ZRFScore"]

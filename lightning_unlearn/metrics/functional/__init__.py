@@ -4,6 +4,7 @@ from lightning_unlearn.metrics.functional.accuracy import accuracy, unlearning_a
 from lightning_unlearn.metrics.functional.gap import avg_gap, metric_gaps
 from lightning_unlearn.metrics.functional.mia import mia_efficacy, true_class_confidence
 from lightning_unlearn.metrics.functional.svc import RBFSVC, fit_rbf_svc
+from lightning_unlearn.metrics.functional.zrf import jensen_shannon, zrf_score
 
 __all__ = [
     "RBFSVC",
@@ -14,4 +15,6 @@ __all__ = [
     "mia_efficacy",
     "true_class_confidence",
     "unlearning_accuracy",
+    "jensen_shannon",
+    "zrf_score",
 ]
