@@ -5,5 +5,6 @@ from lightning_unlearn.callbacks.masking import MaskedParameters, MaskedUpdateCa
 from lightning_unlearn.callbacks.saliency_mask import SaliencyMask
 from lightning_unlearn.callbacks.dynamic_mask import DynamicMask
 from lightning_unlearn.callbacks.sparsity_regularization import SparsityRegularization
+from lightning_unlearn.callbacks.gradient_projection import GradientProjection
 
-__all__ = ["UnlearningEvaluation", "MaskedParameters", "MaskedUpdateCallback", "SaliencyMask", "DynamicMask", "SparsityRegularization"]
+__all__ = ["UnlearningEvaluation", "MaskedParameters", "MaskedUpdateCallback", "SaliencyMask", "DynamicMask", "SparsityRegularization", "GradientProjection"]

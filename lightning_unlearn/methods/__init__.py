@@ -9,5 +9,6 @@ from lightning_unlearn.methods.retrain import Retrain
 from lightning_unlearn.methods.teachers import TeacherStudentMethod
 from lightning_unlearn.methods.scrub import SCRUB
 from lightning_unlearn.methods.bad_teacher import BadTeacher
+from lightning_unlearn.methods.implicit_gradient_surgery import ImplicitGradientSurgery
 
-__all__ = ["FineTune", "GradientAscent", "NegGradPlus", "RandomLabel", "Retrain", "UnlearningMethod", "check_logits", "SCRUB", "BadTeacher", "TeacherStudentMethod"]
+__all__ = ["FineTune", "GradientAscent", "NegGradPlus", "RandomLabel", "Retrain", "UnlearningMethod", "check_logits", "SCRUB", "BadTeacher", "TeacherStudentMethod", "ImplicitGradientSurgery"]
