@@ -12,3 +12,10 @@ from lightning_unlearn.methods.bad_teacher import BadTeacher
 from lightning_unlearn.methods.implicit_gradient_surgery import ImplicitGradientSurgery
 
 __all__ = ["FineTune", "GradientAscent", "NegGradPlus", "RandomLabel", "Retrain", "UnlearningMethod", "check_logits", "SCRUB", "BadTeacher", "TeacherStudentMethod", "ImplicitGradientSurgery"]
+
+from lightning_unlearn.methods.one_shot import OneShotEdit
+from lightning_unlearn.methods.ssd import LFSSD, SSD
+from lightning_unlearn.methods.fisher_forgetting import FisherForgetting
+from lightning_unlearn.methods.influence_unlearning import InfluenceUnlearning
+
+__all__ += ["OneShotEdit", "SSD", "LFSSD", "FisherForgetting", "InfluenceUnlearning"]
