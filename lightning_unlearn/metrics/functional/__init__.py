@@ -5,6 +5,7 @@ from lightning_unlearn.metrics.functional.gap import avg_gap, metric_gaps
 from lightning_unlearn.metrics.functional.mia import mia_efficacy, true_class_confidence
 from lightning_unlearn.metrics.functional.svc import RBFSVC, fit_rbf_svc
 from lightning_unlearn.metrics.functional.zrf import jensen_shannon, zrf_score
+from lightning_unlearn.metrics.functional.topology import load_masks, mask_iou, masks_of, sparsity, topology_gap
 
 __all__ = [
     "RBFSVC",
@@ -18,3 +19,4 @@ __all__ = [
     "jensen_shannon",
     "zrf_score",
 ]
+__all__ += ["load_masks", "mask_iou", "masks_of", "sparsity", "topology_gap"]

@@ -1,0 +1,269 @@
+"""UnPruning: the topology moves toward the retain-only reference on a case built so that the forget
+set controls some weights; structured masks; exact resume; composition; bad input."""
+
+from __future__ import annotations
+
+import copy
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch import nn
+from torch.nn.utils import prune
+from torch.utils.data import TensorDataset
+
+from lightning_unlearn import ForgetSpec, UnlearningDataModule
+from lightning_unlearn.callbacks import MagnitudePruning, UnPruning
+from lightning_unlearn.callbacks.magnitude_pruning import apply_pruning
+from lightning_unlearn.callbacks.unpruning import regrow_toward, unpruned_masks
+from lightning_unlearn.methods import FineTune, RandomLabel
+from lightning_unlearn.metrics import topology_report
+from lightning_unlearn.metrics.functional import mask_iou, sparsity
+from tests.conftest import quiet_trainer
+
+T, F = True, False
+D, K, N_RETAIN, N_FORGET = 16, 4, 240, 48
+
+
+def built_data(seed: int = 0) -> TensorDataset:
+    """Retained examples carry their class on features 0-7 and are 0 on features 8-15; forgotten
+    examples carry it on features 8-15 only. So a model trained on everything grows large weights on
+    features 8-15 that magnitude pruning keeps, while a model trained on the retained data never
+    moves them from their (small) initial values."""
+    g = torch.Generator().manual_seed(seed)
+    y_r, y_f = torch.arange(N_RETAIN) % K, torch.arange(N_FORGET) % K
+    x_r, x_f = 0.5 * torch.randn(N_RETAIN, D, generator=g), 0.5 * torch.randn(N_FORGET, D, generator=g)
+    x_r[:, 8:] = 0.0
+    x_f[:, 8:] = 0.0
+    for x, y, offset in ((x_r, y_r, 0), (x_f, y_f, 8)):
+        x[torch.arange(len(y)), offset + 2 * y] += 2.0
+        x[torch.arange(len(y)), offset + 2 * y + 1] += 2.0
+    return TensorDataset(torch.cat([x_r, x_f]), torch.cat([y_r, y_f]))
+
+
+def built_datamodule() -> UnlearningDataModule:
+    return UnlearningDataModule(
+        built_data(0), built_data(1), forget=ForgetSpec(indices=list(range(N_RETAIN, N_RETAIN + N_FORGET))), batch_size=32
+    )
+
+
+def linear_net() -> nn.Module:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(D, K))
+    with torch.no_grad():
+        net[0].weight.mul_(0.1)
+    return net
+
+
+def trained(net: nn.Module, n: int, steps: int = 150) -> nn.Module:
+    """Full-batch SGD on the first ``n`` examples (all data, or the retained part only)."""
+    x, y = built_data(0).tensors
+    opt = torch.optim.SGD(net.parameters(), lr=0.5, momentum=0.9, weight_decay=5e-4)
+    for _ in range(steps):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x[:n]), y[:n]).backward()
+        opt.step()
+    return net
+
+
+@pytest.fixture(scope="module")
+def models():
+    """The model trained on all data, and the retain-only reference mask (same pruning pipeline)."""
+    full = trained(linear_net(), N_RETAIN + N_FORGET)
+    retained = trained(linear_net(), N_RETAIN)
+    return full, apply_pruning(copy.deepcopy(retained), amount=0.5), retained
+
+
+# ---------------------------------------------------------------------------------- the built case
+@pytest.mark.parametrize(
+    "score, mode", [("retain_magnitude", "one_shot"), ("taylor", "one_shot"), ("gradient", "one_shot"), ("retain_magnitude", "gradual")]
+)
+def test_unpruning_moves_the_topology_toward_the_retain_only_reference(models, score, mode, tmp_path):
+    full, reference, retained = models
+    torch.save({f"model.{k}": v.float() for k, v in reference.items()}, tmp_path / "reference.pt")
+    unpruning = UnPruning(score=score, mode=mode, update_every=1, stop_fraction=1.0, reference=str(tmp_path / "reference.pt"))
+    method = FineTune(copy.deepcopy(full), lr=0.01)
+    quiet_trainer(max_epochs=1, callbacks=[MagnitudePruning(amount=0.5), unpruning]).fit(method, datamodule=built_datamodule())
+
+    report = topology_report(method.trainer)
+    original_iou = float(mask_iou(unpruning.topology_before(), reference))
+    assert report["iou_original"] == pytest.approx(original_iou) and original_iou < 0.7  # D_f shaped the mask
+    assert report["iou_unpruned"] > report["iou_original"] + 0.25 and report["gain"] > 0.25
+    assert report["sparsity"] == 0.5 and float(sparsity(method.model)) == 0.5
+    kept = unpruning.masks()["0.weight"]
+    assert not bool(kept[:, 8:].any())  # no weight reading forget-only features survives
+    assert bool((method.model[0].weight[~kept] == 0).all())
+    # A dense retain-only checkpoint (e.g. a plain Retrain run) is pruned the same way for the report.
+    torch.save({f"model.{k}": v for k, v in retained.state_dict().items()}, tmp_path / "retrain.ckpt")
+    unpruning.reference, unpruning._reference = str(tmp_path / "retrain.ckpt"), None
+    assert torch.equal(unpruning.topology_reference()["0.weight"], reference["0.weight"])
+
+
+def test_one_shot_revives_at_the_values_before_pruning_or_at_zero(models):
+    full = models[0]
+    for revive in ("original", "zero"):
+        pruning, unpruning = MagnitudePruning(amount=0.5), UnPruning(revive=revive)
+
+        class Probe(L.Callback):
+            def on_train_start(self, trainer, pl_module):
+                before, after = unpruning.topology_before()["0.weight"], unpruning.masks()["0.weight"]
+                revived, weight = after & ~before, pl_module.model[0].weight
+                assert bool(revived.any()) and bool((weight[~after] == 0).all())
+                expected = full[0].weight[revived] if revive == "original" else torch.zeros(int(revived.sum()))
+                assert torch.equal(weight[revived], expected)
+                assert torch.equal(pruning.masks()["0.weight"], after)  # written into MagnitudePruning
+
+        method = FineTune(copy.deepcopy(full))
+        quiet_trainer(max_steps=1, callbacks=[unpruning, pruning, Probe()]).fit(method, datamodule=built_datamodule())
+
+
+def test_structured_unpruning_swaps_whole_rows():
+    # fc1 rows 0-4 read the retained features; row 5 reads forget-only features and has the largest norm.
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(D, 6), nn.ReLU(), nn.Linear(6, K))
+    with torch.no_grad():
+        net[0].weight.zero_()
+        net[0].weight[:5, :8] = torch.randn(5, 8)
+        net[0].weight[5, 8:] = 3.0
+    pruning = MagnitudePruning(amount=0.5, structured=True, parameters=r"^0\.weight$")
+    unpruning = UnPruning()
+    method = FineTune(net, lr=0.01)
+    quiet_trainer(max_steps=3, callbacks=[pruning, unpruning]).fit(method, datamodule=built_datamodule())
+    before, after = unpruning.topology_before()["0.weight"], unpruning.masks()["0.weight"]
+    assert bool(before[5].all()) and not bool(after[5].any())  # the forget-driven filter is dropped
+    assert int(after.all(dim=1).sum()) == int(before.all(dim=1).sum()) == 3
+    assert bool((after.all(dim=1) | ~after.any(dim=1)).all())  # whole rows only
+    assert bool((method.model[0].weight[~after] == 0).all())
+
+
+# ---------------------------------------------------------------------------------- functional core
+def test_unpruned_masks_and_gradual_step_by_hand():
+    masks = [torch.tensor([T, T, F, F, F, F])]
+    scores = [torch.tensor([1.0, 2.0, 6.0, 5.0, 0.0, 0.0])]
+    target = unpruned_masks(scores, masks)
+    assert target[0].tolist() == [F, F, T, T, F, F]
+    # d = 2 kept outside the target, turnover 0.5 -> 1 swap: drop the lowest (index 0), grow the best (index 2).
+    assert regrow_toward(masks, target, scores, 0.5)[0].tolist() == [F, T, T, F, F, F]
+    assert regrow_toward(masks, target, scores, 1.0)[0].tolist() == target[0].tolist()
+    # layer scope keeps each tensor's count
+    two = [torch.tensor([T, F]), torch.tensor([T, T, F, F])]
+    out = unpruned_masks([torch.tensor([0.0, 9.0]), torch.tensor([1.0, 0.0, 3.0, 2.0])], two, scope="layer")
+    assert [m.tolist() for m in out] == [[F, T], [F, F, T, T]]
+
+
+def first_entries_score(ctx):
+    """A custom score: prefer lower flat positions."""
+    return [torch.linspace(1.0, 0.0, w.numel()).view_as(w) for w in ctx.weights]
+
+
+def test_custom_score_by_dotted_path_on_a_torch_pruned_user_model():
+    class User(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = linear_net()
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, batch_idx):
+            return nn.functional.cross_entropy(self(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+
+        def train_dataloader(self):
+            return torch.utils.data.DataLoader(built_data(0), batch_size=32)
+
+    module = User()
+    prune.random_unstructured(module.net[0], "weight", amount=0.75)
+    unpruning = UnPruning(score="tests.callbacks.test_unpruning.first_entries_score")
+    quiet_trainer(max_steps=3, callbacks=[unpruning]).fit(module)
+    kept = unpruning.masks()["net.0.weight_orig"]
+    assert kept.flatten().tolist() == [True] * 16 + [False] * 48
+    assert torch.equal(module.net[0].weight_mask.bool(), kept)
+    assert bool((module.net[0].weight.flatten()[16:] == 0).all())
+
+
+def test_taylor_warns_when_values_before_pruning_are_unknown():
+    net = linear_net()
+    apply_pruning(net, amount=0.5)  # zeros only, no callback remembers the values
+    with pytest.warns(UserWarning, match="cannot come back"):
+        quiet_trainer(max_steps=1, callbacks=[UnPruning()]).fit(FineTune(net), datamodule=built_datamodule())
+
+
+# ---------------------------------------------------------------------------------- resume and composition
+def test_gradual_unpruning_resumes_exactly_from_a_mid_run_checkpoint(models, tmp_path):
+    full = models[0]
+
+    def run(ckpt=None, save=False):
+        L.seed_everything(0)
+        unpruning = UnPruning(mode="gradual", batches=2, update_every=3, turnover=0.3, stop_fraction=1.0)
+        callbacks = [MagnitudePruning(amount=0.6), unpruning]
+        if save:
+            callbacks.append(ModelCheckpoint(dirpath=tmp_path, filename="{epoch}", save_top_k=-1))
+        method = FineTune(copy.deepcopy(full), lr=0.05)
+        quiet_trainer(max_epochs=2, enable_checkpointing=save, callbacks=callbacks).fit(
+            method, datamodule=built_datamodule(), ckpt_path=ckpt
+        )
+        return method, unpruning
+
+    straight, cb = run(save=True)
+    resumed, cb_resumed = run(ckpt=tmp_path / "epoch=0.ckpt")
+    assert cb.updates == cb_resumed.updates == 5
+    for key, value in straight.state_dict().items():
+        assert torch.equal(resumed.state_dict()[key], value), key
+    assert all(torch.equal(cb.masks()[k], v) for k, v in cb_resumed.masks().items())
+    assert all(torch.equal(cb.topology_before()[k], v) for k, v in cb_resumed.topology_before().items())
+
+
+def test_stacks_with_saliency_mask_and_random_label(models):
+    from lightning_unlearn.callbacks import SaliencyMask
+
+    full = models[0]
+    pruning, unpruning = MagnitudePruning(amount=0.5), UnPruning(mode="gradual", update_every=2, stop_fraction=1.0)
+    saliency = SaliencyMask(threshold=0.5)
+    method = RandomLabel(copy.deepcopy(full), lr=0.05)
+
+    class Check(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            kept = unpruning.masks()["0.weight"]
+            assert bool((pl_module.model[0].weight[~kept] == 0).all())
+
+    quiet_trainer(max_epochs=1, callbacks=[saliency, pruning, unpruning, Check()]).fit(method, datamodule=built_datamodule())
+    assert unpruning.updates >= 3
+    assert torch.equal(pruning.masks()["0.weight"], unpruning.masks()["0.weight"])
+
+
+# ---------------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"score": "fisher"}, "Unknown `score`"),
+        ({"score": "no.such.module.fn"}, "does not import"),
+        ({"mode": "sometimes"}, "`mode` must be one of"),
+        ({"scope": "model"}, "`scope` must be 'global'"),
+        ({"revive": "random"}, "`revive` must be one of"),
+        ({"turnover": 0.0}, "`turnover` must be a fraction"),
+        ({"stop_fraction": 1.5}, "`stop_fraction` must be a fraction"),
+        ({"batches": 0}, "`batches` must be an integer >= 1"),
+    ],
+)
+def test_bad_arguments_are_rejected_at_construction(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        UnPruning(**kwargs)
+
+
+def test_bad_setups_fail_before_any_weight_changes(models):
+    full = models[0]
+    cases = [
+        ([UnPruning()], "found no pruned weight"),
+        ([MagnitudePruning(amount=0.5, method="imp", rounds=2), UnPruning()], "keeps pruning during training"),
+        ([MagnitudePruning(amount=0.5), UnPruning(reference="missing.ckpt")], "`reference`"),
+        ([MagnitudePruning(amount=0.5), UnPruning(parameters="conv")], "matched no trainable parameter"),
+    ]
+    for callbacks, match in cases:
+        method = FineTune(copy.deepcopy(full))
+        with pytest.raises(ValueError, match=match):
+            quiet_trainer(max_epochs=2, callbacks=callbacks).fit(method, datamodule=built_datamodule())
+        assert torch.equal(method.model[0].weight, full[0].weight)
