@@ -87,3 +87,7 @@ def markdown_table() -> str:
             f" {yes(e.label_free)} | {e.cost} |"
         )
     return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -47,3 +47,11 @@ def test_method_resumes_exactly_from_a_checkpoint(name, original, digits_classwi
     for key, value in straight.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0, msg=key)
     assert any(not torch.equal(v, original.state_dict()[k]) for k, v in straight.model.state_dict().items())
+
+
+def test_readme_method_table_is_the_registry():
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    table = readme.split("<!-- method-table:start -->")[1].split("<!-- method-table:end -->")[0].strip()
+    assert table == registry.markdown_table(), "README's method table is stale: python -m lightning_unlearn.registry"
