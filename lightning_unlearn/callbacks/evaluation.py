@@ -14,6 +14,7 @@ from torch import nn
 from lightning_unlearn.data.datamodule import UnlearningDataModule
 from lightning_unlearn.evaluation import METRICS, evaluate, network_of, num_logits
 from lightning_unlearn.metrics.functional import avg_gap, metric_gaps
+from lightning_unlearn.metrics.topology import topology_report
 from lightning_unlearn.registry import register
 from lightning_unlearn.report import build_report, read_report, write_report
 
@@ -37,7 +38,8 @@ class UnlearningEvaluation(Callback):
     ``{prefix}/gap/<metric>`` (after - reference) and ``{prefix}/avg_gap`` (mean absolute gap
     over UA, RA, TA and MIA-efficacy: SalUn's "Avg. Gap"). Metrics are forget/retain/test
     accuracy, unlearning accuracy (UA = 1 - forget accuracy) and MIA-efficacy, as fractions.
-    A ``WandbLogger`` also gets a summary table ``{prefix}/summary``.
+    A ``WandbLogger`` also gets a summary table ``{prefix}/summary``. With pruning callbacks on the
+    trainer, sparsity and mask-IoU figures (``{prefix}/topology/*``) are logged and reported too.
 
     Args:
         report_path: where to write the JSON report (``None``: no file; ``callback.report`` still holds it).
@@ -128,7 +130,8 @@ class UnlearningEvaluation(Callback):
             gap = metric_gaps(after, reference, METRICS)
             gap["avg_gap"] = avg_gap(after, reference, GAP_KEYS)
         runtime = self._runtime if self._runtime is not None else time.perf_counter() - (self._start or 0.0)
-        self.results.update(after=after, gap=gap, runtime_s=runtime)
+        topology = topology_report(trainer)  # sparse models: sparsity and mask IoU vs the reference
+        self.results.update(after=after, gap=gap, runtime_s=runtime, topology=topology)
         self._log(trainer)
         self.report = build_report(
             method=type(pl_module).__name__,
@@ -137,6 +140,8 @@ class UnlearningEvaluation(Callback):
             before=self.results["before"], after=after, reference=reference, gap=gap,
             runtime_s=runtime, seed=_global_seed(),
         )
+        if topology is not None:
+            self.report["metrics"]["topology"] = topology
         if self.report_path is not None and trainer.is_global_zero:
             write_report(self.report_path, self.report)
 
@@ -159,6 +164,9 @@ class UnlearningEvaluation(Callback):
             out.update({f"{p}/reference/{k}": v for k, v in self.results["reference"].items() if k in METRICS})
         for k, v in (self.results.get("gap") or {}).items():
             out[f"{p}/avg_gap" if k == "avg_gap" else f"{p}/gap/{k}"] = v
+        for k, v in (self.results.get("topology") or {}).items():
+            if isinstance(v, float):
+                out[f"{p}/topology/{k}"] = v
         out[f"{p}/runtime_s"] = self.results.get("runtime_s", 0.0)
         return out
 

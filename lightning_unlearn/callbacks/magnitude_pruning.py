@@ -31,6 +31,7 @@ from lightning_unlearn.callbacks.masking import (
     check_fraction,
     check_scope,
     select_parameters,
+    settle_topology,
     topk_mask,
 )
 from lightning_unlearn.data.datamodule import UnlearningDataModule
@@ -282,19 +283,6 @@ def write_through(trainer: L.Trainer, source: Any, changed: dict[int, Optional[T
             where = changed[id(p)]
             fresh = p.detach() * ~masked.masks[i]
             masked.anchor[i] = fresh if where is None else torch.where(where, fresh, masked.anchor[i])
-
-
-def settle_topology(trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-    """Runs the fit-start topology changes of every callback on the trainer, pruning before
-    un-pruning, whatever the order of the callbacks (each runs once per fit).
-
-    A callback takes part with ``topology_stage`` (an int: lower runs first) and ``settle(trainer,
-    pl_module)``. Mask callbacks that read the weights at fit start (e.g. a saliency computed on
-    the pruned model) call this first.
-    """
-    stages = [cb for cb in trainer.callbacks if isinstance(getattr(cb, "topology_stage", None), int) and hasattr(cb, "settle")]
-    for callback in sorted(stages, key=lambda cb: cb.topology_stage):
-        callback.settle(trainer, pl_module)
 
 
 def retain_batches(trainer: L.Trainer, count: int, seed: int, device: torch.device) -> list[tuple[Tensor, Tensor]]:

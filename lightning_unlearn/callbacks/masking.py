@@ -286,6 +286,20 @@ class MaskedParameters:
 
 
 # ---------------------------------------------------------------------------------- the adapter
+def settle_topology(trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    """Runs the fit-start topology changes of every callback on the trainer, pruning before
+    un-pruning, whatever the order of the callbacks (each runs once per fit).
+
+    A callback takes part with ``topology_stage`` (an int: lower runs first) and ``settle(trainer,
+    pl_module)``. Mask callbacks that read the weights at fit start (e.g. a saliency computed on
+    the pruned model) call this first.
+    """
+    stages = [cb for cb in trainer.callbacks if isinstance(getattr(cb, "topology_stage", None), int) and hasattr(cb, "settle")]
+    for callback in sorted(stages, key=lambda cb: cb.topology_stage):
+        callback.settle(trainer, pl_module)
+
+
+
 class MaskedUpdateCallback(Callback):
     """Base of every mask-holding callback: only weights whose mask is ``True`` may change.
 
@@ -377,6 +391,8 @@ class MaskedUpdateCallback(Callback):
         return select_parameters(network_of(pl_module), self.parameters, self.default_parameters)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if getattr(self, "topology_stage", None) is None:
+            settle_topology(trainer, pl_module)  # masks are built on the pruned network, whatever the order
         if self._loaded is not None:
             self.masked = MaskedParameters.from_state_dict(network_of(pl_module), self._loaded["masks"])
             self.load_extra_tensor_state(self._loaded)

@@ -29,7 +29,6 @@ from lightning_unlearn.callbacks.magnitude_pruning import (
     pruning_scores,
     retain_batches,
     rows,
-    settle_topology,
     sync_prune_buffers,
     top_units,
     unit_masks,
@@ -38,6 +37,7 @@ from lightning_unlearn.callbacks.magnitude_pruning import (
 )
 from lightning_unlearn.callbacks.masking import (
     MaskedUpdateCallback,
+    settle_topology,
     ParameterFilter,
     Scope,
     check_fraction,

@@ -185,3 +185,15 @@ def test_wandb_offline_run_is_read_back(original, digits_classwise, tmp_path, mo
     rows = {row[0]: row for row in table["data"]}
     assert rows["forget_acc"][1] == pytest.approx(callback.results["before"]["forget_acc"])
     assert rows["forget_acc"][2] == pytest.approx(callback.results["after"]["forget_acc"])
+
+
+def test_sparse_models_get_topology_figures(original, digits_classwise, tmp_path):
+    from lightning_unlearn.callbacks import MagnitudePruning
+    from lightning_unlearn.methods import FineTune
+
+    callback = UnlearningEvaluation(report_path=str(tmp_path / "r.json"))
+    quiet_trainer(max_steps=2, callbacks=[MagnitudePruning(amount=0.8), callback]).fit(
+        FineTune(original), datamodule=digits_classwise)
+    topology = json.loads((tmp_path / "r.json").read_text())["metrics"]["topology"]
+    assert topology and any(0.75 < v < 0.85 for k, v in topology.items() if "sparsity" in k and isinstance(v, float))
+    assert any(k.startswith("unlearn/topology/") for k in callback.flat_metrics())
