@@ -40,10 +40,20 @@ def small_config(**methods: dict) -> dict:
 def test_compare_configs_parse(path: Path) -> None:
     cfg = parse_config(path, instantiate=False)
     specs = check_methods(cfg.methods)
-    assert list(specs) == METHODS
+    assert list(specs)[: len(METHODS)] == METHODS
     # omegaconf interpolation: Retrain uses the original's recipe
     assert specs["retrain"].max_epochs == cfg.original.max_epochs
     assert specs["retrain"].init_args["lr"] == cfg.original.lr
+
+
+def test_classwise_compare_covers_every_registered_method_and_callback() -> None:
+    from lightning_unlearn import registry
+
+    specs = check_methods(parse_config(ROOT / "configs/digits/compare_classwise.yaml", instantiate=False).methods)
+    used_methods = {spec.method for spec in specs.values()}
+    used_callbacks = {c["callback"] for spec in specs.values() for c in spec.callbacks}
+    assert {e.name for e in registry.entries("method")} <= used_methods
+    assert {e.name for e in registry.entries("callback")} - {"evaluation"} <= used_callbacks
 
 
 def test_quickstart_end_to_end(tmp_path: Path) -> None:
