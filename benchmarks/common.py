@@ -60,6 +60,15 @@ def fashion_mnist(forget: Any, train_size: Optional[int] = None, test_size: Opti
     return FashionMNISTDataModule(forget=forget, root=root, train_size=train_size, test_size=test_size, **kw)
 
 
+def datamodule(data: str, forget: Any, train_size: Optional[int] = None, test_size: Optional[int] = None, **kw: Any):
+    """Fashion-MNIST (benchmarks) or digits (the smoke runs in the test suite)."""
+    if data == "digits":
+        from lightning_unlearn.data import DigitsDataModule
+
+        return DigitsDataModule(forget=forget, **kw)
+    return fashion_mnist(forget, train_size=train_size, test_size=test_size, **kw)
+
+
 def mean_std(values: Sequence[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.2f}"

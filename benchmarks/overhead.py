@@ -22,12 +22,13 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import QUIET, StepTimer, accelerator, emit, fashion_mnist, seed, sync
+from benchmarks.common import QUIET, StepTimer, accelerator, datamodule, emit, seed, sync
 from lightning_unlearn import ForgetSpec, registry
 from lightning_unlearn.methods import FineTune, RandomLabel
 from lightning_unlearn.models import SmallCNN
 
 SKIP_CALLBACKS = {"evaluation"}  # evaluation runs before/after fit, not per step
+PREREQUISITES = {"unpruning": ["magnitude_pruning"]}  # measured against a baseline that has these
 
 
 def hand_written_epoch(model: torch.nn.Module, loader, lr: float, device: str) -> float:
@@ -67,15 +68,20 @@ def step_time(model, dm, callbacks, steps: int) -> tuple[float, float]:
     timer = StepTimer(skip=3)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    trainer = L.Trainer(**QUIET, max_steps=steps, accelerator=accelerator(), devices=1, callbacks=[*callbacks, timer])
+    trainer = L.Trainer(**QUIET, max_steps=steps, max_epochs=1000, accelerator=accelerator(), devices=1,
+                        callbacks=[*callbacks, timer])
     trainer.fit(RandomLabel(model), datamodule=dm)
     peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else float("nan")
     return timer.per_step, peak
 
 
-def run(train_size: int, repeats: int, steps: int) -> tuple[dict, str]:
+def prerequisites(name: str) -> list:
+    return [registry.get(other).cls() for other in PREREQUISITES.get(name, [])]
+
+
+def run(train_size: int, repeats: int, steps: int, data: str = "fashion-mnist") -> tuple[dict, str]:
     seed(0)
-    dm = fashion_mnist(ForgetSpec(ratio=0.1, seed=0), train_size=train_size, test_size=2000, batch_size=256)
+    dm = datamodule(data, ForgetSpec(ratio=0.1, seed=0), train_size, 2000, batch_size=256)
     dm.setup("fit")
     model = SmallCNN(1, 10, width=32)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -93,9 +99,9 @@ def run(train_size: int, repeats: int, steps: int) -> tuple[dict, str]:
             continue
         base, with_cb, peaks = [], [], []
         for _ in range(repeats):
-            t, p0 = step_time(copy.deepcopy(model), dm, [], steps)
+            t, p0 = step_time(copy.deepcopy(model), dm, prerequisites(entry.name), steps)
             base.append(t)
-            t, p1 = step_time(copy.deepcopy(model), dm, [entry.cls()], steps)
+            t, p1 = step_time(copy.deepcopy(model), dm, [*prerequisites(entry.name), entry.cls()], steps)
             with_cb.append(t)
             peaks.append((p0, p1))
         b, w = statistics.median(base), statistics.median(with_cb)
@@ -116,9 +122,10 @@ def main() -> None:
     parser.add_argument("--train-size", type=int, default=10000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--data", default="fashion-mnist", choices=["fashion-mnist", "digits"])
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    result, table = run(args.train_size, args.repeats, args.steps)
+    result, table = run(args.train_size, args.repeats, args.steps, args.data)
     emit("overhead", result, table, args.out)
 
 
