@@ -83,7 +83,7 @@ def run(train_size: int, repeats: int, steps: int, data: str = "fashion-mnist") 
     seed(0)
     dm = datamodule(data, ForgetSpec(ratio=0.1, seed=0), train_size, 2000, batch_size=256)
     dm.setup("fit")
-    model = SmallCNN(1, 10, width=32)
+    model = SmallCNN(1, 10, width=16, pool_size=4)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     # 1. wrapper vs hand-written loop, same sampler order and batch size
     ours, hand = [], []
