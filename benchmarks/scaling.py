@@ -24,7 +24,7 @@ from lightning_unlearn.models import ResNet18, SmallCNN
 
 MODELS = {
     "small_cnn": lambda: SmallCNN(1, 10, width=16, pool_size=4),
-    "resnet18": lambda: ResNet18(in_channels=1, num_classes=10, width=16),
+    "resnet18": lambda: ResNet18(in_channels=1, num_classes=10, width=8),
 }
 #: name -> (class, epochs, init args)
 METHODS = {
