@@ -80,7 +80,7 @@ def markdown_table() -> str:
         "| name | class | kind | paper | data | retrain-free | label-free | cost per step |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for e in entries():
+    for e in sorted(entries(), key=lambda e: (e.kind != "method", e.name)):  # import order varies
         data = " + ".join(e.inputs) if e.inputs else "-"
         rows.append(
             f"| `{e.name}` | `{e.cls.__name__}` | {e.kind} | {e.paper} | {data} | {yes(e.retrain_free)} |"
