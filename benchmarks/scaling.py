@@ -15,7 +15,6 @@ import time
 from typing import Any
 
 import lightning as L
-import torch
 
 from benchmarks.common import QUIET, accelerator, datamodule, emit, seed
 from lightning_unlearn import ForgetSpec

@@ -25,13 +25,12 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from lightning_unlearn.callbacks.masking import (
     MaskedParameters,
-    MaskedUpdateCallback,
+    TopologyCallback,
     ParameterFilter,
     Scope,
     check_fraction,
     check_scope,
     select_parameters,
-    settle_topology,
     topk_mask,
 )
 from lightning_unlearn.data.datamodule import UnlearningDataModule
@@ -334,7 +333,7 @@ def batch_loss(network: nn.Module, weights: dict[str, Tensor], x: Tensor, y: Ten
     " per step: one masked multiply + one restore",
     paper="Jia et al., Model Sparsity Can Simplify Machine Unlearning, NeurIPS 2023 (OPTML-Group/Unlearn-Sparse)",
 )
-class MagnitudePruning(MaskedUpdateCallback):
+class MagnitudePruning(TopologyCallback):
     r"""Prune first, then unlearn (Jia et al., NeurIPS 2023, "Model Sparsity Can Simplify Machine
     Unlearning"; code OPTML-Group/Unlearn-Sparse ``pruner/``, ``main_imp.py``, ``main_synflow.py``).
 
@@ -403,7 +402,6 @@ class MagnitudePruning(MaskedUpdateCallback):
     """
 
     anchor: ClassVar[Literal["values", "zero"]] = "zero"
-    topology_stage: ClassVar[int] = 0
 
     def __init__(
         self,
@@ -439,7 +437,6 @@ class MagnitudePruning(MaskedUpdateCallback):
         #: Values of the pruned entries when they were pruned (kept when an UnPruning asks for them).
         self.keep_pruned_values = False
         self.pruned_values: Optional[list[Tensor]] = None
-        self._settled = False
         self._start_state: Optional[dict[str, Tensor]] = None
 
     def key_args(self) -> dict[str, Any]:
@@ -460,7 +457,7 @@ class MagnitudePruning(MaskedUpdateCallback):
 
     # ------------------------------------------------------------------ hooks
     def check_setup(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._settled = False
+        super().check_setup(trainer, pl_module)
         if self.rounds > 1:
             max_epochs = trainer.max_epochs
             if max_epochs is None or max_epochs < self.rounds:
@@ -471,21 +468,14 @@ class MagnitudePruning(MaskedUpdateCallback):
         if self.rewind not in (None, "start") and not os.path.isfile(self.rewind):
             raise ValueError(f"`rewind`={self.rewind!r} is neither None, 'start' nor an existing weights file.")
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        settle_topology(trainer, pl_module)
-
-    def settle(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Prunes (fresh run) or restores the masks (resumed run), once per fit."""
-        if self._settled:
-            return
-        self._settled = True
-        fresh = self._loaded is None
+    def prepare_topology(self, trainer: L.Trainer, pl_module: L.LightningModule, fresh: bool) -> None:
         if fresh and self.rewind == "start" and self.rounds > 1:
             self._start_state = {k: v.detach().clone() for k, v in network_of(pl_module).state_dict().items()}
-        super().on_fit_start(trainer, pl_module)
-        if fresh:
-            self.rounds_done = 1
-            self._commit(trainer, pl_module, [torch.ones_like(m) for m in self.masked.masks], at_start=True)
+
+    def change_topology(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Prunes: the first (or only) round."""
+        self.rounds_done = 1
+        self._commit(trainer, pl_module, [torch.ones_like(m) for m in self.masked.masks], at_start=True)
 
     def build_masks(self, trainer: L.Trainer, pl_module: L.LightningModule, named: list[tuple[str, Parameter]]) -> list[Tensor]:
         return self._next_masks(trainer, pl_module, named, existing_masks(network_of(pl_module), named), 1)

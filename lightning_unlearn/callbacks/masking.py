@@ -442,3 +442,38 @@ class MaskedUpdateCallback(Callback):
     def masks(self) -> dict[str, Tensor]:
         """The current masks by parameter name (``True`` = may change)."""
         return {} if self.masked is None else dict(zip(self.masked.names, self.masked.masks))
+
+
+class TopologyCallback(MaskedUpdateCallback):
+    """Base of the mask callbacks that change the network's topology at fit start (pruning,
+    un-pruning). They run in ``topology_stage`` order (lower first) whatever their order on the
+    trainer, once per fit (:func:`settle_topology`), before any other mask callback builds its
+    masks. Subclasses implement :meth:`change_topology` (fresh runs only; a resumed run restores
+    the checkpointed masks instead) and, when needed, :meth:`prepare_topology`.
+    """
+
+    topology_stage: ClassVar[int] = 0
+
+    def check_setup(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._settled = False
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        settle_topology(trainer, pl_module)
+
+    def settle(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Builds (fresh run) or restores (resumed run) the masks, then changes the topology; once per fit."""
+        if getattr(self, "_settled", False):
+            return
+        self._settled = True
+        fresh = self._loaded is None
+        self.prepare_topology(trainer, pl_module, fresh)
+        MaskedUpdateCallback.on_fit_start(self, trainer, pl_module)
+        if fresh:
+            self.change_topology(trainer, pl_module)
+
+    def prepare_topology(self, trainer: L.Trainer, pl_module: L.LightningModule, fresh: bool) -> None:
+        """Runs before the masks are built or restored (default: nothing)."""
+
+    def change_topology(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The fit-start topology change of a fresh run."""
+        raise NotImplementedError

@@ -36,8 +36,7 @@ from lightning_unlearn.callbacks.magnitude_pruning import (
     write_through,
 )
 from lightning_unlearn.callbacks.masking import (
-    MaskedUpdateCallback,
-    settle_topology,
+    TopologyCallback,
     ParameterFilter,
     Scope,
     check_fraction,
@@ -227,7 +226,7 @@ def is_row_structured(masks: Sequence[Tensor]) -> bool:
     " per step: one masked multiply + one restore",
     paper="Xiao et al., The Right to be Forgotten in Pruning, arXiv 2507.18725 (workflow; the scoring rule here is our design)",
 )
-class UnPruning(MaskedUpdateCallback):
+class UnPruning(TopologyCallback):
     """Un-pruning: the sparse topology is re-derived from the retained data only, so that the
     deleted data no longer decides which weights survive.
 
@@ -368,7 +367,6 @@ class UnPruning(MaskedUpdateCallback):
         self._resolved: dict[str, Any] = {}
         self._before: Optional[list[Tensor]] = None
         self._pruned_values: Optional[list[Tensor]] = None
-        self._settled = False
         self._reference: Optional[dict[str, Tensor]] = None
         self._trainer: Optional[L.Trainer] = None
 
@@ -393,7 +391,8 @@ class UnPruning(MaskedUpdateCallback):
 
     # ------------------------------------------------------------------ hooks
     def check_setup(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._settled, self._reference, self._trainer = False, None, trainer
+        super().check_setup(trainer, pl_module)
+        self._reference, self._trainer = None, trainer
         for pruning in self.prunings(trainer):
             if pruning.rounds > 1:
                 raise ValueError(
@@ -408,18 +407,8 @@ class UnPruning(MaskedUpdateCallback):
                     " there (e.g. run configs/digits/retrain.yaml) or leave it None."
                 )
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        settle_topology(trainer, pl_module)
-
-    def settle(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Reads the topology and swaps it (one-shot) on a fresh run; restores it on resume. Once per fit."""
-        if self._settled:
-            return
-        self._settled = True
-        fresh = self._loaded is None
-        super().on_fit_start(trainer, pl_module)
-        if not fresh:
-            return
+    def change_topology(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Reads the topology and swaps it (one-shot) on a fresh run."""
         self.masked.set_anchor_zero()
         self._before = [m.clone() for m in self.masked.masks]
         self._resolve(trainer)
