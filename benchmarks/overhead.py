@@ -7,8 +7,8 @@
 
     python -m benchmarks.overhead [--train-size 10000] [--repeats 3] [--out results/overhead.json]
 
-Runs are interleaved (A, B, A, B, ...) and the median is reported, so drifting machine load
-affects both sides alike.
+Runs are interleaved in ABBA order and the median is reported, so drifting machine load and
+warm-up affect both sides alike.
 """
 
 from __future__ import annotations
@@ -87,9 +87,11 @@ def run(train_size: int, repeats: int, steps: int, data: str = "fashion-mnist") 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     # 1. wrapper vs hand-written loop, same sampler order and batch size
     ours, hand = [], []
-    for _ in range(repeats):
-        ours.append(lightning_epoch(copy.deepcopy(model), dm, 0.01))
-        hand.append(hand_written_epoch(copy.deepcopy(model), dm._shuffled(dm.split("retain"), dm.batch_size, 2), 0.01, device))
+    for i in range(repeats):  # ABBA order
+        runs = [lambda: ours.append(lightning_epoch(copy.deepcopy(model), dm, 0.01)),
+                lambda: hand.append(hand_written_epoch(copy.deepcopy(model), dm._shuffled(dm.split("retain"), dm.batch_size, 2), 0.01, device))]
+        for run_one in runs if i % 2 == 0 else runs[::-1]:
+            run_one()
     loop = dict(lightning_s=statistics.median(ours), hand_s=statistics.median(hand))
     loop["ratio"] = loop["lightning_s"] / loop["hand_s"]
     # 2. per-step overhead of each callback
@@ -98,15 +100,17 @@ def run(train_size: int, repeats: int, steps: int, data: str = "fashion-mnist") 
         if entry.name in SKIP_CALLBACKS:
             continue
         base, with_cb, peaks = [], [], []
-        for _ in range(repeats):
-            t, p0 = step_time(copy.deepcopy(model), dm, prerequisites(entry.name), steps)
-            base.append(t)
-            t, p1 = step_time(copy.deepcopy(model), dm, [*prerequisites(entry.name), entry.cls()], steps)
-            with_cb.append(t)
-            peaks.append((p0, p1))
+        for i in range(repeats):  # ABBA order, so drift and warm-up effects hit both sides alike
+            order = ("base", "with") if i % 2 == 0 else ("with", "base")
+            for side in order:
+                extra = [entry.cls()] if side == "with" else []
+                t, peak = step_time(copy.deepcopy(model), dm, [*prerequisites(entry.name), *extra], steps)
+                (with_cb if side == "with" else base).append(t)
+                peaks.append((side, peak))
         b, w = statistics.median(base), statistics.median(with_cb)
         rows.append(dict(callback=entry.cls.__name__, base_ms=1e3 * b, with_ms=1e3 * w, ratio=w / b,
-                         peak_mb_base=peaks[-1][0], peak_mb_with=peaks[-1][1]))
+                         peak_mb_base=max(p for s, p in peaks if s == "base"),
+                         peak_mb_with=max(p for s, p in peaks if s == "with")))
     table = (
         f"| comparison | ours | baseline | ratio |\n|---|---|---|---|\n"
         f"| FineTune epoch vs hand-written loop | {loop['lightning_s']:.2f} s | {loop['hand_s']:.2f} s | {loop['ratio']:.3f}× |\n"
