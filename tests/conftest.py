@@ -58,3 +58,28 @@ def synthetic_dataset(n: int = 100, classes: int = 4, features: int = 6, seed: i
     y = torch.arange(n) % classes
     x = torch.randn(n, features, generator=g) + 3.0 * torch.nn.functional.one_hot(y, features).float()
     return TensorDataset(x, y)
+
+
+def run_and_resume(make_method, datamodule, tmp_path, limit_train_batches: int = 2):
+    """Trains ``make_method()`` for 2 epochs straight, and for 1 epoch + a checkpoint + a resume to 2.
+    Returns ``(straight, resumed, checkpoint_path)``: the two methods should hold identical state."""
+
+    def run(epochs, ckpt=None, save=None):
+        L.seed_everything(0)
+        method = make_method()
+        trainer = quiet_trainer(max_epochs=epochs, limit_train_batches=limit_train_batches)
+        trainer.fit(method, datamodule=datamodule, ckpt_path=ckpt)
+        if save:
+            trainer.save_checkpoint(save)
+        return method
+
+    path = tmp_path / "mid.ckpt"
+    straight = run(2)
+    run(1, save=path)
+    return straight, run(2, ckpt=path), path
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    """Bit-identical state dicts."""
+    for key, value in a.items():
+        torch.testing.assert_close(b[key], value, rtol=0, atol=0, equal_nan=True, msg=key)

@@ -3,12 +3,11 @@ from a checkpoint; every entry has a method card. A new method passes these by r
 
 import copy
 
-import lightning as L
 import pytest
 import torch
 
 from lightning_unlearn import registry
-from tests.conftest import quiet_trainer
+from tests.conftest import assert_same_state, run_and_resume
 
 METHODS = [e.name for e in registry.entries("method")]
 CALLBACKS = [e.name for e in registry.entries("callback")]
@@ -31,21 +30,8 @@ def test_every_entry_has_a_method_card(name):
 @pytest.mark.parametrize("name", METHODS)
 def test_method_resumes_exactly_from_a_checkpoint(name, original, digits_classwise, tmp_path):
     cls = registry.get(name).cls
-
-    def run(epochs, ckpt=None, save=None):
-        L.seed_everything(0)
-        method = cls(copy.deepcopy(original))
-        trainer = quiet_trainer(max_epochs=epochs, limit_train_batches=2)
-        trainer.fit(method, datamodule=digits_classwise, ckpt_path=ckpt)
-        if save:
-            trainer.save_checkpoint(save)
-        return method
-
-    straight = run(2)
-    run(1, save=tmp_path / "mid.ckpt")
-    resumed = run(2, ckpt=tmp_path / "mid.ckpt")
-    for key, value in straight.model.state_dict().items():
-        torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    straight, resumed, _ = run_and_resume(lambda: cls(copy.deepcopy(original)), digits_classwise, tmp_path)
+    assert_same_state(straight.model.state_dict(), resumed.model.state_dict())
     assert any(not torch.equal(v, original.state_dict()[k]) for k, v in straight.model.state_dict().items())
 
 

@@ -16,42 +16,18 @@ from lightning_unlearn.callbacks.magnitude_pruning import apply_pruning, synflow
 from lightning_unlearn.methods import FineTune
 from lightning_unlearn.metrics.functional import masks_of, sparsity
 from lightning_unlearn.models import SmallCNN
-from tests.conftest import quiet_trainer, synthetic_dataset
+from tests.callbacks import user_module
+from tests.conftest import quiet_trainer
 
 T, F = True, False
 
 
-class Tiny(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(6, 8)
-        self.bn = nn.BatchNorm1d(8)
-        self.fc2 = nn.Linear(8, 4)
-
-    def forward(self, x):
-        return self.fc2(torch.relu(self.bn(self.fc1(x))))
+def Tiny() -> nn.Module:  # noqa: N802 - the shared test network, 8 hidden units
+    return user_module.Tiny(hidden=8)
 
 
-class UserModule(L.LightningModule):
-    """A plain user LightningModule (no `.model`, not one of our wrappers)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.net = Tiny()
-
-    def forward(self, x):
-        return self.net(x)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        return nn.functional.cross_entropy(self(x), y)
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-
-    def train_dataloader(self):
-        return torch.utils.data.DataLoader(synthetic_dataset(64), batch_size=16, shuffle=False)
+def UserModule() -> L.LightningModule:  # noqa: N802 - the shared plain user module, 8 hidden units
+    return user_module.UserModule(hidden=8)
 
 
 def hand_net() -> nn.Sequential:

@@ -10,11 +10,11 @@ from tests.conftest import synthetic_dataset
 class Tiny(nn.Module):
     """Linear -> BatchNorm -> ReLU -> Linear on 6 features, 4 classes."""
 
-    def __init__(self) -> None:
+    def __init__(self, hidden: int = 5) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(6, 5)
-        self.bn = nn.BatchNorm1d(5)
-        self.fc2 = nn.Linear(5, 4)
+        self.fc1 = nn.Linear(6, hidden)
+        self.bn = nn.BatchNorm1d(hidden)
+        self.fc2 = nn.Linear(hidden, 4)
 
     def forward(self, x):
         return self.fc2(torch.relu(self.bn(self.fc1(x))))
@@ -24,10 +24,10 @@ class UserModule(L.LightningModule):
     """SGD (momentum 0.9, weight decay 5e-4) on 64 synthetic examples, 4 batches an epoch; its
     parameters are its own (names ``net.*``), it has no ``model`` attribute."""
 
-    def __init__(self, lr=0.1, momentum=0.9, weight_decay=5e-4, seed=0) -> None:
+    def __init__(self, lr=0.1, momentum=0.9, weight_decay=5e-4, seed=0, hidden=5) -> None:
         super().__init__()
         torch.manual_seed(seed)
-        self.net = Tiny()
+        self.net = Tiny(hidden)
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
 
     def forward(self, x):

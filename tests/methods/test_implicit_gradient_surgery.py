@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import Callback
 
 from lightning_unlearn.methods import ImplicitGradientSurgery
 from lightning_unlearn.methods.implicit_gradient_surgery import RetainWeight
-from tests.conftest import quiet_trainer
+from tests.conftest import assert_same_state, quiet_trainer, run_and_resume
 
 
 def accuracy(model, loader):
@@ -126,20 +126,9 @@ def test_forgets_the_class_and_keeps_retain_accuracy(original, digits_classwise,
 
 
 def test_eu_fast_resumes_exactly(original, digits_classwise, tmp_path):
-    def run(epochs, ckpt=None, save=None):
-        L.seed_everything(0)
-        method = ImplicitGradientSurgery(copy.deepcopy(original), mode="eu_fast", lr=0.01)
-        trainer = quiet_trainer(max_epochs=epochs, limit_train_batches=2)
-        trainer.fit(method, datamodule=digits_classwise, ckpt_path=ckpt)
-        if save:
-            trainer.save_checkpoint(save)
-        return method
-
-    straight = run(2)
-    run(1, save=tmp_path / "mid.ckpt")
-    resumed = run(2, ckpt=tmp_path / "mid.ckpt")
-    for key, value in straight.state_dict().items():  # network, w, its Adam state, pending retain loss
-        torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=0, equal_nan=True, msg=key)
+    straight, resumed, _ = run_and_resume(
+        lambda: ImplicitGradientSurgery(copy.deepcopy(original), mode="eu_fast", lr=0.01), digits_classwise, tmp_path)
+    assert_same_state(straight.state_dict(), resumed.state_dict())  # network, w, its Adam state, pending retain loss
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from lightning_unlearn import ForgetSpec
 from lightning_unlearn.data import DigitsDataModule
 from lightning_unlearn.methods import SCRUB
 from lightning_unlearn.methods.scrub import scrub_distance
-from tests.conftest import quiet_trainer
+from tests.conftest import assert_same_state, quiet_trainer, run_and_resume
 from tests.methods.test_methods import accuracy
 
 CONFIG = Path(__file__).parents[2] / "configs" / "digits" / "scrub.yaml"
@@ -87,22 +87,11 @@ def test_phases_alternate_on_schedule_and_the_teacher_never_changes(original, di
 
 
 def test_resumes_exactly_across_the_end_of_the_max_epochs(original, digits_classwise, tmp_path):
-    def run(epochs, ckpt=None, save=None):
-        L.seed_everything(0)
-        method = SCRUB(copy.deepcopy(original), msteps=1, lr=0.01)
-        trainer = quiet_trainer(max_epochs=epochs, limit_train_batches=4)
-        trainer.fit(method, datamodule=digits_classwise, ckpt_path=ckpt)
-        if save:
-            trainer.save_checkpoint(save)
-        return method
+    straight, resumed, path = run_and_resume(
+        lambda: SCRUB(copy.deepcopy(original), msteps=1, lr=0.01), digits_classwise, tmp_path, limit_train_batches=4)
+    assert_same_state(straight.model.state_dict(), resumed.model.state_dict())
 
-    straight = run(2)
-    run(1, save=tmp_path / "mid.ckpt")
-    resumed = run(2, ckpt=tmp_path / "mid.ckpt")
-    for key, value in straight.model.state_dict().items():
-        torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0, msg=key)
-
-    checkpoint = torch.load(tmp_path / "mid.ckpt", weights_only=True)
+    checkpoint = torch.load(path, weights_only=True)
     assert all(key.startswith("model.") for key in checkpoint["state_dict"])  # the teacher is not stored
     other = SCRUB(copy.deepcopy(straight.model))  # a different "original": the run cannot continue
     with pytest.warns(UserWarning, match="teacher"):
