@@ -90,4 +90,8 @@ def markdown_table() -> str:
 
 
 if __name__ == "__main__":
-    print(markdown_table())
+    # Run as a script this file is `__main__`, a second module object: the classes register into
+    # the imported `lightning_unlearn.registry`, so render that one's table.
+    from lightning_unlearn import registry
+
+    print(registry.markdown_table())

@@ -35,9 +35,13 @@ def test_method_resumes_exactly_from_a_checkpoint(name, original, digits_classwi
     assert any(not torch.equal(v, original.state_dict()[k]) for k, v in straight.model.state_dict().items())
 
 
-def test_readme_method_table_is_the_registry():
+def test_readme_method_table_is_the_registry_and_the_command_prints_it():
+    import subprocess
+    import sys
     from pathlib import Path
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     table = readme.split("<!-- method-table:start -->")[1].split("<!-- method-table:end -->")[0].strip()
     assert table == registry.markdown_table(), "README's method table is stale: python -m lightning_unlearn.registry"
+    printed = subprocess.run([sys.executable, "-m", "lightning_unlearn.registry"], capture_output=True, text=True, check=True)
+    assert printed.stdout.strip() == table
