@@ -64,12 +64,14 @@ class OriginalSpec:
         lr: SGD learning rate.
         momentum: SGD momentum.
         weight_decay: SGD weight decay.
+        lr_scheduler: ``None`` (constant ``lr``) or ``"cosine"`` (annealed to 0 over the fit).
     """
 
     max_epochs: int = 20
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    lr_scheduler: Optional[Literal["cosine"]] = None
 
 
 @dataclass
@@ -314,7 +316,8 @@ def run_compare(config: Union[str, os.PathLike, Mapping[str, Any], Any]) -> dict
         warnings.filterwarnings("ignore", ".*Total length of .* across ranks is zero.*")
         L.seed_everything(seed, verbose=False)
         classifier = ImageClassifier(
-            network, lr=original_spec.lr, momentum=original_spec.momentum, weight_decay=original_spec.weight_decay
+            network, lr=original_spec.lr, momentum=original_spec.momentum, weight_decay=original_spec.weight_decay,
+            lr_scheduler=original_spec.lr_scheduler,
         )
         tic = time.perf_counter()
         trainer(original_spec.max_epochs).fit(classifier, datamodule=datamodule)

@@ -121,3 +121,17 @@ def test_cli_modules_import_the_cli_stack_lazily() -> None:
     )
     proc = check(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120))
     assert proc.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--model.lr_scheduler=cosine"], "lr_scheduler: cosine"),
+    (["--model.lr_scheduler=torch.optim.lr_scheduler.StepLR", "--model.lr_scheduler.step_size=2"],
+     "class_path: torch.optim.lr_scheduler.StepLR"),
+])
+def test_lr_scheduler_by_name_or_class(args: list[str], expected: str, capsys: pytest.CaptureFixture) -> None:
+    from lightning_unlearn.cli import cli_main
+
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["fit", "--config", str(DIGITS / "retrain.yaml"), *args, "--print_config"])
+    assert exc.value.code in (0, None)
+    assert expected in capsys.readouterr().out

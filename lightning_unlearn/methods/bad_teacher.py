@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from lightning_unlearn.methods.base import Batch, check_logits
 from lightning_unlearn.methods.retrain import reinitialise
 from lightning_unlearn.methods.teachers import TeacherStudentMethod, distillation_kl
-from lightning_unlearn.models.classifier import LRSchedulerCallable, OptimizerCallable
+from lightning_unlearn.models.classifier import LRScheduler, OptimizerCallable
 from lightning_unlearn.registry import register
 
 
@@ -122,7 +122,7 @@ class BadTeacher(TeacherStudentMethod):
         lr: float = 1e-4,
         weight_decay: float = 0.0,
         optimizer: Optional[OptimizerCallable] = None,
-        lr_scheduler: Optional[LRSchedulerCallable] = None,
+        lr_scheduler: Optional[LRScheduler] = None,
         inplace: bool = False,
     ) -> None:
         if temperature <= 0:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_unlearn.data.datamodule import UnlearningDataModule
-from lightning_unlearn.models.classifier import ClassifierModule, LRSchedulerCallable, OptimizerCallable
+from lightning_unlearn.models.classifier import ClassifierModule, LRScheduler, OptimizerCallable
 from lightning_unlearn.models.weights import load_weights
 
 Batch = dict[str, tuple[Tensor, Tensor]]
@@ -54,7 +54,7 @@ class UnlearningMethod(ClassifierModule):
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
         optimizer: Optional[OptimizerCallable] = None,
-        lr_scheduler: Optional[LRSchedulerCallable] = None,
+        lr_scheduler: Optional[LRScheduler] = None,
         epoch_split: Optional[str] = None,
         inplace: bool = False,
     ) -> None:

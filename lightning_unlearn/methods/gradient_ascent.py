@@ -7,7 +7,7 @@ from typing import ClassVar, Optional
 from torch import Tensor, nn
 
 from lightning_unlearn.methods.base import Batch, UnlearningMethod
-from lightning_unlearn.models.classifier import LRSchedulerCallable, OptimizerCallable
+from lightning_unlearn.models.classifier import LRScheduler, OptimizerCallable
 from lightning_unlearn.registry import register
 
 
@@ -38,7 +38,7 @@ class GradientAscent(UnlearningMethod):
         momentum: float = 0.9,
         weight_decay: float = 0.0,
         optimizer: Optional[OptimizerCallable] = None,
-        lr_scheduler: Optional[LRSchedulerCallable] = None,
+        lr_scheduler: Optional[LRScheduler] = None,
         inplace: bool = False,
     ) -> None:
         super().__init__(model, weights, lr, momentum, weight_decay, optimizer, lr_scheduler, inplace=inplace)

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from lightning_unlearn.methods.base import Batch, UnlearningMethod
 from lightning_unlearn.methods.random_label import random_labels
 from lightning_unlearn.models.buffers import buffers_restored
-from lightning_unlearn.models.classifier import LRSchedulerCallable, OptimizerCallable
+from lightning_unlearn.models.classifier import LRScheduler, OptimizerCallable
 from lightning_unlearn.registry import register
 
 Mode = Literal["eu", "eu_fast"]
@@ -160,7 +160,7 @@ class ImplicitGradientSurgery(UnlearningMethod):
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
         optimizer: Optional[OptimizerCallable] = None,
-        lr_scheduler: Optional[LRSchedulerCallable] = None,
+        lr_scheduler: Optional[LRScheduler] = None,
         epoch_split: Optional[str] = None,
         inplace: bool = False,
     ) -> None:

@@ -7,7 +7,7 @@ from typing import ClassVar, Optional
 from torch import Tensor, nn
 
 from lightning_unlearn.methods.base import Batch, UnlearningMethod
-from lightning_unlearn.models.classifier import LRSchedulerCallable, OptimizerCallable
+from lightning_unlearn.models.classifier import LRScheduler, OptimizerCallable
 from lightning_unlearn.registry import register
 
 
@@ -41,7 +41,7 @@ class NegGradPlus(UnlearningMethod):
         momentum: float = 0.9,
         weight_decay: float = 0.0,
         optimizer: Optional[OptimizerCallable] = None,
-        lr_scheduler: Optional[LRSchedulerCallable] = None,
+        lr_scheduler: Optional[LRScheduler] = None,
         epoch_split: Optional[str] = None,
         inplace: bool = False,
     ) -> None:

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_unlearn.methods.base import Batch, UnlearningMethod
-from lightning_unlearn.models.classifier import LRSchedulerCallable, OptimizerCallable
+from lightning_unlearn.models.classifier import LRScheduler, OptimizerCallable
 from lightning_unlearn.registry import register
 
 
@@ -54,7 +54,7 @@ class RandomLabel(UnlearningMethod):
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
         optimizer: Optional[OptimizerCallable] = None,
-        lr_scheduler: Optional[LRSchedulerCallable] = None,
+        lr_scheduler: Optional[LRScheduler] = None,
         epoch_split: Optional[str] = None,
         inplace: bool = False,
     ) -> None:

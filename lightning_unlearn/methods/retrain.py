@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from lightning_unlearn.methods.finetune import FineTune
-from lightning_unlearn.models.classifier import LRSchedulerCallable, OptimizerCallable
+from lightning_unlearn.models.classifier import LRScheduler, OptimizerCallable
 from lightning_unlearn.registry import register
 
 
@@ -39,7 +39,7 @@ class Retrain(FineTune):
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
         optimizer: Optional[OptimizerCallable] = None,
-        lr_scheduler: Optional[LRSchedulerCallable] = None,
+        lr_scheduler: Optional[LRScheduler] = None,
         init_seed: Optional[int] = 0,
     ) -> None:
         super().__init__(model, weights, lr, momentum, weight_decay, optimizer, lr_scheduler)

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from lightning_unlearn.methods.base import Batch
 from lightning_unlearn.methods.teachers import TeacherStudentMethod, distillation_kl
-from lightning_unlearn.models.classifier import LRSchedulerCallable, OptimizerCallable
+from lightning_unlearn.models.classifier import LRScheduler, OptimizerCallable
 from lightning_unlearn.registry import register
 
 
@@ -54,7 +54,8 @@ class SCRUB(TeacherStudentMethod):
     decay 5e-4, ``T = 4``, ``gamma = 0.99``, ``alpha = 0.001``, ``msteps = 2``, 3 epochs, forget
     batches of 512 and retain batches of 256 (set them on the datamodule). The small-scale
     notebooks use ``alpha = 0.5``, ``gamma = 1``, ``msteps = 3``, 5-10 epochs. LR decay at given
-    epochs: pass ``lr_scheduler`` (e.g. ``MultiStepLR``); schedulers are stepped once per epoch.
+    epochs: pass ``lr_scheduler`` (e.g. ``MultiStepLR``, stepped once per epoch) or ``"cosine"``
+    (stepped once per batch).
 
     Cost per optimiser step: one student forward/backward and one teacher forward (no gradient).
     Memory: one extra copy of the network (the teacher; not checkpointed). Data: D_f and D_r.
@@ -94,7 +95,7 @@ class SCRUB(TeacherStudentMethod):
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
         optimizer: Optional[OptimizerCallable] = None,
-        lr_scheduler: Optional[LRSchedulerCallable] = None,
+        lr_scheduler: Optional[LRScheduler] = None,
         inplace: bool = False,
     ) -> None:
         if alpha < 0:
@@ -164,8 +165,9 @@ class SCRUB(TeacherStudentMethod):
         self._optimizer_step("min", loss)
         logs = {"loss": loss.detach(), "phase": float(max_step), **logs}
         self.log_dict({f"train/{k}": v for k, v in logs.items()})
+        self._step_schedulers("step")  # once per batch: "cosine" spans estimated_stepping_batches
         if self.trainer.is_last_batch or batch_idx + 1 >= self.trainer.num_training_batches:
-            self._step_schedulers()
+            self._step_schedulers("epoch")
         return loss.detach()
 
     def _optimizer_step(self, phase: Literal["max", "min"], loss: Tensor) -> None:
@@ -175,9 +177,7 @@ class SCRUB(TeacherStudentMethod):
         self.manual_backward(loss)
         optimizer.step()
 
-    def _step_schedulers(self) -> None:
-        schedulers = self.lr_schedulers()
-        if schedulers is None:
-            return
-        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
-            scheduler.step()
+    def _step_schedulers(self, interval: Literal["step", "epoch"]) -> None:
+        for config in self.trainer.lr_scheduler_configs:
+            if config.interval == interval:
+                config.scheduler.step()

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Iterable, Optional, Union
+from typing import Any, Callable, ClassVar, Iterable, Literal, Optional, Union
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler as LRSchedulerBase
 
 # Same shapes as lightning.pytorch.cli.OptimizerCallable / LRSchedulerCallable, defined here so
 # the core does not import the CLI stack (jsonargparse); LightningCLI recognises them alike.
 OptimizerCallable = Callable[[Iterable], Optimizer]
-LRSchedulerCallable = Callable[[Optimizer], Any]
+LRSchedulerCallable = Callable[[Optimizer], LRSchedulerBase]
+#: ``lr_scheduler`` of every module: a factory, or "cosine" (see :class:`ClassifierModule`).
+LRScheduler = Union[Literal["cosine"], LRSchedulerCallable]
 
 
 class ClassifierModule(L.LightningModule):
@@ -23,6 +26,10 @@ class ClassifierModule(L.LightningModule):
     The optimiser is ``optimizer(params)`` when given (the LightningCLI way:
     ``--model.optimizer=torch.optim.Adam --model.optimizer.lr=1e-3``), else
     ``SGD(lr, momentum, weight_decay)``, the optimiser of all the reference recipes.
+    ``lr_scheduler`` is a factory ``optimizer -> scheduler`` (stepped once per epoch) or the
+    string ``"cosine"``: cosine annealing from ``lr`` to 0 over the whole fit, stepped after every
+    optimizer step (``T_max = trainer.estimated_stepping_batches``), the schedule of the
+    reference Retrain recipes, usable from YAML where a callable is not.
     """
 
     def __init__(
@@ -32,9 +39,11 @@ class ClassifierModule(L.LightningModule):
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
         optimizer: Optional[OptimizerCallable] = None,
-        lr_scheduler: Optional[LRSchedulerCallable] = None,
+        lr_scheduler: Optional[LRScheduler] = None,
     ) -> None:
         super().__init__()
+        if isinstance(lr_scheduler, str) and lr_scheduler != "cosine":
+            raise ValueError(f"`lr_scheduler` must be a factory optimizer -> scheduler or 'cosine', got {lr_scheduler!r}.")
         if not isinstance(model, nn.Module):
             raise ValueError(f"`model` must be a torch.nn.Module returning logits, got {type(model).__name__}.")
         for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
@@ -64,6 +73,10 @@ class ClassifierModule(L.LightningModule):
             optimizer = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
         if self.lr_scheduler_factory is None:
             return optimizer
+        if self.lr_scheduler_factory == "cosine":
+            steps = max(1, int(self.trainer.estimated_stepping_batches))
+            cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
         return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler_factory(optimizer)}
 
     def _accuracy_step(self, batch: Any, stage: str) -> None:
@@ -99,7 +112,7 @@ class ImageClassifier(ClassifierModule):
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
         optimizer: Optional[OptimizerCallable] = None,
-        lr_scheduler: Optional[LRSchedulerCallable] = None,
+        lr_scheduler: Optional[LRScheduler] = None,
     ) -> None:
         super().__init__(model, lr, momentum, weight_decay, optimizer, lr_scheduler)
         self.save_hyperparameters(ignore=["model", "optimizer", "lr_scheduler"])
