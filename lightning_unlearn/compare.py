@@ -32,6 +32,7 @@ module needs torch and lightning alone.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
@@ -40,7 +41,7 @@ import time
 import warnings
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping, Optional, Sequence, Union
+from typing import Any, Iterator, Literal, Mapping, Optional, Sequence, Union
 
 from torch import nn
 
@@ -249,6 +250,20 @@ def _check_callbacks(name: str, callbacks: Any) -> None:
                 raise ValueError(f"{where}.init_args.{arg}: {registry.get(item['callback']).cls.__name__} takes {accepted}.")
 
 
+def build_method(spec: MethodSpec, original: nn.Module, seed: int) -> Any:
+    """The row's method around (a copy of) ``original``, after ``seed_everything(seed)`` so a row
+    does not depend on the rows before it; Retrain's ``init_seed`` defaults to ``seed``."""
+    import lightning as L
+
+    from lightning_unlearn import registry
+
+    L.seed_everything(seed, verbose=False)
+    init_args = dict(spec.init_args)
+    if spec.method == REFERENCE:  # the compare seed also draws Retrain's initial weights
+        init_args.setdefault("init_seed", seed)
+    return registry.get(spec.method).cls(model=original, **init_args)
+
+
 def build_callbacks(spec: MethodSpec) -> list[Any]:
     """The callbacks of a row, instantiated from the registry in config order."""
     from lightning_unlearn import registry
@@ -257,6 +272,72 @@ def build_callbacks(spec: MethodSpec) -> list[Any]:
 
 
 # ---------------------------------------------------------------------------------- running
+def row_trainer(max_epochs: int, accelerator: str = "auto", callbacks: Sequence[Any] = ()) -> Any:
+    """The Trainer of the original and of every row: one device, no logger, checkpoints, progress
+    bar or validation."""
+    import lightning as L
+
+    return L.Trainer(
+        max_epochs=int(max_epochs), accelerator=accelerator, devices=1, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        num_sanity_val_steps=0, limit_val_batches=0, callbacks=list(callbacks),
+    )
+
+
+@contextlib.contextmanager
+def quiet_fit_warnings() -> Iterator[None]:
+    """Silences Lightning's few-workers and empty-validation warnings of these short fits."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*Total length of .* across ranks is zero.*")
+        yield
+
+
+def train_original(network: nn.Module, datamodule: Any, spec: OriginalSpec, accelerator: str, seed: int) -> tuple[nn.Module, float]:
+    """Trains ``network`` in place as :class:`~lightning_unlearn.models.ImageClassifier` on the whole
+    training set (the forget set included) after ``seed_everything(seed)``.
+
+    Returns:
+        The trained network (left in its mode: Lightning keeps submodule modes in fit) and the
+        wall time of the fit in seconds.
+    """
+    import lightning as L
+
+    from lightning_unlearn.models import ImageClassifier
+
+    L.seed_everything(seed, verbose=False)
+    classifier = ImageClassifier(
+        network, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay, lr_scheduler=spec.lr_scheduler
+    )
+    tic = time.perf_counter()
+    row_trainer(spec.max_epochs, accelerator).fit(classifier, datamodule=datamodule)
+    return classifier.model, time.perf_counter() - tic
+
+
+def load_config(config: Union[str, os.PathLike, Mapping[str, Any], Any]) -> tuple[Any, dict[str, MethodSpec], OriginalSpec]:
+    """Checks a compare config, then builds its datamodule and network.
+
+    Returns:
+        ``(cfg, specs, original_spec)``: the instantiated config (``cfg.data``, ``cfg.model``),
+        the checked rows and the original's training.
+
+    Raises:
+        ValueError: for an invalid config, before anything is built or trained.
+    """
+    from lightning_unlearn.data.datamodule import UnlearningDataModule
+
+    specs = check_methods(parse_config(config, instantiate=False).methods)  # fail before building anything
+    cfg = parse_config(config)
+    original_spec = _spec(cfg.original, OriginalSpec, "original")
+    if not isinstance(cfg.data, UnlearningDataModule):
+        raise ValueError(f"`data` must be an UnlearningDataModule (e.g. DigitsDataModule), got {type(cfg.data).__name__}.")
+    if not isinstance(cfg.model, nn.Module):
+        raise ValueError(f"`model` must be an nn.Module returning logits, got {type(cfg.model).__name__}.")
+    if int(original_spec.max_epochs) < 1:
+        raise ValueError(f"original.max_epochs must be >= 1, got {original_spec.max_epochs}.")
+    return cfg, specs, original_spec
+
+
 def run_compare(config: Union[str, os.PathLike, Mapping[str, Any], Any]) -> dict[str, Any]:
     """Runs the comparison.
 
@@ -282,47 +363,18 @@ def run_compare(config: Union[str, os.PathLike, Mapping[str, Any], Any]) -> dict
         ValueError: for an invalid config (unknown method, no Retrain row, bad init arguments),
             before anything is trained.
     """
-    import lightning as L
-
     from lightning_unlearn import registry
     from lightning_unlearn.callbacks import UnlearningEvaluation
-    from lightning_unlearn.data.datamodule import UnlearningDataModule
     from lightning_unlearn.evaluation import evaluate
-    from lightning_unlearn.models import ImageClassifier
     from lightning_unlearn.report import versions
 
-    specs = check_methods(parse_config(config, instantiate=False).methods)  # fail before building anything
-    cfg = parse_config(config)
-    original_spec = _spec(cfg.original, OriginalSpec, "original")
+    cfg, specs, original_spec = load_config(config)
     datamodule, network = cfg.data, cfg.model
-    if not isinstance(datamodule, UnlearningDataModule):
-        raise ValueError(f"`data` must be an UnlearningDataModule (e.g. DigitsDataModule), got {type(datamodule).__name__}.")
-    if not isinstance(network, nn.Module):
-        raise ValueError(f"`model` must be an nn.Module returning logits, got {type(network).__name__}.")
-    if int(original_spec.max_epochs) < 1:
-        raise ValueError(f"original.max_epochs must be >= 1, got {original_spec.max_epochs}.")
     seed, mia_backend = int(cfg.seed), cfg.mia_backend
 
-    def trainer(max_epochs: int, callbacks: Sequence[Any] = ()) -> L.Trainer:
-        return L.Trainer(
-            max_epochs=int(max_epochs), accelerator=cfg.accelerator, devices=1, logger=False,
-            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-            num_sanity_val_steps=0, limit_val_batches=0, callbacks=list(callbacks),
-        )
-
     start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        warnings.filterwarnings("ignore", ".*Total length of .* across ranks is zero.*")
-        L.seed_everything(seed, verbose=False)
-        classifier = ImageClassifier(
-            network, lr=original_spec.lr, momentum=original_spec.momentum, weight_decay=original_spec.weight_decay,
-            lr_scheduler=original_spec.lr_scheduler,
-        )
-        tic = time.perf_counter()
-        trainer(original_spec.max_epochs).fit(classifier, datamodule=datamodule)
-        original_time = time.perf_counter() - tic
-        original = classifier.model  # left in its mode: Lightning keeps submodule modes in fit
+    with quiet_fit_warnings():
+        original, original_time = train_original(network, datamodule, original_spec, cfg.accelerator, seed)
         original_metrics = evaluate(original, datamodule, mia_backend=mia_backend)
 
         reference_name = next(name for name, spec in specs.items() if spec.method == REFERENCE)
@@ -331,14 +383,9 @@ def run_compare(config: Union[str, os.PathLike, Mapping[str, Any], Any]) -> dict
         retrained: Optional[nn.Module] = None
         for name in order:
             spec = specs[name]
-            cls = registry.get(spec.method).cls
-            L.seed_everything(seed, verbose=False)
-            init_args = dict(spec.init_args)
-            if spec.method == REFERENCE:  # the compare seed also draws Retrain's initial weights
-                init_args.setdefault("init_seed", seed)
-            method = cls(model=original, **init_args)
+            method = build_method(spec, original, seed)
             evaluation = UnlearningEvaluation(reference=retrained, mia_backend=mia_backend)
-            trainer(spec.max_epochs, [*build_callbacks(spec), evaluation]).fit(method, datamodule=datamodule)
+            row_trainer(spec.max_epochs, cfg.accelerator, [*build_callbacks(spec), evaluation]).fit(method, datamodule=datamodule)
             results[name] = {"after": evaluation.results["after"], "runtime_s": evaluation.results["runtime_s"]}
             if name == reference_name:
                 retrained = method.model
