@@ -14,7 +14,8 @@ import argparse
 import copy
 import statistics
 from collections import defaultdict
-from typing import Any
+from pathlib import Path
+from typing import Any, Optional
 
 import yaml
 
@@ -27,17 +28,37 @@ SCENARIOS = {
 }
 
 
-def run(config: dict[str, Any], scenarios: list[str], seeds: list[int]) -> tuple[dict, str]:
+def scenario_config(config: dict[str, Any], scenario: str, seed: int, validation_class: Optional[int] = None,
+                    tuned: Optional[str] = None) -> dict[str, Any]:
+    """The compare config of one (scenario, seed): the forget request (random draws use ``seed``;
+    class-wise forgets class 0, or ``validation_class`` when tuning), the training seed and data
+    order ``seed``, and the rows of ``{tuned}/{scenario}.yaml`` (benchmarks/tune.py) in place of the
+    config's rows of the same name."""
+    cfg = copy.deepcopy(config)
+    forget = dict(SCENARIOS[scenario])
+    if "ratio" in forget:
+        forget["seed"] = seed
+    elif validation_class is not None:
+        forget["classes"] = [validation_class]
+    cfg["seed"] = seed
+    cfg["data"]["init_args"]["forget"] = forget
+    cfg["data"]["init_args"]["shuffle_seed"] = seed
+    if tuned is not None:
+        path = Path(tuned) / f"{scenario}.yaml"
+        if not path.is_file():
+            raise FileNotFoundError(f"--tuned {tuned}: no {path}; run `python -m benchmarks.tune --scenario {scenario} --out-dir {tuned}`.")
+        rows = yaml.safe_load(path.read_text())["methods"]
+        cfg["methods"] = {name: rows.get(name, spec) for name, spec in cfg["methods"].items()}
+    return cfg
+
+
+def run(config: dict[str, Any], scenarios: list[str], seeds: list[int], tuned: Optional[str] = None) -> tuple[dict, str]:
     per_scenario: dict[str, dict[str, dict[str, list[float]]]] = {}
     runs = []
     for scenario in scenarios:
         cells: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
         for seed in seeds:
-            cfg = copy.deepcopy(config)
-            cfg["seed"] = seed
-            cfg["data"]["init_args"]["forget"] = {**SCENARIOS[scenario], **({"seed": seed} if "ratio" in SCENARIOS[scenario] else {})}
-            cfg["data"]["init_args"]["shuffle_seed"] = seed
-            result = run_compare(cfg)
+            result = run_compare(scenario_config(config, scenario, seed, tuned=tuned))
             runs.append({"scenario": scenario, "seed": seed, "result": result})
             for row in result["rows"]:
                 for _, key in COLUMNS:
@@ -63,11 +84,12 @@ def main() -> None:
     parser.add_argument("--config", default="benchmarks/configs/fmnist_cpu.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
+    parser.add_argument("--tuned", default=None, help="Directory of benchmarks/tune.py's rows ({scenario}.yaml).")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     with open(args.config) as handle:
         config = yaml.safe_load(handle)
-    result, table = run(config, args.scenarios, args.seeds)
+    result, table = run(config, args.scenarios, args.seeds, args.tuned)
     emit("quality", result, table, args.out)
 
 

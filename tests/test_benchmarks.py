@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from benchmarks import mia_speed, overhead, quality, scaling
+from benchmarks import evaluation_speed, mia_speed, overhead, quality, scaling
 from benchmarks.common import emit
 
 
@@ -21,6 +21,15 @@ def test_overhead_smoke():
     names = {row["callback"] for row in result["callbacks"]}
     assert {"SaliencyMask", "SparsityRegularization", "MagnitudePruning", "DynamicMask"} <= names
     assert "hand-written loop" in table
+    assert result["implicit_fast"]["with_ms"] > 0 and result["implicit_fast"]["base_ms"] > 0
+    assert "ImplicitGradientSurgery(eu_fast) step vs NegGrad+ step" in table
+
+
+def test_evaluation_speed_smoke():
+    result, table = evaluation_speed.run(train_size=0, test_size=0, repeats=1, data="digits")
+    assert result["evaluation_s"] > 0 and result["epoch_s"] > 0 and result["ratio"] > 0
+    assert result["train_size"] > 0 and result["test_size"] > 0
+    assert "UnlearningEvaluation pass" in table and "training epoch" in table
 
 
 def test_scaling_smoke(tmp_path):
@@ -43,3 +52,44 @@ def test_quality_smoke(tmp_path):
     assert result["summary"]["classwise"]["retrain"]["avg_gap"]["mean"] == 0
     emit("quality", result, table, str(tmp_path / "q.json"))
     assert json.loads((tmp_path / "q.json").read_text())["benchmark"] == "quality"
+
+
+def test_tune_smoke_chooses_on_the_validation_request(tmp_path):
+    import yaml
+
+    from benchmarks import tune
+
+    config = yaml.safe_load(open("configs/quickstart.yaml"))
+    config["original"]["max_epochs"] = 2
+    config["methods"] = {
+        "retrain": {"method": "retrain", "max_epochs": 1},
+        "ga": {"method": "gradient_ascent", "max_epochs": 2, "init_args": {"lr": 0.01}},
+        "salun": {"method": "random_label", "max_epochs": 1, "callbacks": [{"callback": "saliency_mask"}]},
+    }
+    result, table = tune.tune(config, "classwise")
+    assert result["validation"] == {"classes": [tune.VALIDATION_CLASS]} and tune.VALIDATION_CLASS != 0
+    ga = [t for t in result["trials"] if t["row"] == "ga"]
+    assert len(ga) == len(tune.LR_FACTORS) * 2  # lr grid x epochs 1..2, read from one fit per lr
+    assert {t["init_args"]["lr"] for t in ga} == {0.00333, 0.01, 0.03}
+    best = min(ga, key=lambda t: t["avg_gap"])
+    assert result["chosen"]["ga"]["init_args"]["lr"] == best["init_args"]["lr"]
+    assert result["chosen"]["ga"]["max_epochs"] == best["max_epochs"]
+    thresholds = {t["callbacks"][0]["init_args"]["threshold"] for t in result["trials"] if t["row"] == "salun"}
+    assert thresholds == set(tune.EXTRA_GRIDS["saliency_mask"]["threshold"])
+    assert "retrain" not in result["chosen"] and "| ga |" in table
+    tune.write_rows(result, str(tmp_path), "configs/quickstart.yaml")
+    merged = quality.scenario_config(config, "classwise", 0, tuned=str(tmp_path))
+    assert merged["methods"]["ga"] == result["chosen"]["ga"] and merged["methods"]["retrain"] == config["methods"]["retrain"]
+    assert merged["data"]["init_args"]["forget"] == {"classes": [0]}  # reported on class 0, tuned on another
+    # an epoch count read from the longer fit equals a fit of exactly that length
+    from lightning_unlearn.compare import MethodSpec, build_method, load_config, row_trainer, train_original
+    from lightning_unlearn.evaluation import evaluate
+
+    cfg, specs, original_spec = load_config(quality.scenario_config(config, "classwise", tune.VALIDATION_SEED,
+                                                                    validation_class=tune.VALIDATION_CLASS))
+    original, _ = train_original(cfg.model, cfg.data, original_spec, "cpu", tune.VALIDATION_SEED)
+    method = build_method(MethodSpec("gradient_ascent", 1, {"lr": 0.01}), original, tune.VALIDATION_SEED)
+    row_trainer(1, "cpu").fit(method, datamodule=cfg.data)
+    alone = tune.percent(evaluate(method.model, cfg.data))
+    read = next(t for t in ga if t["init_args"]["lr"] == 0.01 and t["max_epochs"] == 1)
+    assert alone == {key: read[key] for key in alone}
