@@ -52,6 +52,27 @@ class StepTimer(Callback):
         return statistics.median(self.times) if self.times else float("nan")
 
 
+class EpochTimer(Callback):
+    """Wall time of the (last) training epoch, from epoch start to epoch end: trainer setup,
+    fit-start hooks and the loaders' first batch fetch are outside it."""
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        sync()
+        self._t = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        sync()
+        self.elapsed = time.perf_counter() - self._t
+
+
+def epoch_time(module: L.LightningModule, dm) -> float:
+    """Seconds of one training epoch of `module` on `dm` through a quiet Lightning trainer."""
+    timer = EpochTimer()
+    trainer = L.Trainer(**QUIET, max_epochs=1, accelerator=accelerator(), devices=1, callbacks=[timer])
+    trainer.fit(module, datamodule=dm)
+    return timer.elapsed
+
+
 def fashion_mnist(forget: Any, train_size: Optional[int] = None, test_size: Optional[int] = None, **kw: Any):
     """FashionMNISTDataModule from Debian's package (or $FASHION_MNIST_ROOT / .data/fashion-mnist)."""
     from lightning_unlearn.data import FashionMNISTDataModule

@@ -3,7 +3,10 @@
 1. a method wrapper's training epoch vs a hand-written PyTorch loop on the same data, model and
    optimiser (FineTune vs `for x, y in loader: sgd step`);
 2. per optimizer step with vs without each registered gradient/weight callback (RandomLabel);
-3. peak memory with vs without (CUDA only).
+3. per optimizer step of ImplicitGradientSurgery(mode="eu_fast") vs NegGrad+, both one forward/
+   backward over a forget batch paired with a retain batch, same optimiser settings (its `w`
+   update runs inside the training step, so the step time includes it);
+4. peak memory with vs without (CUDA only).
 
     python -m benchmarks.overhead [--train-size 10000] [--repeats 3] [--out results/overhead.json]
 
@@ -17,18 +20,20 @@ import argparse
 import copy
 import statistics
 import time
+from typing import Callable
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import QUIET, StepTimer, accelerator, datamodule, emit, seed, sync
+from benchmarks.common import QUIET, StepTimer, accelerator, datamodule, emit, epoch_time, seed, sync
 from lightning_unlearn import ForgetSpec, registry
-from lightning_unlearn.methods import FineTune, RandomLabel
+from lightning_unlearn.methods import FineTune, ImplicitGradientSurgery, NegGradPlus, RandomLabel
 from lightning_unlearn.models import SmallCNN
 
 SKIP_CALLBACKS = {"evaluation"}  # evaluation runs before/after fit, not per step
 PREREQUISITES = {"unpruning": ["magnitude_pruning"]}  # measured against a baseline that has these
+OPTIMISER = dict(lr=0.01, momentum=0.9, weight_decay=5e-4)  # both sides of the method comparison
 
 
 def hand_written_epoch(model: torch.nn.Module, loader, lr: float, device: str) -> float:
@@ -45,34 +50,33 @@ def hand_written_epoch(model: torch.nn.Module, loader, lr: float, device: str) -
     return time.perf_counter() - t0
 
 
-def lightning_epoch(model: torch.nn.Module, dm, lr: float) -> float:
-    method = FineTune(model, lr=lr)
-    trainer = L.Trainer(**QUIET, max_epochs=1, accelerator=accelerator(), devices=1)
-    timer = _EpochTimer()
-    trainer.callbacks.append(timer)
-    trainer.fit(method, datamodule=dm)
-    return timer.elapsed
-
-
-class _EpochTimer(L.Callback):
-    def on_train_epoch_start(self, trainer, pl_module):
-        sync()
-        self.t0 = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer, pl_module):
-        sync()
-        self.elapsed = time.perf_counter() - self.t0
-
-
-def step_time(model, dm, callbacks, steps: int) -> tuple[float, float]:
+def step_time(method: L.LightningModule, dm, callbacks, steps: int) -> tuple[float, float]:
+    """Median steady-state optimizer step (s) of `method` with `callbacks`, and peak CUDA memory (MiB)."""
     timer = StepTimer(skip=3)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     trainer = L.Trainer(**QUIET, max_steps=steps, max_epochs=1000, accelerator=accelerator(), devices=1,
                         callbacks=[*callbacks, timer])
-    trainer.fit(RandomLabel(model), datamodule=dm)
+    trainer.fit(method, datamodule=dm)
     peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else float("nan")
     return timer.per_step, peak
+
+
+Setup = Callable[[], tuple[L.LightningModule, list]]
+
+
+def paired_steps(base: Setup, other: Setup, dm, repeats: int, steps: int) -> dict:
+    """`step_time` of two fresh (method, callbacks) setups in ABBA order, so drift and warm-up
+    effects hit both sides alike: median step in ms of each, their ratio, peak memory of each."""
+    times, peaks = {"base": [], "with": []}, {"base": [], "with": []}
+    for i in range(repeats):
+        for side in ("base", "with") if i % 2 == 0 else ("with", "base"):
+            method, callbacks = (base if side == "base" else other)()
+            t, peak = step_time(method, dm, callbacks, steps)
+            times[side].append(t)
+            peaks[side].append(peak)
+    b, w = statistics.median(times["base"]), statistics.median(times["with"])
+    return dict(base_ms=1e3 * b, with_ms=1e3 * w, ratio=w / b, peak_mb_base=max(peaks["base"]), peak_mb_with=max(peaks["with"]))
 
 
 def prerequisites(name: str) -> list:
@@ -88,7 +92,7 @@ def run(train_size: int, repeats: int, steps: int, data: str = "fashion-mnist") 
     # 1. wrapper vs hand-written loop, same sampler order and batch size
     ours, hand = [], []
     for i in range(repeats):  # ABBA order
-        runs = [lambda: ours.append(lightning_epoch(copy.deepcopy(model), dm, 0.01)),
+        runs = [lambda: ours.append(epoch_time(FineTune(copy.deepcopy(model), lr=0.01), dm)),
                 lambda: hand.append(hand_written_epoch(copy.deepcopy(model), dm._shuffled(dm.split("retain"), dm.batch_size, 2), 0.01, device))]
         for run_one in runs if i % 2 == 0 else runs[::-1]:
             run_one()
@@ -99,18 +103,14 @@ def run(train_size: int, repeats: int, steps: int, data: str = "fashion-mnist") 
     for entry in registry.entries("callback"):
         if entry.name in SKIP_CALLBACKS:
             continue
-        base, with_cb, peaks = [], [], []
-        for i in range(repeats):  # ABBA order, so drift and warm-up effects hit both sides alike
-            order = ("base", "with") if i % 2 == 0 else ("with", "base")
-            for side in order:
-                extra = [entry.cls()] if side == "with" else []
-                t, peak = step_time(copy.deepcopy(model), dm, [*prerequisites(entry.name), *extra], steps)
-                (with_cb if side == "with" else base).append(t)
-                peaks.append((side, peak))
-        b, w = statistics.median(base), statistics.median(with_cb)
-        rows.append(dict(callback=entry.cls.__name__, base_ms=1e3 * b, with_ms=1e3 * w, ratio=w / b,
-                         peak_mb_base=max(p for s, p in peaks if s == "base"),
-                         peak_mb_with=max(p for s, p in peaks if s == "with")))
+        rows.append(dict(callback=entry.cls.__name__, **paired_steps(
+            lambda: (RandomLabel(copy.deepcopy(model)), prerequisites(entry.name)),
+            lambda: (RandomLabel(copy.deepcopy(model)), [*prerequisites(entry.name), entry.cls()]),
+            dm, repeats, steps)))
+    # 3. implicit gradient surgery (eu_fast) vs the plain paired-batch method
+    implicit_fast = paired_steps(lambda: (NegGradPlus(copy.deepcopy(model), **OPTIMISER), []),
+                                 lambda: (ImplicitGradientSurgery(copy.deepcopy(model), mode="eu_fast", **OPTIMISER), []),
+                                 dm, repeats, steps)
     table = (
         f"| comparison | ours | baseline | ratio |\n|---|---|---|---|\n"
         f"| FineTune epoch vs hand-written loop | {loop['lightning_s']:.2f} s | {loop['hand_s']:.2f} s | {loop['ratio']:.3f}× |\n"
@@ -118,7 +118,9 @@ def run(train_size: int, repeats: int, steps: int, data: str = "fashion-mnist") 
     table += "\n".join(
         f"| RandomLabel step + {r['callback']} | {r['with_ms']:.1f} ms | {r['base_ms']:.1f} ms | {r['ratio']:.3f}× |" for r in rows
     )
-    return {"loop": loop, "callbacks": rows, "train_size": train_size, "repeats": repeats}, table
+    table += (f"\n| ImplicitGradientSurgery(eu_fast) step vs NegGrad+ step | {implicit_fast['with_ms']:.1f} ms"
+              f" | {implicit_fast['base_ms']:.1f} ms | {implicit_fast['ratio']:.3f}× |")
+    return {"loop": loop, "callbacks": rows, "implicit_fast": implicit_fast, "train_size": train_size, "repeats": repeats}, table
 
 
 def main() -> None:
