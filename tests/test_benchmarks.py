@@ -50,6 +50,8 @@ def test_quality_smoke(tmp_path):
     result, table = quality.run(config, ["classwise"], [0, 1])
     assert set(result["summary"]["classwise"]) == {"retrain", "ga"}
     assert result["summary"]["classwise"]["retrain"]["avg_gap"]["mean"] == 0
+    assert result["summary"]["classwise"]["retrain"]["time_vs_retrain"]["mean"] == 100
+    assert "RTE (% of Retrain)" in table
     emit("quality", result, table, str(tmp_path / "q.json"))
     assert json.loads((tmp_path / "q.json").read_text())["benchmark"] == "quality"
 
