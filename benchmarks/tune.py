@@ -27,6 +27,7 @@ import argparse
 import copy
 import inspect
 import itertools
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -40,7 +41,7 @@ from lightning_unlearn import registry
 from lightning_unlearn.callbacks import UnlearningEvaluation
 from lightning_unlearn.compare import (
     COLUMNS, REFERENCE, MethodSpec, build_callbacks, build_method, load_config, quiet_fit_warnings, row_trainer,
-    train_original,
+    train_original, trainer_options,
 )
 from lightning_unlearn.evaluation import evaluate
 
@@ -122,10 +123,10 @@ def tune(config: dict[str, Any], scenario: str) -> tuple[dict, str]:
     reference_name = next(name for name, s in specs.items() if s.method == REFERENCE)
     trials, chosen = [], {}
     with quiet_fit_warnings():
-        original, _ = train_original(cfg.model, datamodule, original_spec, cfg.accelerator, seed)
+        original, _ = train_original(cfg.model, datamodule, original_spec, seed, **trainer_options(cfg))
         retrain = build_method(specs[reference_name], original, seed)
         timer = UnlearningEvaluation(mia_backend=cfg.mia_backend)
-        row_trainer(specs[reference_name].max_epochs, cfg.accelerator, [timer]).fit(retrain, datamodule=datamodule)
+        row_trainer(specs[reference_name].max_epochs, [timer], **trainer_options(cfg)).fit(retrain, datamodule=datamodule)
         reference = percent(timer.results["after"])
         retrain_time = timer.results["runtime_s"]
         for name, spec in specs.items():
@@ -135,7 +136,7 @@ def tune(config: dict[str, Any], scenario: str) -> tuple[dict, str]:
                 scores = EpochScores(cfg.mia_backend)
                 method = build_method(candidate, original, seed)
                 callbacks = [*build_callbacks(candidate), scores]
-                row_trainer(candidate.max_epochs, cfg.accelerator, callbacks).fit(method, datamodule=datamodule)
+                row_trainer(candidate.max_epochs, callbacks, **trainer_options(cfg)).fit(method, datamodule=datamodule)
                 read = scores.scores if per_epoch else scores.scores[-1:]
                 for score in read:
                     trials.append({
@@ -144,6 +145,8 @@ def tune(config: dict[str, Any], scenario: str) -> tuple[dict, str]:
                         "max_epochs": score["epochs"] if per_epoch else candidate.max_epochs,
                         "avg_gap": avg_gap(score, reference),
                     })
+                    print(f"[tune {scenario}] {name} {candidate.init_args} {candidate.callbacks} epochs"
+                          f" {trials[-1]['max_epochs']}: Avg. Gap {trials[-1]['avg_gap']:.2f}", file=sys.stderr, flush=True)
             best = min((t for t in trials if t["row"] == name), key=lambda t: (round(t["avg_gap"], 2), t["runtime_s"]))
             chosen[name] = best
     table = "| row | chosen | epochs | UA | RA | TA | MIA-Efficacy | Avg. Gap | RTE (s) | tried |\n|---|---|---|---|---|---|---|---|---|---|\n"

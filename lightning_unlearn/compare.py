@@ -128,6 +128,8 @@ def build_parser(exit_on_error: bool = True) -> Any:
     parser.add_argument("--methods", type=dict[str, dict[str, Any]], required=True,
                         help="Ordered mapping: row name -> {method, max_epochs, init_args}; must include retrain.")
     parser.add_argument("--accelerator", type=str, default="auto", help="Lightning accelerator.")
+    parser.add_argument("--precision", type=Optional[str], default=None,
+                        help="Lightning precision of every fit, e.g. bf16-mixed (evaluation runs in float32).")
     parser.add_argument("--mia_backend", type=Literal["torch", "sklearn"], default="torch", help="MIA attack backend.")
     parser.add_argument("--output", type=Optional[str], default=None, help="Where to write the JSON results.")
     return parser
@@ -272,13 +274,19 @@ def build_callbacks(spec: MethodSpec) -> list[Any]:
 
 
 # ---------------------------------------------------------------------------------- running
-def row_trainer(max_epochs: int, accelerator: str = "auto", callbacks: Sequence[Any] = ()) -> Any:
+def trainer_options(cfg: Any) -> dict[str, Any]:
+    """The Trainer settings a compare config fixes for every fit: ``accelerator`` and ``precision``."""
+    return {"accelerator": cfg.accelerator, "precision": cfg.get("precision")}
+
+
+def row_trainer(max_epochs: int, callbacks: Sequence[Any] = (), *, accelerator: str = "auto",
+                precision: Optional[str] = None) -> Any:
     """The Trainer of the original and of every row: one device, no logger, checkpoints, progress
     bar or validation."""
     import lightning as L
 
     return L.Trainer(
-        max_epochs=int(max_epochs), accelerator=accelerator, devices=1, logger=False,
+        max_epochs=int(max_epochs), accelerator=accelerator, precision=precision, devices=1, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         num_sanity_val_steps=0, limit_val_batches=0, callbacks=list(callbacks),
     )
@@ -293,9 +301,10 @@ def quiet_fit_warnings() -> Iterator[None]:
         yield
 
 
-def train_original(network: nn.Module, datamodule: Any, spec: OriginalSpec, accelerator: str, seed: int) -> tuple[nn.Module, float]:
+def train_original(network: nn.Module, datamodule: Any, spec: OriginalSpec, seed: int, **options: Any) -> tuple[nn.Module, float]:
     """Trains ``network`` in place as :class:`~lightning_unlearn.models.ImageClassifier` on the whole
-    training set (the forget set included) after ``seed_everything(seed)``.
+    training set (the forget set included) after ``seed_everything(seed)``; ``options`` go to
+    :func:`row_trainer`.
 
     Returns:
         The trained network (left in its mode: Lightning keeps submodule modes in fit) and the
@@ -310,7 +319,7 @@ def train_original(network: nn.Module, datamodule: Any, spec: OriginalSpec, acce
         network, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay, lr_scheduler=spec.lr_scheduler
     )
     tic = time.perf_counter()
-    row_trainer(spec.max_epochs, accelerator).fit(classifier, datamodule=datamodule)
+    row_trainer(spec.max_epochs, **options).fit(classifier, datamodule=datamodule)
     return classifier.model, time.perf_counter() - tic
 
 
@@ -374,7 +383,7 @@ def run_compare(config: Union[str, os.PathLike, Mapping[str, Any], Any]) -> dict
 
     start = time.perf_counter()
     with quiet_fit_warnings():
-        original, original_time = train_original(network, datamodule, original_spec, cfg.accelerator, seed)
+        original, original_time = train_original(network, datamodule, original_spec, seed, **trainer_options(cfg))
         original_metrics = evaluate(original, datamodule, mia_backend=mia_backend)
 
         reference_name = next(name for name, spec in specs.items() if spec.method == REFERENCE)
@@ -385,7 +394,8 @@ def run_compare(config: Union[str, os.PathLike, Mapping[str, Any], Any]) -> dict
             spec = specs[name]
             method = build_method(spec, original, seed)
             evaluation = UnlearningEvaluation(reference=retrained, mia_backend=mia_backend)
-            row_trainer(spec.max_epochs, cfg.accelerator, [*build_callbacks(spec), evaluation]).fit(method, datamodule=datamodule)
+            callbacks = [*build_callbacks(spec), evaluation]
+            row_trainer(spec.max_epochs, callbacks, **trainer_options(cfg)).fit(method, datamodule=datamodule)
             results[name] = {"after": evaluation.results["after"], "runtime_s": evaluation.results["runtime_s"]}
             if name == reference_name:
                 retrained = method.model
@@ -412,6 +422,7 @@ def run_compare(config: Union[str, os.PathLike, Mapping[str, Any], Any]) -> dict
         "config": {
             "seed": seed,
             "accelerator": cfg.accelerator,
+            "precision": cfg.get("precision"),
             "mia_backend": mia_backend,
             "data": {"class": type(datamodule).__name__, "forget": datamodule.forget.to_dict()},
             "model": {"class": type(network).__name__,

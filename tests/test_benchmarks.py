@@ -1,6 +1,7 @@
 """Tiny smoke runs of every benchmark script on digits, so they cannot rot (no timing assertions)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -89,9 +90,25 @@ def test_tune_smoke_chooses_on_the_validation_request(tmp_path):
 
     cfg, specs, original_spec = load_config(quality.scenario_config(config, "classwise", tune.VALIDATION_SEED,
                                                                     validation_class=tune.VALIDATION_CLASS))
-    original, _ = train_original(cfg.model, cfg.data, original_spec, "cpu", tune.VALIDATION_SEED)
+    original, _ = train_original(cfg.model, cfg.data, original_spec, tune.VALIDATION_SEED, accelerator="cpu")
     method = build_method(MethodSpec("gradient_ascent", 1, {"lr": 0.01}), original, tune.VALIDATION_SEED)
-    row_trainer(1, "cpu").fit(method, datamodule=cfg.data)
+    row_trainer(1, accelerator="cpu").fit(method, datamodule=cfg.data)
     alone = tune.percent(evaluate(method.model, cfg.data))
     read = next(t for t in ga if t["init_args"]["lr"] == 0.01 and t["max_epochs"] == 1)
     assert alone == {key: read[key] for key in alone}
+
+
+@pytest.mark.parametrize("path", sorted(Path("benchmarks/configs").glob("*.yaml")), ids=lambda p: p.stem)
+def test_benchmark_configs_and_their_tuned_rows_are_valid(path):
+    """Every benchmark config parses and its rows check; so do the rows tune.py wrote for it."""
+    import yaml
+
+    from lightning_unlearn.compare import check_methods, parse_config
+
+    config = yaml.safe_load(path.read_text())
+    check_methods(parse_config(config, instantiate=False).methods)
+    tuned = Path("benchmarks/configs") / path.stem.replace("fmnist_", "tuned_")
+    for scenario in quality.SCENARIOS:
+        if (tuned / f"{scenario}.yaml").is_file():
+            merged = quality.scenario_config(config, scenario, 0, tuned=str(tuned))
+            check_methods(parse_config(merged, instantiate=False).methods)

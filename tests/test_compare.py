@@ -125,3 +125,25 @@ def test_run_compare_in_process() -> None:
     table = format_table(result)
     assert "| original (before) |" in table and "| ga |" in table
     json.dumps(result)  # JSON-safe
+
+
+def test_precision_and_cosine_reach_every_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`precision` reaches the Trainer of every fit; `original.lr_scheduler: cosine` the original."""
+    from lightning_unlearn import compare
+
+    trainers = []
+
+    def recording_trainer(*args, **kwargs):
+        trainers.append(make(*args, **kwargs))
+        return trainers[-1]
+
+    make = compare.row_trainer
+    monkeypatch.setattr(compare, "row_trainer", recording_trainer)
+    config = small_config(retrain={"method": "retrain", "max_epochs": 1})
+    config["precision"] = "bf16-mixed"
+    config["original"]["lr_scheduler"] = "cosine"
+    result = run_compare(config)
+    assert [t.precision for t in trainers] == ["bf16-mixed", "bf16-mixed"]  # original, Retrain
+    assert trainers[0].optimizers[0].param_groups[0]["lr"] < 1e-9  # annealed to 0
+    assert result["config"]["precision"] == "bf16-mixed" and result["config"]["original"]["lr_scheduler"] == "cosine"
+    assert 50 <= result["rows"][0]["test_acc"] <= 100
