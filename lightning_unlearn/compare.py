@@ -10,13 +10,14 @@ The config (YAML; ``${...}`` interpolation is resolved after command-line overri
     seed: 0
     accelerator: auto
     mia_backend: torch
+    precision: null           # Lightning precision of every fit, e.g. bf16-mixed
     data:                     # an UnlearningDataModule subclass
       class_path: lightning_unlearn.data.DigitsDataModule
       init_args: {forget: {ratio: 0.1, seed: 0}}
     model:                    # the architecture (an nn.Module returning logits)
       class_path: lightning_unlearn.models.SmallCNN
       init_args: {in_channels: 1, num_classes: 10}
-    original: {max_epochs: 20, lr: 0.05}          # ImageClassifier's arguments
+    original: {max_epochs: 20, lr: 0.05, lr_scheduler: cosine}   # ImageClassifier's arguments
     methods:                  # name -> registry name, epochs, init arguments
       retrain: {method: retrain, max_epochs: ${original.max_epochs}, init_args: {lr: ${original.lr}}}
       finetune: {method: finetune, max_epochs: 5, init_args: {lr: 0.01}}
