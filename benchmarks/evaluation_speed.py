@@ -8,7 +8,7 @@ forward over D_f, D_r and D_t (forget/retain/test accuracies) and the native MIA
 The epoch is one `ImageClassifier` epoch over the whole training set through Lightning, timed
 from epoch start to epoch end. Same SmallCNN (width 16, 4x4 head), same data (10 % random
 forget set); training batch 256, evaluation batch the datamodule's default `eval_batch_size`
-(1,024 on Fashion-MNIST, 512 on digits), as a user's run has it. The network is first trained
+(256 on Fashion-MNIST, 512 on digits), as a user's run has it. The network is first trained
 for one epoch, so the MIA features are those of a trained model, and evaluated once (both
 warm-ups); then the two are timed in ABBA order and the medians are reported with their ratio
 (evaluation / epoch).

@@ -121,7 +121,7 @@ def tune(config: dict[str, Any], scenario: str) -> tuple[dict, str]:
     cfg, specs, original_spec = load_config(cfg_dict)
     datamodule, seed = cfg.data, VALIDATION_SEED
     reference_name = next(name for name, s in specs.items() if s.method == REFERENCE)
-    trials, chosen = [], {}
+    trials, rejected, chosen = [], [], {}
     with quiet_fit_warnings():
         original, _ = train_original(cfg.model, datamodule, original_spec, seed, **trainer_options(cfg))
         retrain = build_method(specs[reference_name], original, seed)
@@ -136,7 +136,13 @@ def tune(config: dict[str, Any], scenario: str) -> tuple[dict, str]:
                 scores = EpochScores(cfg.mia_backend)
                 method = build_method(candidate, original, seed)
                 callbacks = [*build_callbacks(candidate), scores]
-                row_trainer(candidate.max_epochs, callbacks, **trainer_options(cfg)).fit(method, datamodule=datamodule)
+                try:
+                    row_trainer(candidate.max_epochs, callbacks, **trainer_options(cfg)).fit(method, datamodule=datamodule)
+                except ValueError as error:  # a setting this request rules out (e.g. SSD's alpha), before any step
+                    rejected.append({"row": name, "init_args": candidate.init_args, "callbacks": candidate.callbacks,
+                                     "error": str(error)})
+                    print(f"[tune {scenario}] {name} {candidate.init_args}: rejected: {error}", file=sys.stderr, flush=True)
+                    continue
                 read = scores.scores if per_epoch else scores.scores[-1:]
                 for score in read:
                     trials.append({
@@ -160,7 +166,7 @@ def tune(config: dict[str, Any], scenario: str) -> tuple[dict, str]:
     rows = {name: {"method": b["method"], "max_epochs": b["max_epochs"], "init_args": b["init_args"],
                    **({"callbacks": b["callbacks"]} if b["callbacks"] else {})} for name, b in chosen.items()}
     result = {"scenario": scenario, "validation": cfg_dict["data"]["init_args"]["forget"], "seed": seed,
-              "reference": {**reference, "runtime_s": retrain_time}, "chosen": rows, "trials": trials}
+              "reference": {**reference, "runtime_s": retrain_time}, "chosen": rows, "trials": trials, "rejected": rejected}
     return result, table
 
 

@@ -57,10 +57,12 @@ def test_quality_smoke(tmp_path):
     assert json.loads((tmp_path / "q.json").read_text())["benchmark"] == "quality"
 
 
-def test_tune_smoke_chooses_on_the_validation_request(tmp_path):
+def test_tune_smoke_chooses_on_the_validation_request(tmp_path, monkeypatch):
     import yaml
 
     from benchmarks import tune
+
+    monkeypatch.setitem(tune.EXTRA_GRIDS, "ssd", {"alpha": (1.0, 1000.0)})  # 1000 selects nothing: rejected
 
     config = yaml.safe_load(open("configs/quickstart.yaml"))
     config["original"]["max_epochs"] = 2
@@ -68,6 +70,7 @@ def test_tune_smoke_chooses_on_the_validation_request(tmp_path):
         "retrain": {"method": "retrain", "max_epochs": 1},
         "ga": {"method": "gradient_ascent", "max_epochs": 2, "init_args": {"lr": 0.01}},
         "salun": {"method": "random_label", "max_epochs": 1, "callbacks": [{"callback": "saliency_mask"}]},
+        "ssd": {"method": "ssd", "max_epochs": 1},
     }
     result, table = tune.tune(config, "classwise")
     assert result["validation"] == {"classes": [tune.VALIDATION_CLASS]} and tune.VALIDATION_CLASS != 0
@@ -80,6 +83,8 @@ def test_tune_smoke_chooses_on_the_validation_request(tmp_path):
     thresholds = {t["callbacks"][0]["init_args"]["threshold"] for t in result["trials"] if t["row"] == "salun"}
     assert thresholds == set(tune.EXTRA_GRIDS["saliency_mask"]["threshold"])
     assert "retrain" not in result["chosen"] and "| ga |" in table
+    assert [r["init_args"]["alpha"] for r in result["rejected"]] == [1000.0] and "alpha" in result["rejected"][0]["error"]
+    assert result["chosen"]["ssd"]["init_args"]["alpha"] == 1.0
     tune.write_rows(result, str(tmp_path), "configs/quickstart.yaml")
     merged = quality.scenario_config(config, "classwise", 0, tuned=str(tmp_path))
     assert merged["methods"]["ga"] == result["chosen"]["ga"] and merged["methods"]["retrain"] == config["methods"]["retrain"]
