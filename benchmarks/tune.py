@@ -44,6 +44,7 @@ from lightning_unlearn.compare import (
     train_original, trainer_options,
 )
 from lightning_unlearn.evaluation import evaluate
+from lightning_unlearn.metrics.functional import avg_gap
 
 VALIDATION_SEED = 1000
 VALIDATION_CLASS = 2
@@ -85,10 +86,6 @@ class EpochScores(L.Callback):
 
 def percent(metrics: dict[str, float]) -> dict[str, float]:
     return {key: round(100.0 * float(metrics[key]), 2) for _, key in COLUMNS}
-
-
-def avg_gap(metrics: dict[str, float], reference: dict[str, float]) -> float:
-    return round(sum(abs(metrics[key] - reference[key]) for _, key in COLUMNS) / len(COLUMNS), 2)
 
 
 def candidates(spec: MethodSpec) -> Iterator[tuple[MethodSpec, bool]]:
@@ -149,7 +146,7 @@ def tune(config: dict[str, Any], scenario: str) -> tuple[dict, str]:
                         "row": name, "method": candidate.method, "init_args": candidate.init_args,
                         "callbacks": candidate.callbacks, **score,
                         "max_epochs": score["epochs"] if per_epoch else candidate.max_epochs,
-                        "avg_gap": avg_gap(score, reference),
+                        "avg_gap": round(avg_gap(score, reference), 2),
                     })
                     print(f"[tune {scenario}] {name} {candidate.init_args} {candidate.callbacks} epochs"
                           f" {trials[-1]['max_epochs']}: Avg. Gap {trials[-1]['avg_gap']:.2f}", file=sys.stderr, flush=True)
