@@ -54,6 +54,19 @@ def scenario_config(config: dict[str, Any], scenario: str, seed: int, validation
     return cfg
 
 
+def select_rows(config: dict[str, Any], rows: Optional[list[str]]) -> dict[str, Any]:
+    """The config with only the named rows (and every Retrain row, the reference and the noise floor);
+    ``None`` keeps them all."""
+    if not rows:
+        return config
+    unknown = sorted(set(rows) - set(config["methods"]))
+    if unknown:
+        raise ValueError(f"--rows: no row(s) {unknown} in the config; its rows are {list(config['methods'])}.")
+    cfg = copy.deepcopy(config)
+    cfg["methods"] = {name: spec for name, spec in config["methods"].items() if name in rows or spec["method"] == "retrain"}
+    return cfg
+
+
 def run(config: dict[str, Any], scenarios: list[str], seeds: list[int], tuned: Optional[str] = None) -> tuple[dict, str]:
     per_scenario: dict[str, dict[str, dict[str, list[float]]]] = {}
     runs = []
@@ -88,11 +101,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
     parser.add_argument("--tuned", default=None, help="Directory of benchmarks/tune.py's rows ({scenario}.yaml).")
+    parser.add_argument("--rows", nargs="+", default=None, help="Only these rows (the Retrain rows always run).")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     with open(args.config) as handle:
         config = yaml.safe_load(handle)
-    result, table = run(config, args.scenarios, args.seeds, args.tuned)
+    result, table = run(select_rows(config, args.rows), args.scenarios, args.seeds, args.tuned)
     emit("quality", result, table, args.out)
 
 

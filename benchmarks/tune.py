@@ -24,7 +24,6 @@ Protocol, per scenario:
 from __future__ import annotations
 
 import argparse
-import copy
 import inspect
 import itertools
 import sys
@@ -36,7 +35,7 @@ import lightning as L
 import yaml
 
 from benchmarks.common import emit
-from benchmarks.quality import SCENARIOS, scenario_config
+from benchmarks.quality import SCENARIOS, scenario_config, select_rows
 from lightning_unlearn import registry
 from lightning_unlearn.callbacks import UnlearningEvaluation
 from lightning_unlearn.compare import (
@@ -168,15 +167,18 @@ def tune(config: dict[str, Any], scenario: str) -> tuple[dict, str]:
 
 
 def write_rows(result: dict, out_dir: str, config_path: str) -> Path:
-    """Writes the chosen rows of one scenario as ``{out_dir}/{scenario}.yaml`` (a ``methods`` mapping
-    without the Retrain rows, which are not tuned)."""
+    """Writes the chosen rows of one scenario into ``{out_dir}/{scenario}.yaml`` (a ``methods``
+    mapping without the Retrain rows, which are not tuned); rows tuned earlier and not re-tuned now
+    stay."""
     path = Path(out_dir) / f"{result['scenario']}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
+    rows = yaml.safe_load(path.read_text())["methods"] if path.is_file() else {}
+    rows.update(result["chosen"])
     header = (
         f"# Written by benchmarks/tune.py from {config_path}, scenario {result['scenario']}: chosen on the validation\n"
         f"# request {result['validation']} (seed {result['seed']}), never on a reported one.\n"
     )
-    path.write_text(header + yaml.safe_dump({"methods": result["chosen"]}, sort_keys=False))
+    path.write_text(header + yaml.safe_dump({"methods": rows}, sort_keys=False))
     return path
 
 
@@ -186,10 +188,11 @@ def main() -> None:
     parser.add_argument("--scenario", required=True, choices=list(SCENARIOS))
     parser.add_argument("--out-dir", default="benchmarks/configs/tuned_cpu")
     parser.add_argument("--json", default=None, help="Where to write every trial (JSON).")
+    parser.add_argument("--rows", nargs="+", default=None, help="Tune only these rows (the others keep their tuned values).")
     args = parser.parse_args()
     with open(args.config) as handle:
         config = yaml.safe_load(handle)
-    result, table = tune(copy.deepcopy(config), args.scenario)
+    result, table = tune(select_rows(config, args.rows), args.scenario)
     emit("tune", result, table, args.json)
     print(f"wrote {write_rows(result, args.out_dir, args.config)}")
 

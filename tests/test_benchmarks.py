@@ -86,6 +86,11 @@ def test_tune_smoke_chooses_on_the_validation_request(tmp_path, monkeypatch):
     assert [r["init_args"]["alpha"] for r in result["rejected"]] == [1000.0] and "alpha" in result["rejected"][0]["error"]
     assert result["chosen"]["ssd"]["init_args"]["alpha"] == 1.0
     tune.write_rows(result, str(tmp_path), "configs/quickstart.yaml")
+    # re-tuning one row (--rows) keeps the other rows of the file
+    tune.write_rows({**result, "chosen": {"ga": {**result["chosen"]["ga"], "max_epochs": 1}}}, str(tmp_path), "x")
+    written = yaml.safe_load((tmp_path / "classwise.yaml").read_text())["methods"]
+    assert set(written) == {"ga", "salun", "ssd"} and written["ga"]["max_epochs"] == 1
+    tune.write_rows(result, str(tmp_path), "configs/quickstart.yaml")
     merged = quality.scenario_config(config, "classwise", 0, tuned=str(tmp_path))
     assert merged["methods"]["ga"] == result["chosen"]["ga"] and merged["methods"]["retrain"] == config["methods"]["retrain"]
     assert merged["data"]["init_args"]["forget"] == {"classes": [0]}  # reported on class 0, tuned on another
@@ -117,3 +122,12 @@ def test_benchmark_configs_and_their_tuned_rows_are_valid(path):
         if (tuned / f"{scenario}.yaml").is_file():
             merged = quality.scenario_config(config, scenario, 0, tuned=str(tuned))
             check_methods(parse_config(merged, instantiate=False).methods)
+
+
+def test_select_rows_keeps_the_retrain_rows_and_names_unknown_rows():
+    config = {"methods": {"retrain": {"method": "retrain"}, "floor": {"method": "retrain"},
+                          "ft": {"method": "finetune"}, "ga": {"method": "gradient_ascent"}}}
+    assert list(quality.select_rows(config, ["ga"])["methods"]) == ["retrain", "floor", "ga"]
+    assert quality.select_rows(config, None) == config
+    with pytest.raises(ValueError, match=r"--rows: no row\(s\) \['nope'\]"):
+        quality.select_rows(config, ["nope"])
