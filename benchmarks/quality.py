@@ -55,15 +55,16 @@ def scenario_config(config: dict[str, Any], scenario: str, seed: int, validation
 
 
 def select_rows(config: dict[str, Any], rows: Optional[list[str]]) -> dict[str, Any]:
-    """The config with only the named rows (and every Retrain row, the reference and the noise floor);
+    """The config with only the named rows and the Retrain reference (its first Retrain row);
     ``None`` keeps them all."""
     if not rows:
         return config
     unknown = sorted(set(rows) - set(config["methods"]))
     if unknown:
         raise ValueError(f"--rows: no row(s) {unknown} in the config; its rows are {list(config['methods'])}.")
+    reference = next(name for name, spec in config["methods"].items() if spec["method"] == "retrain")
     cfg = copy.deepcopy(config)
-    cfg["methods"] = {name: spec for name, spec in config["methods"].items() if name in rows or spec["method"] == "retrain"}
+    cfg["methods"] = {name: spec for name, spec in config["methods"].items() if name in rows or name == reference}
     return cfg
 
 
@@ -101,7 +102,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
     parser.add_argument("--tuned", default=None, help="Directory of benchmarks/tune.py's rows ({scenario}.yaml).")
-    parser.add_argument("--rows", nargs="+", default=None, help="Only these rows (the Retrain rows always run).")
+    parser.add_argument("--rows", nargs="+", default=None, help="Only these rows (and the Retrain reference).")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     with open(args.config) as handle:

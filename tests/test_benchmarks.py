@@ -124,10 +124,11 @@ def test_benchmark_configs_and_their_tuned_rows_are_valid(path):
             check_methods(parse_config(merged, instantiate=False).methods)
 
 
-def test_select_rows_keeps_the_retrain_rows_and_names_unknown_rows():
+def test_select_rows_keeps_the_retrain_reference_and_names_unknown_rows():
     config = {"methods": {"retrain": {"method": "retrain"}, "floor": {"method": "retrain"},
                           "ft": {"method": "finetune"}, "ga": {"method": "gradient_ascent"}}}
-    assert list(quality.select_rows(config, ["ga"])["methods"]) == ["retrain", "floor", "ga"]
+    assert list(quality.select_rows(config, ["ga"])["methods"]) == ["retrain", "ga"]
+    assert list(quality.select_rows(config, ["ga", "floor"])["methods"]) == ["retrain", "floor", "ga"]
     assert quality.select_rows(config, None) == config
     with pytest.raises(ValueError, match=r"--rows: no row\(s\) \['nope'\]"):
         quality.select_rows(config, ["nope"])
