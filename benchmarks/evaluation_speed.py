@@ -24,8 +24,8 @@ import time
 import torch
 
 from benchmarks.common import datamodule, emit, epoch_time, seed, sync
-from lightning_unlearn import ForgetSpec
-from lightning_unlearn.evaluation import evaluate
+from lightning_unlearn.data import ForgetSpec
+from lightning_unlearn.metrics.evaluation import evaluate
 from lightning_unlearn.models import ImageClassifier, SmallCNN
 
 

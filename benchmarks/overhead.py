@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import QUIET, StepTimer, accelerator, datamodule, emit, epoch_time, seed, sync
-from lightning_unlearn import ForgetSpec, registry
+from lightning_unlearn import registry
+from lightning_unlearn.data import ForgetSpec
 from lightning_unlearn.methods import FineTune, ImplicitGradientSurgery, NegGradPlus, RandomLabel
 from lightning_unlearn.models import SmallCNN
 

@@ -17,7 +17,7 @@ from typing import Any
 import lightning as L
 
 from benchmarks.common import QUIET, accelerator, datamodule, emit, seed
-from lightning_unlearn import ForgetSpec
+from lightning_unlearn.data import ForgetSpec
 from lightning_unlearn.methods import SSD, FineTune, GradientAscent, RandomLabel, Retrain
 from lightning_unlearn.models import ResNet18, SmallCNN
 

@@ -42,7 +42,7 @@ from lightning_unlearn.compare import (
     COLUMNS, REFERENCE, MethodSpec, build_callbacks, build_method, load_config, quiet_fit_warnings, row_trainer,
     train_original, trainer_options,
 )
-from lightning_unlearn.evaluation import evaluate
+from lightning_unlearn.metrics.evaluation import evaluate
 from lightning_unlearn.metrics.functional import avg_gap
 
 VALIDATION_SEED = 1000

@@ -375,7 +375,7 @@ def run_compare(config: Union[str, os.PathLike, Mapping[str, Any], Any]) -> dict
     """
     from lightning_unlearn import registry
     from lightning_unlearn.callbacks import UnlearningEvaluation
-    from lightning_unlearn.evaluation import evaluate
+    from lightning_unlearn.metrics.evaluation import evaluate
     from lightning_unlearn.report import versions
 
     cfg, specs, original_spec = load_config(config)

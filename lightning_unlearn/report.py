@@ -8,8 +8,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
+from lightning_unlearn.metrics.keys import METRICS
+
 REPORT_KEYS = ("method", "hyperparameters", "forget", "metrics", "runtime_s", "seed", "versions", "created")
-FRACTION_METRICS = ("forget_acc", "retain_acc", "test_acc", "unlearning_accuracy", "mia_efficacy")
 
 
 def versions() -> dict[str, str]:
@@ -38,7 +39,7 @@ def build_report(
     Args:
         method: the method's name (class name or registry name).
         hyperparameters: the method's init arguments (made JSON-safe here).
-        forget: ``{"count": int, "fingerprint": sha256 hex, "spec": ForgetSpec.to_dict()}``.
+        forget: :meth:`UnlearningDataModule.forget_summary` (count, retain_count, fingerprint, spec).
         before: metrics of the original model (fractions in [0, 1]).
         after: metrics of the unlearned model.
         reference: metrics of the reference (retrained) model, if any.
@@ -53,11 +54,14 @@ def build_report(
         ValueError: a metric outside [0, 1], or a forget summary lacking count/fingerprint/spec.
     """
     for name, block in (("before", before), ("after", after), ("reference", reference)):
-        for key in FRACTION_METRICS:
+        for key in METRICS:
             if block is not None and key in block and not 0.0 <= float(block[key]) <= 1.0:
                 raise ValueError(f"metrics.{name}.{key} = {block[key]} is not a fraction in [0, 1].")
-    if set(forget) != {"count", "fingerprint", "spec"}:
-        raise ValueError(f"`forget` must hold exactly count, fingerprint and spec, got {sorted(forget)}.")
+    if not {"count", "fingerprint", "spec"} <= set(forget) <= {"count", "retain_count", "fingerprint", "spec"}:
+        raise ValueError(
+            f"`forget` must hold count, fingerprint, spec (and optionally retain_count), got {sorted(forget)}:"
+            " pass UnlearningDataModule.forget_summary()."
+        )
     return {
         "method": method,
         "hyperparameters": json_safe(dict(hyperparameters)),

@@ -96,7 +96,7 @@ def test_tune_smoke_chooses_on_the_validation_request(tmp_path, monkeypatch):
     assert merged["data"]["init_args"]["forget"] == {"classes": [0]}  # reported on class 0, tuned on another
     # an epoch count read from the longer fit equals a fit of exactly that length
     from lightning_unlearn.compare import MethodSpec, build_method, load_config, row_trainer, train_original
-    from lightning_unlearn.evaluation import evaluate
+    from lightning_unlearn.metrics.evaluation import evaluate
 
     cfg, specs, original_spec = load_config(quality.scenario_config(config, "classwise", tune.VALIDATION_SEED,
                                                                     validation_class=tune.VALIDATION_CLASS))

@@ -8,17 +8,19 @@ import time
 from typing import Any, Literal, Optional
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
+from lightning_unlearn.data.access import require_unlearning_data
 from lightning_unlearn.data.datamodule import UnlearningDataModule
-from lightning_unlearn.evaluation import METRICS, evaluate, network_of, num_logits
+from lightning_unlearn.metrics.evaluation import evaluate
 from lightning_unlearn.metrics.functional import avg_gap, metric_gaps
+from lightning_unlearn.metrics.keys import METRICS
 from lightning_unlearn.metrics.topology import topology_report
+from lightning_unlearn.models.network import check_logits, network_of
 from lightning_unlearn.registry import register
 from lightning_unlearn.report import build_report, read_report, write_report
-
-GAP_KEYS = ("unlearning_accuracy", "retain_acc", "test_acc", "mia_efficacy")
 
 
 @register(
@@ -128,15 +130,15 @@ class UnlearningEvaluation(Callback):
         gap = None
         if reference is not None:
             gap = metric_gaps(after, reference, METRICS)
-            gap["avg_gap"] = avg_gap(after, reference, GAP_KEYS)
+            gap["avg_gap"] = avg_gap(after, reference)
         runtime = self._runtime if self._runtime is not None else time.perf_counter() - (self._start or 0.0)
-        topology = topology_report(trainer)  # sparse models: sparsity and mask IoU vs the reference
+        topology = topology_report(trainer.callbacks)  # sparse models: sparsity and mask IoU vs the reference
         self.results.update(after=after, gap=gap, runtime_s=runtime, topology=topology)
         self._log(trainer)
         self.report = build_report(
             method=type(pl_module).__name__,
             hyperparameters=dict(getattr(pl_module, "hparams", {}) or {}),
-            forget={"count": len(data.forget_indices), "fingerprint": data.fingerprint, "spec": data.forget.to_dict()},
+            forget=data.forget_summary(),
             before=self.results["before"], after=after, reference=reference, gap=gap,
             runtime_s=runtime, seed=_global_seed(),
         )
@@ -188,3 +190,10 @@ class UnlearningEvaluation(Callback):
 def _global_seed() -> Optional[int]:
     seed = os.environ.get("PL_GLOBAL_SEED")
     return int(seed) if seed is not None and seed.lstrip("-").isdigit() else None
+
+
+def num_logits(model: nn.Module, datamodule: UnlearningDataModule, name: str, device: Optional[torch.device] = None) -> int:
+    """Checks ``model`` returns ``(batch, classes)`` logits on the data; returns the number of logits."""
+    x, _ = next(iter(datamodule.retain_dataloader()))
+    device = device if device is not None else next(model.parameters()).device
+    return check_logits(model, x[:2].to(device), datamodule.num_classes, name)

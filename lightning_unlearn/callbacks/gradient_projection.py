@@ -17,8 +17,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lightning_unlearn.callbacks.masking import MaskedUpdateCallback, grads_finite
 from lightning_unlearn.data.datamodule import UnlearningDataModule
-from lightning_unlearn.evaluation import network_of
-from lightning_unlearn.models.buffers import buffers_restored
+from lightning_unlearn.models.network import network_of
+from lightning_unlearn.models.network import buffers_restored
 from lightning_unlearn.registry import register
 
 Scope = Literal["global", "layer"]

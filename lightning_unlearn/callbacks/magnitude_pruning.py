@@ -34,7 +34,7 @@ from lightning_unlearn.callbacks.masking import (
     topk_mask,
 )
 from lightning_unlearn.data.datamodule import UnlearningDataModule
-from lightning_unlearn.evaluation import network_of
+from lightning_unlearn.models.network import network_of
 from lightning_unlearn.metrics.functional.topology import PRUNE_SUFFIX, prunable_weights
 from lightning_unlearn.models.weights import load_weights
 from lightning_unlearn.registry import register

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.nn import Parameter
 from torch.optim import Optimizer
 
-from lightning_unlearn.evaluation import network_of
+from lightning_unlearn.models.network import network_of
 
 Scope = Literal["global", "layer"]
 SCOPES = ("global", "layer")

@@ -20,8 +20,8 @@ from lightning_unlearn.callbacks.masking import (
     topk_mask,
 )
 from lightning_unlearn.data.datamodule import UnlearningDataModule
-from lightning_unlearn.evaluation import network_of
-from lightning_unlearn.methods.random_label import random_labels
+from lightning_unlearn.models.network import network_of
+from lightning_unlearn.functional.labels import random_labels
 from lightning_unlearn.registry import register
 
 SaliencyLoss = Literal["cross_entropy", "random_label"]

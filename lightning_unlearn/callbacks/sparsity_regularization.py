@@ -12,7 +12,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from lightning_unlearn.callbacks.masking import ParameterFilter, select_parameters
-from lightning_unlearn.evaluation import network_of
+from lightning_unlearn.models.network import network_of
 from lightning_unlearn.registry import register
 
 Schedule = Literal["constant", "linear_decay", "linear_growth"]

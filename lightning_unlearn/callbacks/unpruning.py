@@ -45,7 +45,7 @@ from lightning_unlearn.callbacks.masking import (
     select_parameters,
     unpack_mask,
 )
-from lightning_unlearn.evaluation import network_of
+from lightning_unlearn.models.network import network_of
 from lightning_unlearn.metrics.functional.topology import canonical_name, prunable_weights, weights_from_state_dict
 from lightning_unlearn.registry import register
 

@@ -11,9 +11,13 @@ from lightning.pytorch.utilities import CombinedLoader
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
+from lightning_unlearn.data.samplers import EpochShuffleSampler
+
 from lightning_unlearn.data.spec import ForgetSpec, fingerprint
 
 SPLITS = ("forget", "retain")
+#: ``epoch_split`` value: the split with more batches per pass defines the epoch.
+LONGEST = "longest"
 
 
 class UnlearningDataModule(L.LightningDataModule):
@@ -25,7 +29,8 @@ class UnlearningDataModule(L.LightningDataModule):
     * ``unlearning_inputs = ("forget", "retain")`` (any non-empty subset): each batch is a dict
       ``{"forget": (x, y), "retain": (x, y)}``. ``epoch_split`` names the split that defines an
       epoch (one pass over it, shuffled); the other splits are drawn by reshuffled passes of the
-      same number of batches, so a short forget set is cycled, never truncated.
+      same number of batches, so a short forget set is cycled, never truncated;
+      ``epoch_split="longest"`` picks the split with more batches per pass.
     * ``unlearning_inputs = ("train",)`` (``ImageClassifier``, training the original): plain
       ``(x, y)`` batches of the whole training set, D_f included.
     * nothing declared (a user's own LightningModule): plain ``(x, y)`` batches of D_r, so fine-tuning
@@ -156,6 +161,30 @@ class UnlearningDataModule(L.LightningDataModule):
         """SHA-256 of the sorted forget indices."""
         return fingerprint(self.forget_indices)
 
+    def forget_summary(self) -> dict[str, Any]:
+        """What a report, a log or a table says of the request: ``count`` (|D_f|),
+        ``retain_count`` (|D_r|), ``fingerprint`` (SHA-256 of the sorted forget indices) and
+        ``spec`` (:meth:`ForgetSpec.to_dict`). Never raw data or the indices themselves."""
+        return {
+            "count": len(self.forget_indices),
+            "retain_count": len(self.retain_indices),
+            "fingerprint": self.fingerprint,
+            "spec": self.forget.to_dict(),
+        }
+
+    def training_batch_sizes(self) -> dict[str, int]:
+        """Batch size of each split's training batches."""
+        return {"forget": self.forget_batch_size, "retain": self.batch_size}
+
+    def pass_batches(self, name: str) -> int:
+        """Batches in one training pass over split ``name``."""
+        return math.ceil(len(self.split(name)) / self.training_batch_sizes()[name])
+
+    def longest_split(self, inputs: tuple[str, ...]) -> str:
+        """The split of ``inputs`` with the most training batches per pass (ties: ``"retain"``):
+        the epoch of ``epoch_split="longest"``, so every other split is passed at least once."""
+        return max(inputs, key=lambda name: (self.pass_batches(name), name == "retain"))
+
     @property
     def num_classes(self) -> int:
         """Number of classes, from the largest label in the training set."""
@@ -192,9 +221,11 @@ class UnlearningDataModule(L.LightningDataModule):
         if unknown:
             raise ValueError(f"{type(module).__name__}.unlearning_inputs names unknown splits {sorted(unknown)}: use {SPLITS}.")
         epoch_split = getattr(module, "epoch_split", None) or inputs[0]
+        if epoch_split == LONGEST:
+            epoch_split = self.longest_split(inputs)
         if epoch_split not in inputs:
-            raise ValueError(f"`epoch_split` {epoch_split!r} must be one of the method's inputs {inputs}.")
-        sizes = {"forget": self.forget_batch_size, "retain": self.batch_size}
+            raise ValueError(f"`epoch_split` {epoch_split!r} must be one of the method's inputs {inputs} or {LONGEST!r}.")
+        sizes = self.training_batch_sizes()
         steps = math.ceil(len(self.split(epoch_split)) / sizes[epoch_split])
         loaders = {}
         for name in inputs:
@@ -224,30 +255,6 @@ class UnlearningDataModule(L.LightningDataModule):
     def evaluation_dataloaders(self) -> dict[str, DataLoader]:
         """The three evaluation loaders by name: ``forget``, ``retain``, ``test``."""
         return {"forget": self.forget_dataloader(), "retain": self.retain_dataloader(), "test": self.test_dataloader()}
-
-
-class EpochShuffleSampler(Sampler[int]):
-    """Random order without replacement that depends only on ``(seed, epoch)``.
-
-    Yields ``num_samples`` indices (default: the dataset size) as consecutive random
-    permutations, so a split shorter than ``num_samples`` is cycled with a fresh order each pass.
-    Lightning calls :meth:`set_epoch` at every epoch start, which makes resumed runs exact.
-    """
-
-    def __init__(self, size: int, num_samples: Optional[int] = None, seed: int = 0) -> None:
-        self.size, self.num_samples, self.seed, self.epoch = size, num_samples or size, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed + 7919 * self.epoch)
-        passes = math.ceil(self.num_samples / self.size)
-        order = torch.cat([torch.randperm(self.size, generator=generator) for _ in range(passes)])
-        return iter(order[: self.num_samples].tolist())
 
 
 def dataset_targets(dataset: Dataset) -> Tensor:

@@ -1,6 +1,6 @@
 """Unlearning methods: LightningModules wrapping the user's trained classifier."""
 
-from lightning_unlearn.methods.base import UnlearningMethod, check_logits
+from lightning_unlearn.methods.base import UnlearningMethod
 from lightning_unlearn.methods.finetune import FineTune
 from lightning_unlearn.methods.gradient_ascent import GradientAscent
 from lightning_unlearn.methods.neggrad_plus import NegGradPlus
@@ -11,7 +11,7 @@ from lightning_unlearn.methods.scrub import SCRUB
 from lightning_unlearn.methods.bad_teacher import BadTeacher
 from lightning_unlearn.methods.implicit_gradient_surgery import ImplicitGradientSurgery
 
-__all__ = ["FineTune", "GradientAscent", "NegGradPlus", "RandomLabel", "Retrain", "UnlearningMethod", "check_logits", "SCRUB", "BadTeacher", "TeacherStudentMethod", "ImplicitGradientSurgery"]
+__all__ = ["FineTune", "GradientAscent", "NegGradPlus", "RandomLabel", "Retrain", "UnlearningMethod", "SCRUB", "BadTeacher", "TeacherStudentMethod", "ImplicitGradientSurgery"]
 
 from lightning_unlearn.methods.one_shot import OneShotEdit
 from lightning_unlearn.methods.ssd import LFSSD, SSD

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
-from lightning_unlearn.methods.base import Batch, check_logits
+from lightning_unlearn.methods.base import Batch
+from lightning_unlearn.models.network import check_logits
 from lightning_unlearn.methods.retrain import reinitialise
 from lightning_unlearn.methods.teachers import TeacherStudentMethod, distillation_kl
 from lightning_unlearn.models.classifier import LRScheduler, OptimizerCallable

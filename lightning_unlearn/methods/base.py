@@ -9,8 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_unlearn.data.datamodule import UnlearningDataModule
+from lightning_unlearn.data.access import require_unlearning_data, unlearning_data
+from lightning_unlearn.data.datamodule import LONGEST
 from lightning_unlearn.models.classifier import ClassifierModule, LRScheduler, OptimizerCallable
+from lightning_unlearn.models.network import check_logits
 from lightning_unlearn.models.weights import load_weights
 
 Batch = dict[str, tuple[Tensor, Tensor]]
@@ -63,9 +65,10 @@ class UnlearningMethod(ClassifierModule):
         if weights is not None:
             load_weights(model, weights)
         epoch_split = epoch_split or self.default_epoch_split
-        if epoch_split not in self.unlearning_inputs:
+        if epoch_split not in (*self.unlearning_inputs, LONGEST):
             raise ValueError(
-                f"`epoch_split` must be one of {type(self).__name__}'s inputs {self.unlearning_inputs}, got {epoch_split!r}."
+                f"`epoch_split` must be one of {type(self).__name__}'s inputs {self.unlearning_inputs} or {LONGEST!r},"
+                f" got {epoch_split!r}."
             )
         super().__init__(model if inplace else copy.deepcopy(model), lr, momentum, weight_decay, optimizer, lr_scheduler)
         self.epoch_split = epoch_split
@@ -85,21 +88,13 @@ class UnlearningMethod(ClassifierModule):
         return loss
 
     def setup(self, stage: str) -> None:
-        if stage != "fit" or self._trainer is None:
-            return
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if "forget" in self.unlearning_inputs and not isinstance(datamodule, UnlearningDataModule):
-            raise ValueError(
-                f"{type(self).__name__} trains on forget data, but the trainer was given"
-                f" {type(datamodule).__name__ if datamodule is not None else 'no datamodule'}: pass"
-                " `datamodule=UnlearningDataModule(train, test, forget=ForgetSpec(...))` or"
-                " `UnlearningDataModule.from_datamodule(your_dm, forget=...)` to trainer.fit."
-            )
+        if stage == "fit" and self._trainer is not None and "forget" in self.unlearning_inputs:
+            require_unlearning_data(self.trainer, f"{type(self).__name__} (it trains on forget data)")
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if isinstance(datamodule, UnlearningDataModule):
+        datamodule = unlearning_data(self.trainer)
+        if datamodule is not None:
             x, _ = next(iter(datamodule.retain_dataloader()))
             check_logits(self.model, x[:2].to(self.device), datamodule.num_classes, "model")
 
@@ -123,28 +118,3 @@ class UnlearningMethod(ClassifierModule):
     @staticmethod
     def cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
         return F.cross_entropy(logits, y)
-
-
-@torch.no_grad()
-def check_logits(model: nn.Module, x: Tensor, num_classes: int, name: str) -> int:
-    """Checks that ``model`` maps a batch to ``(batch, classes)`` logits covering the labels, in eval
-    mode (BatchNorm statistics untouched). Returns the number of logits."""
-    was_training = model.training
-    model.eval()
-    try:
-        out = model(x)
-    finally:
-        model.train(was_training)
-    if not isinstance(out, Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
-        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise ValueError(
-            f"`{name}` must return (batch, classes) logits; for a batch of {x.shape[0]} it returned {shape}."
-            " Wrap the network so its forward returns the logits tensor."
-        )
-    if out.shape[1] < num_classes:
-        raise ValueError(
-            f"`{name}` returns {out.shape[1]} logits but the data has {num_classes} classes: use a network with"
-            f" {num_classes} outputs."
-        )
-    return int(out.shape[1])
-

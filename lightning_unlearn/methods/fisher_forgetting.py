@@ -9,14 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_unlearn.data.datamodule import UnlearningDataModule
-from lightning_unlearn.methods.one_shot import (
-    OneShotEdit,
-    PassCounts,
-    Statistics,
-    check_chunk_size,
-    per_sample_gradients,
-)
+from lightning_unlearn.data.access import unlearning_data
+from lightning_unlearn.functional.per_sample import check_chunk_size, per_sample_gradients
+from lightning_unlearn.methods.one_shot import OneShotEdit, PassCounts, Statistics
 from lightning_unlearn.registry import register
 
 
@@ -90,8 +85,8 @@ class FisherForgetting(OneShotEdit):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        if isinstance(datamodule, UnlearningDataModule) and datamodule.forget.classes:
+        datamodule = unlearning_data(self._trainer)
+        if datamodule is not None and datamodule.forget.classes:
             self._forget_classes = list(datamodule.forget.classes)
 
     def init_statistics(self) -> Statistics:

@@ -9,8 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from lightning_unlearn.methods.base import Batch, UnlearningMethod
-from lightning_unlearn.methods.random_label import random_labels
-from lightning_unlearn.models.buffers import buffers_restored
+from lightning_unlearn.functional.labels import random_labels
+from lightning_unlearn.models.network import buffers_restored
 from lightning_unlearn.models.classifier import LRScheduler, OptimizerCallable
 from lightning_unlearn.registry import register
 

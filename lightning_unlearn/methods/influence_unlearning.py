@@ -9,13 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_unlearn.methods.one_shot import (
-    OneShotEdit,
-    PassCounts,
-    Statistics,
-    check_chunk_size,
-    per_sample_gradients,
-)
+from lightning_unlearn.functional.per_sample import check_chunk_size, per_sample_gradients
+from lightning_unlearn.methods.one_shot import OneShotEdit, PassCounts, Statistics
 from lightning_unlearn.registry import register
 
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 from lightning.pytorch.utilities import move_data_to_device
 from torch import Tensor, nn
-from torch.func import functional_call, grad, vmap
 
-from lightning_unlearn.data.datamodule import UnlearningDataModule
+from lightning_unlearn.data.access import unlearning_data
+from lightning_unlearn.data.datamodule import LONGEST
 from lightning_unlearn.methods.base import UnlearningMethod
 
 Statistics = dict[str, Any]
@@ -78,7 +78,7 @@ class OneShotEdit(UnlearningMethod):
 
     automatic_optimization = False
     unlearning_inputs: ClassVar[tuple[str, ...]] = ("forget", "retain")
-    default_epoch_split: ClassVar[str] = "retain"
+    default_epoch_split: ClassVar[str] = LONGEST  # the other split is then fully covered
     state_key: ClassVar[str] = "one_shot_edit"
 
     def __init__(self, model: nn.Module, weights: Optional[str] = None, inplace: bool = False) -> None:
@@ -121,18 +121,12 @@ class OneShotEdit(UnlearningMethod):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        if stage != "fit" or self._trainer is None:
+        datamodule = unlearning_data(self._trainer) if stage == "fit" else None
+        if datamodule is None:
             return
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if not isinstance(datamodule, UnlearningDataModule):
-            return
-        sizes = {"forget": len(datamodule.forget_indices), "retain": len(datamodule.retain_indices)}
-        batch_sizes = {"forget": datamodule.forget_batch_size, "retain": datamodule.batch_size}
         for name in self.unlearning_inputs:
-            self._budget[name] = math.ceil(sizes[name] / self.trainer.world_size)
-            self._pass_batches[name] = math.ceil(sizes[name] / batch_sizes[name])
-        # The split with more batches defines the epoch, so the other one is fully covered.
-        self.epoch_split = max(self.unlearning_inputs, key=lambda name: (self._pass_batches[name], name == "retain"))
+            self._budget[name] = math.ceil(len(datamodule.split(name)) / self.trainer.world_size)
+            self._pass_batches[name] = datamodule.pass_batches(name)
 
     def on_train_start(self) -> None:
         if self.edited:
@@ -210,42 +204,3 @@ class OneShotEdit(UnlearningMethod):
         """Gradient of ``loss`` w.r.t. the trainable parameters (zeros for unused ones), without
         touching ``.grad``."""
         return torch.autograd.grad(loss, self.trainable_parameters(), materialize_grads=True)
-
-
-def per_sample_gradients(
-    model: nn.Module,
-    loss: Callable[[Tensor, Tensor], Tensor],
-    x: Tensor,
-    y: Tensor,
-    chunk_size: Optional[int] = None,
-) -> dict[str, Tensor]:
-    """Per-sample gradients of ``loss(logits_i, y_i)`` w.r.t. the trainable parameters, vectorised
-    with ``torch.func`` (``vmap(grad(...))`` over the batch, no per-sample Python loop).
-
-    The model is called functionally on one sample at a time (under ``vmap``), so it must be in
-    eval mode when it has BatchNorm (batch statistics of one sample are undefined).
-
-    Args:
-        model: the network; its trainable parameters and buffers are read, not modified.
-        loss: ``(logits of shape (1, C), target of shape (1,)) -> scalar``.
-        x: inputs, shape ``(B, ...)``.
-        y: targets, shape ``(B, ...)``.
-        chunk_size: samples per vectorised chunk (``None``: the whole batch at once); bounds the
-            peak memory at ``chunk_size x #params`` floats.
-
-    Returns:
-        ``{parameter name: gradients of shape (B, *parameter.shape)}``.
-    """
-    params = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
-    buffers = {name: b.detach() for name, b in model.named_buffers()}
-
-    def sample_loss(p: dict[str, Tensor], xi: Tensor, yi: Tensor) -> Tensor:
-        return loss(functional_call(model, (p, buffers), (xi.unsqueeze(0),)), yi.unsqueeze(0))
-
-    return vmap(grad(sample_loss), in_dims=(None, 0, 0), chunk_size=chunk_size)(params, x, y)
-
-
-def check_chunk_size(chunk_size: Optional[int]) -> None:
-    """Raises a ValueError for a ``chunk_size`` that is neither ``None`` nor a positive integer."""
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ValueError(f"`chunk_size` must be None (whole batch) or a positive integer, got {chunk_size!r}.")

@@ -7,6 +7,7 @@ from typing import ClassVar, Optional
 import torch
 from torch import Tensor, nn
 
+from lightning_unlearn.functional.labels import random_labels
 from lightning_unlearn.methods.base import Batch, UnlearningMethod
 from lightning_unlearn.models.classifier import LRScheduler, OptimizerCallable
 from lightning_unlearn.registry import register
@@ -71,14 +72,3 @@ class RandomLabel(UnlearningMethod):
         forget_ce = self.cross_entropy(logits_f, random_y)
         retain_ce = self.cross_entropy(logits_r, batch["retain"][1])
         return forget_ce + self.alpha * retain_ce, {"forget_random_ce": forget_ce.detach(), "retain_ce": retain_ce.detach()}
-
-
-def random_labels(
-    y: Tensor, num_classes: int, exclude_true_label: bool = True, generator: Optional[torch.Generator] = None
-) -> Tensor:
-    """Uniform random labels in ``[0, num_classes)``, different from ``y`` when asked (one
-    ``randint`` and a shift past the true label: uniform over the other classes)."""
-    if not exclude_true_label:
-        return torch.randint(0, num_classes, y.shape, device=y.device, generator=generator)
-    draw = torch.randint(0, num_classes - 1, y.shape, device=y.device, generator=generator)
-    return draw + (draw >= y).long()

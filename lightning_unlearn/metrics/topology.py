@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
-import lightning as L
 import torch
 from torch import Tensor
 from torchmetrics import Metric
@@ -91,31 +90,28 @@ class MaskIoU(Metric):
         return _mask_iou_compute(self.intersection, self.union)
 
 
-def topology_report(source: Any, reference: Optional[MaskSource] = None) -> Optional[dict[str, Any]]:
-    """The sparse-topology numbers of a run, from the pruning callbacks on its trainer.
+def topology_report(holders: Sequence[Any], reference: Optional[MaskSource] = None) -> Optional[dict[str, Any]]:
+    """The sparse-topology numbers of a run, from the objects holding its topology.
 
-    A callback takes part when it has ``topology_masks()`` (the current kept-weight masks:
+    A holder has ``topology_masks()`` (the current kept-weight masks, e.g.
     :class:`~lightning_unlearn.callbacks.MagnitudePruning`, :class:`~lightning_unlearn.callbacks.UnPruning`);
     one that also has ``topology_before()`` (the masks before it changed the topology) and
     ``topology_reference()`` (the retain-only reference, or ``None``) provides the topology gap.
-    When several callbacks hold masks of the same parameter, the kept set is their intersection.
+    When several holders have masks of the same parameter, the kept set is their intersection.
 
     Args:
-        source: a ``Trainer``, or a LightningModule attached to one.
+        holders: candidate holders, e.g. ``trainer.callbacks`` (those without ``topology_masks()`` are skipped).
         reference: the retain-only reference topology (masks, a model or a checkpoint path);
-            default: the one the un-pruning callback was given.
+            default: the one the un-pruning holder was given.
 
     Returns:
-        ``None`` when no callback holds a topology; else ``{"sparsity": float,
-        "sparsity_per_layer": {name: float}}`` plus, with an un-pruning callback,
+        ``None`` when no holder has a topology; else ``{"sparsity": float,
+        "sparsity_per_layer": {name: float}}`` plus, with an un-pruning holder,
         ``"iou_before_after"`` (IoU of the masks before and after it), and with a reference,
         ``"iou_unpruned"``, ``"iou_original"`` and ``"gain"`` (see
         :func:`~lightning_unlearn.metrics.functional.topology_gap`).
     """
-    trainer = source if isinstance(source, L.Trainer) else getattr(source, "_trainer", None)
-    if trainer is None:
-        return None
-    holders = [cb for cb in trainer.callbacks if callable(getattr(cb, "topology_masks", None))]
+    holders = [h for h in holders if callable(getattr(h, "topology_masks", None))]
     current: dict[str, Tensor] = {}
     for holder in holders:
         for name, mask in _named(holder.topology_masks()).items():

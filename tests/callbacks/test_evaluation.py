@@ -64,8 +64,9 @@ def test_report_schema(original, digits_random, tmp_path):
     assert tuple(report) == REPORT_KEYS
     assert report["method"] == "GradientAscent" and report["seed"] == 7
     assert report["hyperparameters"]["lr"] == 1e-3 and "model" not in report["hyperparameters"]
-    assert report["forget"] == {
+    assert report["forget"] == digits_random.forget_summary() == {
         "count": len(digits_random.forget_indices),
+        "retain_count": len(digits_random.retain_indices),
         "fingerprint": digits_random.fingerprint,
         "spec": {"indices": None, "classes": None, "ratio": 0.1, "seed": 0},
     }

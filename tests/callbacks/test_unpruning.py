@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn.utils import prune
 from torch.utils.data import TensorDataset
 
-from lightning_unlearn import ForgetSpec, UnlearningDataModule
+from lightning_unlearn.data import ForgetSpec, UnlearningDataModule
 from lightning_unlearn.callbacks import MagnitudePruning, UnPruning
 from lightning_unlearn.callbacks.magnitude_pruning import apply_pruning
 from lightning_unlearn.callbacks.unpruning import regrow_toward, unpruned_masks
@@ -86,7 +86,7 @@ def test_unpruning_moves_the_topology_toward_the_retain_only_reference(models, s
     method = FineTune(copy.deepcopy(full), lr=0.01)
     quiet_trainer(max_epochs=1, callbacks=[MagnitudePruning(amount=0.5), unpruning]).fit(method, datamodule=built_datamodule())
 
-    report = topology_report(method.trainer)
+    report = topology_report(method.trainer.callbacks)
     original_iou = float(mask_iou(unpruning.topology_before(), reference))
     assert report["iou_original"] == pytest.approx(original_iou) and original_iou < 0.7  # D_f shaped the mask
     assert report["iou_unpruned"] > report["iou_original"] + 0.25 and report["gain"] > 0.25

@@ -6,7 +6,7 @@ import torch
 from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader
 
-from lightning_unlearn import ForgetSpec, UnlearningDataModule
+from lightning_unlearn.data import ForgetSpec, UnlearningDataModule
 from lightning_unlearn.data import DigitsDataModule, FashionMNISTDataModule, dataset_targets
 from tests.conftest import synthetic_dataset
 

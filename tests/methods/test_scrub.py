@@ -14,7 +14,7 @@ import yaml
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from lightning_unlearn import ForgetSpec
+from lightning_unlearn.data import ForgetSpec
 from lightning_unlearn.data import DigitsDataModule
 from lightning_unlearn.methods import SCRUB
 from lightning_unlearn.methods.scrub import scrub_distance

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from lightning_unlearn import ForgetSpec, UnlearningDataModule
+from lightning_unlearn.data import ForgetSpec, UnlearningDataModule
 from lightning_unlearn.methods import LFSSD, SSD
 from lightning_unlearn.methods.ssd import ssd_dampen_
 from tests.conftest import quiet_trainer, synthetic_dataset

@@ -11,9 +11,9 @@ from typing import Mapping, Sequence, Union
 
 from torch import Tensor
 
-Number = Union[float, int, Tensor]
+from lightning_unlearn.metrics.keys import GAP_METRICS
 
-DEFAULT_GAP_KEYS: tuple[str, ...] = ("unlearning_accuracy", "retain_acc", "test_acc", "mia_efficacy")
+Number = Union[float, int, Tensor]
 
 
 def _lookup(mapping: Mapping[str, Number], key: str, name: str) -> float:
@@ -28,7 +28,7 @@ def _lookup(mapping: Mapping[str, Number], key: str, name: str) -> float:
 def metric_gaps(
     metrics: Mapping[str, Number],
     reference: Mapping[str, Number],
-    keys: Sequence[str] = DEFAULT_GAP_KEYS,
+    keys: Sequence[str] = tuple(GAP_METRICS),
 ) -> dict[str, float]:
     """Signed differences ``metrics[k] - reference[k]`` for each key.
 
@@ -58,7 +58,7 @@ def metric_gaps(
 def avg_gap(
     metrics: Mapping[str, Number],
     reference: Mapping[str, Number],
-    keys: Sequence[str] = DEFAULT_GAP_KEYS,
+    keys: Sequence[str] = tuple(GAP_METRICS),
 ) -> float:
     """SalUn's "Avg. Gap": mean over ``keys`` of ``|metrics[k] - reference[k]|`` (lower is better).
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Literal, Mapping, Optional, Union
+from typing import Any, Iterable, Literal, Mapping, Union
 
 import torch
 from torch import nn
 
-from lightning_unlearn.data.datamodule import UnlearningDataModule
-from lightning_unlearn.metrics import Accuracy, MIAEfficacy
+from lightning_unlearn.metrics.accuracy import Accuracy
+from lightning_unlearn.metrics.mia import MIAEfficacy
 
-METRICS = ("forget_acc", "retain_acc", "test_acc", "unlearning_accuracy", "mia_efficacy")
 EVAL_SPLITS = ("forget", "retain", "test")
 
 
@@ -60,24 +59,10 @@ def evaluate_loaders(
 
 def evaluate(
     model: nn.Module,
-    datamodule: UnlearningDataModule,
+    datamodule: Any,
     device: Union[str, torch.device, None] = None,
     mia_backend: Literal["torch", "sklearn"] = "torch",
 ) -> dict[str, float]:
-    """:func:`evaluate_loaders` on an :class:`UnlearningDataModule`'s evaluation loaders."""
+    """:func:`evaluate_loaders` on the evaluation loaders of ``datamodule`` (anything with
+    ``evaluation_dataloaders()``, e.g. an :class:`~lightning_unlearn.data.UnlearningDataModule`)."""
     return evaluate_loaders(model, datamodule.evaluation_dataloaders(), device, mia_backend)
-
-
-def network_of(module: nn.Module) -> nn.Module:
-    """The classifier inside a module: ``module.model`` for our wrappers, else the module itself."""
-    inner = getattr(module, "model", None)
-    return inner if isinstance(inner, nn.Module) else module
-
-
-def num_logits(model: nn.Module, datamodule: UnlearningDataModule, name: str, device: Optional[torch.device] = None) -> int:
-    """Checks ``model`` returns ``(batch, classes)`` logits on the data; returns the number of logits."""
-    from lightning_unlearn.methods.base import check_logits
-
-    x, _ = next(iter(datamodule.retain_dataloader()))
-    device = device if device is not None else next(model.parameters()).device
-    return check_logits(model, x[:2].to(device), datamodule.num_classes, name)

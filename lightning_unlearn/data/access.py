@@ -1,0 +1,160 @@
+"""The one data seam: how methods and callbacks find the forget, retain and test data of a fit.
+
+Every part that needs data of its own (a saliency pass on the forget set, a retain reference
+gradient, scoring batches, the evaluation) asks here, in this order:
+
+1. an :class:`~lightning_unlearn.data.UnlearningDataModule` given to the part itself (``override``);
+2. the trainer's datamodule, when it is an :class:`~lightning_unlearn.data.UnlearningDataModule`;
+3. a ``dataloader`` the user gave to the part's constructor;
+4. for retained data only, the fit's own training loader (a user's module trains on retained
+   data), read through Lightning's public API (``trainer.fit_loop.setup_data()`` and
+   ``trainer.train_dataloader``).
+
+Errors name the part that asked and both ways to provide the data.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator, Optional
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, RandomSampler
+
+from lightning_unlearn.data.datamodule import UnlearningDataModule
+from lightning_unlearn.data.samplers import SeededBatchSampler, cycle
+
+__all__ = ["forget_batches", "require_unlearning_data", "retain_batches", "retain_stream", "unlearning_data"]
+
+_HOW = (
+    "pass `datamodule=UnlearningDataModule(train, test, forget=ForgetSpec(...))` (or"
+    " `UnlearningDataModule.from_datamodule(your_dm, forget=...)`) to trainer.fit"
+)
+
+
+def unlearning_data(trainer: Optional[L.Trainer], override: Optional[UnlearningDataModule] = None) -> Optional[UnlearningDataModule]:
+    """The :class:`UnlearningDataModule` of a fit: ``override`` when given, else the trainer's
+    datamodule when it is one, else ``None``."""
+    if override is not None:
+        return override
+    datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+    return datamodule if isinstance(datamodule, UnlearningDataModule) else None
+
+
+def _given(trainer: Optional[L.Trainer]) -> str:
+    datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+    return type(datamodule).__name__ if datamodule is not None else "no datamodule"
+
+
+def require_unlearning_data(
+    trainer: Optional[L.Trainer], who: str, override: Optional[UnlearningDataModule] = None, alternative: str = ""
+) -> UnlearningDataModule:
+    """:func:`unlearning_data`, or a ``ValueError`` naming ``who`` needs it and how to give it
+    (``alternative``: a further way, e.g. ``"or pass `UnlearningEvaluation(datamodule=...)`"``)."""
+    data = unlearning_data(trainer, override)
+    if data is None:
+        raise ValueError(
+            f"{who} needs the forget/retain split, but the trainer was given {_given(trainer)}: {_HOW}"
+            + (f", {alternative}" if alternative else "") + "."
+        )
+    return data
+
+
+def forget_batches(trainer: Optional[L.Trainer], who: str, dataloader: Optional[Iterable] = None) -> Iterable:
+    """Forget-set ``(x, y)`` batches: the :class:`UnlearningDataModule`'s ``forget_dataloader()``
+    (dataset order, test-time transforms), else ``dataloader``.
+
+    Raises:
+        ValueError: neither exists (the message names ``who`` and the ``dataloader=`` fix).
+    """
+    data = unlearning_data(trainer)
+    if data is not None:
+        return data.forget_dataloader()
+    if dataloader is not None:
+        return dataloader
+    raise ValueError(
+        f"{who} needs forget data: train with an UnlearningDataModule"
+        f" (`trainer.fit(module, datamodule=UnlearningDataModule(...))`) or pass"
+        f" `{who}(dataloader=<forget DataLoader>)`."
+    )
+
+
+def _xy(batch: Any, who: str) -> tuple[Tensor, Tensor]:
+    if not isinstance(batch, (tuple, list)) or len(batch) < 2 or not isinstance(batch[0], Tensor):
+        raise ValueError(
+            f"{who} needs retained (x, y) batches, got {type(batch).__name__}: fit with an UnlearningDataModule"
+            " or a training loader of (x, y) pairs."
+        )
+    return batch[0], batch[1]
+
+
+def retain_batches(
+    trainer: L.Trainer, count: int, seed: int, device: torch.device, who: str = "Scoring",
+    dataloader: Optional[Iterable] = None,
+) -> list[tuple[Tensor, Tensor]]:
+    """Up to ``count`` retained ``(x, y)`` batches on ``device``, torch's global random state untouched.
+
+    From an :class:`UnlearningDataModule`: a random subset of D_r (test-time transforms,
+    evaluation batch size) drawn from a generator seeded by ``seed``. Else the first batches of
+    ``dataloader``, else of the fit's training loader (a user's module trains on retained data).
+
+    Raises:
+        ValueError: no data, or batches that are not ``(x, y)`` pairs.
+    """
+    data = unlearning_data(trainer)
+    with torch.random.fork_rng(devices=[]):
+        if data is not None:
+            retain = data.split("retain", eval_transforms=True)
+            sampler = RandomSampler(retain, generator=torch.Generator().manual_seed(seed))
+            loader: Iterable = DataLoader(retain, batch_size=data.eval_batch_size, sampler=sampler)
+        elif dataloader is not None:
+            loader = dataloader
+        else:
+            loader = _training_loader(trainer)
+        out = []
+        for batch in loader:
+            x, y = _xy(batch, who)
+            out.append((x.to(device), y.to(device)))
+            if len(out) == count:
+                break
+    if not out:
+        raise ValueError(f"{who}: the retained data yields no batch; it needs at least one.")
+    return out
+
+
+def _training_loader(trainer: L.Trainer) -> Iterable:
+    """The fit's own training loader (the loop builds it now if it has not yet)."""
+    trainer.fit_loop.setup_data()
+    loader = trainer.train_dataloader
+    if loader is None:
+        raise ValueError("The fit has no training loader to read retained data from: fit with an UnlearningDataModule.")
+    return loader
+
+
+def retain_stream(
+    trainer: L.Trainer, who: str, seed: int, start: int = 0, dataloader: Optional[Iterable] = None
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """An endless stream of retained ``(x, y)`` batches (on the CPU), resumable after ``start`` draws.
+
+    From an :class:`UnlearningDataModule`: D_r with training transforms, its batch size and
+    workers, reshuffled per pass from ``seed`` (:class:`SeededBatchSampler`); under DDP the ranks
+    draw disjoint batches of one shared stream. Else ``dataloader`` cycled (after ``start``
+    batches).
+
+    Raises:
+        ValueError: neither an :class:`UnlearningDataModule` nor ``dataloader``.
+    """
+    data = unlearning_data(trainer)
+    if data is not None:
+        retain = data.split("retain")
+        sampler = SeededBatchSampler(len(retain), data.batch_size, seed, start, trainer.world_size, trainer.global_rank)
+        batches: Iterable = DataLoader(retain, batch_sampler=sampler, num_workers=data.num_workers)
+    elif dataloader is not None:
+        batches = cycle(dataloader, start)
+    else:
+        raise ValueError(
+            f"{who} needs retained data, but the trainer has {_given(trainer)}: {_HOW}, or pass"
+            f" `{who}(dataloader=<DataLoader of retained (x, y)>)`."
+        )
+    return (_xy(batch, who) for batch in batches)

@@ -1,0 +1,1 @@
+"""Pure-torch cores of the methods and callbacks, usable in any training loop (no Lightning import)."""
