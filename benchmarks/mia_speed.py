@@ -15,7 +15,8 @@ import time
 import torch
 
 from benchmarks.common import emit, sync
-from lightning_unlearn.metrics.functional import fit_rbf_svc, mia_efficacy
+from lightning_unlearn.metrics._svc import fit_rbf_svc
+from lightning_unlearn.metrics.functional import mia_efficacy
 
 
 def features(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -24,7 +24,6 @@ Protocol, per scenario:
 from __future__ import annotations
 
 import argparse
-import inspect
 import itertools
 import sys
 import time
@@ -90,7 +89,7 @@ def percent(metrics: dict[str, float]) -> dict[str, float]:
 def candidates(spec: MethodSpec) -> Iterator[tuple[MethodSpec, bool]]:
     """The grid of one row: ``(spec with max_epochs = the largest epoch count to read, per_epoch)``;
     ``per_epoch`` says whether every epoch count up to it is read from the same fit."""
-    parameters = inspect.signature(registry.get(spec.method).cls.__init__).parameters
+    parameters = registry.init_parameters(registry.get(spec.method).cls)
     takes_lr = "lr" in parameters
     base_lr = spec.init_args.get("lr", parameters["lr"].default) if takes_lr else None
     lrs = [float(f"{factor * base_lr:.3g}") for factor in LR_FACTORS] if takes_lr else [None]

@@ -34,7 +34,6 @@ module needs torch and lightning alone.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import logging
 import os
@@ -215,7 +214,7 @@ def check_methods(methods: Mapping[str, Any]) -> dict[str, MethodSpec]:
             raise ValueError(f"methods.{name}.init_args must be a mapping of the method's arguments, got {spec.init_args!r}.")
         if isinstance(spec.max_epochs, bool) or not isinstance(spec.max_epochs, int) or spec.max_epochs < 1:
             raise ValueError(f"methods.{name}.max_epochs must be >= 1, got {spec.max_epochs}.")
-        accepted = [p for p in inspect.signature(registry.get(spec.method).cls.__init__).parameters if p != "self"]
+        accepted = list(registry.init_parameters(registry.get(spec.method).cls))
         for arg in spec.init_args:
             if arg in ("model", "weights"):
                 raise ValueError(
@@ -247,7 +246,7 @@ def _check_callbacks(name: str, callbacks: Any) -> None:
             raise ValueError(f"{where} must be {{callback: <name>, init_args: {{...}}}}, got {item!r}.")
         if item["callback"] not in known:
             raise ValueError(f"{where}.callback: unknown callback {item['callback']!r}. Registered callbacks: {known}.")
-        accepted = [p for p in inspect.signature(registry.get(item["callback"]).cls.__init__).parameters if p != "self"]
+        accepted = list(registry.init_parameters(registry.get(item["callback"]).cls))
         for arg in item.get("init_args") or {}:
             if arg not in accepted:
                 raise ValueError(f"{where}.init_args.{arg}: {registry.get(item['callback']).cls.__name__} takes {accepted}.")

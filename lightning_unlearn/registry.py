@@ -7,6 +7,7 @@ method is one file plus one :func:`register` decorator.
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass
 from typing import Callable, Literal, TypeVar
 
@@ -68,6 +69,26 @@ def get(name: str) -> Entry:
     if name not in _REGISTRY:
         raise KeyError(f"Unknown method or callback {name!r}: registered are {sorted(_REGISTRY)}.")
     return _REGISTRY[name]
+
+
+def init_parameters(cls: type) -> dict[str, inspect.Parameter]:
+    """The constructor arguments of ``cls`` by name, own first, then those its ``**kwargs``
+    forward to the base classes (as LightningCLI resolves them for ``--help``/``--print_config``).
+    Methods declare only their own arguments and forward the shared ones by keyword."""
+    out: dict[str, inspect.Parameter] = {}
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        forwards = False
+        for name, parameter in inspect.signature(init).parameters.items():
+            if parameter.kind is inspect.Parameter.VAR_KEYWORD or parameter.kind is inspect.Parameter.VAR_POSITIONAL:
+                forwards = True
+            elif name != "self":
+                out.setdefault(name, parameter)
+        if not forwards:
+            break
+    return out
 
 
 def markdown_table() -> str:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any, Optional, Sequence
 
-__all__ = ["check_choice", "check_float", "check_fraction", "check_int", "check_optional_path"]
+__all__ = ["check_bool", "check_choice", "check_float", "check_fraction", "check_int", "check_optional_path"]
 
 
 def _got(value: Any) -> str:
@@ -92,9 +92,16 @@ def check_fraction(value: Any, name: str, *, allow_zero: bool = False, allow_one
 
 
 def check_choice(value: Any, name: str, choices: Sequence[Any], hint: str = "") -> Any:
-    """``value`` if it is one of ``choices``."""
-    if isinstance(value, bool) or value not in tuple(choices):
+    """``value`` if it is one of ``choices`` (``True`` never passes for ``1``, nor ``1`` for ``True``)."""
+    if not any(value == c and isinstance(value, bool) == isinstance(c, bool) for c in choices):
         raise _fail(name, f"one of {tuple(choices)}", value, hint)
+    return value
+
+
+def check_bool(value: Any, name: str) -> bool:
+    """``value`` if it is ``True`` or ``False`` (not ``1``, ``"yes"``, a tensor)."""
+    if not isinstance(value, bool):
+        raise _fail(name, "True or False", value, "")
     return value
 
 

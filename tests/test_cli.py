@@ -135,3 +135,30 @@ def test_lr_scheduler_by_name_or_class(args: list[str], expected: str, capsys: p
         cli_main(["fit", "--config", str(DIGITS / "retrain.yaml"), *args, "--print_config"])
     assert exc.value.code in (0, None)
     assert expected in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("config, expected, absent", [
+    ("gradient_ascent.yaml", {"lr": 0.001, "momentum": 0.9, "weight_decay": 0.0, "inplace": False, "epoch_split": None}, []),
+    ("retrain.yaml", {"init_seed": 0, "momentum": 0.9, "weight_decay": 0.0005, "epoch_split": None}, ["inplace"]),
+    ("scrub.yaml", {"temperature": 4.0, "msteps": 2, "momentum": 0.9, "inplace": False}, ["epoch_split"]),
+    ("bad_teacher.yaml", {"retain_fraction": 0.3, "weight_decay": 0.0, "optimizer": None, "inplace": False},
+     ["momentum", "epoch_split"]),
+    ("ssd.yaml", {"alpha": 5.0, "lam": 1.0, "inplace": False}, ["lr", "momentum", "optimizer"]),
+])
+def test_print_config_lists_every_default_of_a_method(config, expected, absent, capsys: pytest.CaptureFixture) -> None:
+    """Methods declare only their own arguments and forward the shared ones by keyword: LightningCLI
+    follows the ``**kwargs``, so every argument still shows with its default (and those a method fixes
+    itself, such as Retrain's ``inplace=False``, do not)."""
+    import yaml
+
+    from lightning_unlearn.cli import cli_main
+
+    with pytest.raises(SystemExit):
+        cli_main(["fit", "--config", str(DIGITS / config), "--print_config"])
+    init_args = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]
+    for key, value in expected.items():
+        if key not in ("lr",):  # the config may set lr
+            assert init_args[key] == value, (key, init_args)
+    for key in absent:
+        assert key not in init_args, key
+    assert "weights" in init_args and "kwargs" not in init_args

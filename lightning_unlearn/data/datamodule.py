@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from lightning_unlearn.data.samplers import EpochShuffleSampler
 
 from lightning_unlearn.data.spec import ForgetSpec, fingerprint
+from lightning_unlearn.validation import check_int
 
 SPLITS = ("forget", "retain")
 #: ``epoch_split`` value: the split with more batches per pass defines the epoch.
@@ -76,18 +77,18 @@ class UnlearningDataModule(L.LightningDataModule):
             raise ValueError("`forget` is required: pass e.g. forget=ForgetSpec(classes=[3]) or ForgetSpec(ratio=0.1).")
         if isinstance(forget, dict):
             forget = ForgetSpec(**forget)
-        for name, value in (("batch_size", batch_size), ("forget_batch_size", forget_batch_size),
-                            ("eval_batch_size", eval_batch_size)):
-            if value is not None and int(value) <= 0:
-                raise ValueError(f"`{name}` must be a positive integer, got {value}.")
-        if num_workers < 0:
-            raise ValueError(f"`num_workers` must be >= 0, got {num_workers}.")
+        if not isinstance(forget, ForgetSpec):
+            raise ValueError(f"`forget` must be a ForgetSpec (or a mapping of its fields), got {type(forget).__name__}.")
+        batch_size = check_int(batch_size, "batch_size", minimum=1, hint="e.g. 128")
+        for name, value in (("forget_batch_size", forget_batch_size), ("eval_batch_size", eval_batch_size)):
+            if value is not None:
+                check_int(value, name, minimum=1, hint=f"a positive integer, or None for batch_size ({batch_size})")
         self.forget = forget
-        self.batch_size = int(batch_size)
+        self.batch_size = batch_size
         self.forget_batch_size = int(forget_batch_size or batch_size)
         self.eval_batch_size = int(eval_batch_size or batch_size)
-        self.num_workers = num_workers
-        self.shuffle_seed = shuffle_seed
+        self.num_workers = check_int(num_workers, "num_workers", minimum=0, hint="0 loads in the main process")
+        self.shuffle_seed = check_int(shuffle_seed, "shuffle_seed")
         self.train_set, self.test_set, self.val_set, self.train_eval_set = train, test, val, train_eval
         self._forget_indices: Optional[Tensor] = None
         self._retain_indices: Optional[Tensor] = None

@@ -9,6 +9,8 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
+from lightning_unlearn.validation import check_fraction, check_int
+
 
 @dataclass(frozen=True)
 class ForgetSpec:
@@ -47,8 +49,9 @@ class ForgetSpec:
                 f"ForgetSpec takes exactly one of `indices`, `classes` or `ratio`, got {given or 'none'}:"
                 " e.g. ForgetSpec(classes=[3]) or ForgetSpec(ratio=0.1, seed=0)."
             )
-        if self.ratio is not None and not (0.0 < float(self.ratio) < 1.0):
-            raise ValueError(f"`ratio` must be in (0, 1), got {self.ratio}: pass e.g. ratio=0.1 for 10 %.")
+        if self.ratio is not None:
+            object.__setattr__(self, "ratio", check_fraction(self.ratio, "ratio", allow_one=False, hint="pass e.g. ratio=0.1 for 10 %"))
+        object.__setattr__(self, "seed", check_int(self.seed, "seed", hint="the seed of the random draw, e.g. 0"))
         # frozen dataclass: normalise list-likes (tuples, tensors from YAML/CLI) to lists of ints.
         for name in ("indices", "classes"):
             value = getattr(self, name)

@@ -7,6 +7,8 @@ from typing import Callable, Optional
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
+from lightning_unlearn.validation import check_int
+
 __all__ = ["check_chunk_size", "per_sample_gradients"]
 
 
@@ -45,5 +47,5 @@ def per_sample_gradients(
 
 def check_chunk_size(chunk_size: Optional[int]) -> None:
     """Raises a ValueError for a ``chunk_size`` that is neither ``None`` nor a positive integer."""
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ValueError(f"`chunk_size` must be None (whole batch) or a positive integer, got {chunk_size!r}.")
+    if chunk_size is not None:
+        check_int(chunk_size, "chunk_size", minimum=1, hint="None (whole batch) or a positive integer")

@@ -10,12 +10,25 @@ from lightning_unlearn.methods.teachers import TeacherStudentMethod
 from lightning_unlearn.methods.scrub import SCRUB
 from lightning_unlearn.methods.bad_teacher import BadTeacher
 from lightning_unlearn.methods.implicit_gradient_surgery import ImplicitGradientSurgery
-
-__all__ = ["FineTune", "GradientAscent", "NegGradPlus", "RandomLabel", "Retrain", "UnlearningMethod", "SCRUB", "BadTeacher", "TeacherStudentMethod", "ImplicitGradientSurgery"]
-
 from lightning_unlearn.methods.one_shot import OneShotEdit
 from lightning_unlearn.methods.ssd import LFSSD, SSD
 from lightning_unlearn.methods.fisher_forgetting import FisherForgetting
 from lightning_unlearn.methods.influence_unlearning import InfluenceUnlearning
 
-__all__ += ["OneShotEdit", "SSD", "LFSSD", "FisherForgetting", "InfluenceUnlearning"]
+__all__ = [
+    "BadTeacher",
+    "FineTune",
+    "FisherForgetting",
+    "GradientAscent",
+    "ImplicitGradientSurgery",
+    "InfluenceUnlearning",
+    "LFSSD",
+    "NegGradPlus",
+    "OneShotEdit",
+    "RandomLabel",
+    "Retrain",
+    "SCRUB",
+    "SSD",
+    "TeacherStudentMethod",
+    "UnlearningMethod",
+]

@@ -13,11 +13,11 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from lightning_unlearn.methods.base import Batch
-from lightning_unlearn.models.network import check_logits
-from lightning_unlearn.methods.retrain import reinitialise
 from lightning_unlearn.methods.teachers import TeacherStudentMethod, distillation_kl
-from lightning_unlearn.models.classifier import LRScheduler, OptimizerCallable
+from lightning_unlearn.models.classifier import OptimizerCallable
+from lightning_unlearn.models.network import check_logits, reinitialise
 from lightning_unlearn.registry import register
+from lightning_unlearn.validation import check_float, check_fraction, check_int
 
 
 def bad_teacher_loss(
@@ -115,7 +115,6 @@ class BadTeacher(TeacherStudentMethod):
     def __init__(
         self,
         model: nn.Module,
-        weights: Optional[str] = None,
         incompetent: Optional[nn.Module] = None,
         incompetent_seed: int = 0,
         temperature: float = 1.0,
@@ -123,13 +122,13 @@ class BadTeacher(TeacherStudentMethod):
         lr: float = 1e-4,
         weight_decay: float = 0.0,
         optimizer: Optional[OptimizerCallable] = None,
-        lr_scheduler: Optional[LRScheduler] = None,
-        inplace: bool = False,
+        **kwargs: Any,
     ) -> None:
-        if temperature <= 0:
-            raise ValueError(f"`temperature` must be > 0, got {temperature}: e.g. temperature=1.0.")
-        if not 0.0 < retain_fraction <= 1.0:
-            raise ValueError(f"`retain_fraction` must be in (0, 1], got {retain_fraction}: e.g. 0.3 (30 % of D_r).")
+        temperature = check_float(temperature, "temperature", minimum=0.0, open_minimum=True, hint="e.g. temperature=1.0")
+        retain_fraction = check_fraction(retain_fraction, "retain_fraction", hint="e.g. 0.3 (30 % of D_r)")
+        incompetent_seed = check_int(incompetent_seed, "incompetent_seed")
+        if "epoch_split" in kwargs:
+            raise ValueError("BadTeacher's epoch is one pass over D_f (with its share of D_r): drop `epoch_split`.")
         if incompetent is not None and not isinstance(incompetent, nn.Module):
             raise ValueError(
                 f"`incompetent` must be an nn.Module returning logits (or None for a re-initialised copy of"
@@ -138,7 +137,9 @@ class BadTeacher(TeacherStudentMethod):
         # The base records every __init__ argument as a hyper-parameter: keep the network out of them.
         given_incompetent, incompetent = incompetent, None
         adam = functools.partial(torch.optim.Adam, lr=lr, weight_decay=weight_decay)
-        super().__init__(model, weights, lr, 0.0, weight_decay, optimizer or adam, lr_scheduler, None, inplace)
+        super().__init__(
+            model, lr=lr, momentum=0.0, weight_decay=weight_decay, optimizer=optimizer or adam, epoch_split="forget", **kwargs
+        )
         self.save_hyperparameters(ignore=["model", "incompetent", "optimizer", "lr_scheduler", "momentum"])
         self.temperature, self.retain_fraction = temperature, retain_fraction
         self.add_teacher("competent", self.model)

@@ -14,6 +14,7 @@ from lightning_unlearn.data.datamodule import LONGEST
 from lightning_unlearn.models.classifier import ClassifierModule, LRScheduler, OptimizerCallable
 from lightning_unlearn.models.network import check_logits
 from lightning_unlearn.models.weights import load_weights
+from lightning_unlearn.validation import check_bool, check_choice, check_optional_path
 
 Batch = dict[str, tuple[Tensor, Tensor]]
 
@@ -31,6 +32,9 @@ class UnlearningMethod(ClassifierModule):
     ``"retain"``), the split that defines an epoch in ``default_epoch_split``, and implements
     :meth:`unlearning_loss` on a batch ``{"forget": (x, y), "retain": (x, y)}``.
     :class:`~lightning_unlearn.data.UnlearningDataModule` serves exactly those batches.
+    Its ``__init__`` declares only its own arguments (and shared ones whose default differs,
+    e.g. ``lr``) and forwards the rest by keyword, ``super().__init__(model, lr=lr, **kwargs)``:
+    LightningCLI follows the ``**kwargs``, so ``--help`` and ``--print_config`` list every argument.
 
     Args:
         model: the trained classifier to unlearn.
@@ -41,7 +45,8 @@ class UnlearningMethod(ClassifierModule):
         weight_decay: SGD weight decay.
         optimizer: an optimiser factory ``params -> Optimizer`` (LightningCLI ``OptimizerCallable``).
         lr_scheduler: an LR-scheduler factory ``optimizer -> scheduler``.
-        epoch_split: the split one epoch passes over (default: the method's recipe).
+        epoch_split: the split one epoch passes over (default: the method's recipe), or
+            ``"longest"``: the split with more batches per pass.
         inplace: unlearn the given model object itself instead of a copy.
     """
 
@@ -62,15 +67,18 @@ class UnlearningMethod(ClassifierModule):
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"`model` must be a torch.nn.Module returning logits, got {type(model).__name__}.")
+        weights = check_optional_path(weights, "weights", "the path of a state_dict or Lightning checkpoint")
+        inplace = check_bool(inplace, "inplace")
+        epoch_split = check_choice(
+            epoch_split or self.default_epoch_split, "epoch_split", (*self.unlearning_inputs, LONGEST),
+            f"the splits {type(self).__name__} trains on, or 'longest'",
+        )
         if weights is not None:
             load_weights(model, weights)
-        epoch_split = epoch_split or self.default_epoch_split
-        if epoch_split not in (*self.unlearning_inputs, LONGEST):
-            raise ValueError(
-                f"`epoch_split` must be one of {type(self).__name__}'s inputs {self.unlearning_inputs} or {LONGEST!r},"
-                f" got {epoch_split!r}."
-            )
-        super().__init__(model if inplace else copy.deepcopy(model), lr, momentum, weight_decay, optimizer, lr_scheduler)
+        super().__init__(
+            model if inplace else copy.deepcopy(model), lr=lr, momentum=momentum, weight_decay=weight_decay,
+            optimizer=optimizer, lr_scheduler=lr_scheduler,
+        )
         self.epoch_split = epoch_split
         # The untouched original, kept out of the module tree (not trained, not checkpointed).
         object.__setattr__(self, "original_model", None if inplace else model)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import math
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +12,7 @@ from lightning_unlearn.data.access import unlearning_data
 from lightning_unlearn.functional.per_sample import check_chunk_size, per_sample_gradients
 from lightning_unlearn.methods.one_shot import OneShotEdit, PassCounts, Statistics
 from lightning_unlearn.registry import register
+from lightning_unlearn.validation import check_bool, check_float, check_int
 
 
 @register(
@@ -69,18 +69,18 @@ class FisherForgetting(OneShotEdit):
     def __init__(
         self,
         model: nn.Module,
-        weights: Optional[str] = None,
         alpha: float = 1e-6,
         head_reset: bool = True,
         seed: int = 0,
         chunk_size: Optional[int] = None,
-        inplace: bool = False,
+        **kwargs: Any,
     ) -> None:
-        if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
-            raise ValueError(f"`alpha` must be a positive finite number, got {alpha!r}: the reference uses 1e-6.")
+        alpha = check_float(alpha, "alpha", minimum=0.0, open_minimum=True, hint="the reference uses 1e-6")
+        head_reset = check_bool(head_reset, "head_reset")
+        seed = check_int(seed, "seed")
         check_chunk_size(chunk_size)
-        super().__init__(model, weights, inplace)
-        self.alpha, self.head_reset, self.seed, self.chunk_size = float(alpha), head_reset, seed, chunk_size
+        super().__init__(model, **kwargs)
+        self.alpha, self.head_reset, self.seed, self.chunk_size = alpha, head_reset, seed, chunk_size
         self._forget_classes: list[int] = []
 
     def setup(self, stage: str) -> None:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Optional
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
 from lightning_unlearn.methods.base import Batch, UnlearningMethod
-from lightning_unlearn.models.classifier import LRScheduler, OptimizerCallable
 from lightning_unlearn.registry import register
 
 
@@ -30,18 +29,8 @@ class GradientAscent(UnlearningMethod):
     unlearning_inputs: ClassVar[tuple[str, ...]] = ("forget",)
     default_epoch_split: ClassVar[str] = "forget"
 
-    def __init__(
-        self,
-        model: nn.Module,
-        weights: Optional[str] = None,
-        lr: float = 1e-3,
-        momentum: float = 0.9,
-        weight_decay: float = 0.0,
-        optimizer: Optional[OptimizerCallable] = None,
-        lr_scheduler: Optional[LRScheduler] = None,
-        inplace: bool = False,
-    ) -> None:
-        super().__init__(model, weights, lr, momentum, weight_decay, optimizer, lr_scheduler, inplace=inplace)
+    def __init__(self, model: nn.Module, lr: float = 1e-3, weight_decay: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(model, lr=lr, weight_decay=weight_decay, **kwargs)
 
     def unlearning_loss(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         x, y = batch["forget"]

@@ -11,8 +11,8 @@ from torch import Tensor, nn
 from lightning_unlearn.methods.base import Batch, UnlearningMethod
 from lightning_unlearn.functional.labels import random_labels
 from lightning_unlearn.models.network import buffers_restored
-from lightning_unlearn.models.classifier import LRScheduler, OptimizerCallable
 from lightning_unlearn.registry import register
+from lightning_unlearn.validation import check_bool, check_choice, check_float, check_int
 
 Mode = Literal["eu", "eu_fast"]
 LOG_EPS = 1e-8  # the reference's offset inside log(L + 1e-8)
@@ -148,7 +148,6 @@ class ImplicitGradientSurgery(UnlearningMethod):
     def __init__(
         self,
         model: nn.Module,
-        weights: Optional[str] = None,
         mode: Mode = "eu",
         error: float = 0.01,
         w_lr: float = 1.0,
@@ -157,27 +156,19 @@ class ImplicitGradientSurgery(UnlearningMethod):
         exclude_true_label: bool = True,
         seed: int = 0,
         lr: float = 3e-3,
-        momentum: float = 0.9,
-        weight_decay: float = 5e-4,
-        optimizer: Optional[OptimizerCallable] = None,
-        lr_scheduler: Optional[LRScheduler] = None,
-        epoch_split: Optional[str] = None,
-        inplace: bool = False,
+        **kwargs: Any,
     ) -> None:
-        if mode not in ("eu", "eu_fast"):
-            raise ValueError(f"`mode` must be 'eu' (post-step measurement) or 'eu_fast' (next batch's retain loss), got {mode!r}.")
-        if not w_lr > 0:
-            raise ValueError(f"`w_lr` (learning rate of the retain weight) must be > 0, got {w_lr!r}: the reference uses 1.0.")
+        mode = check_choice(mode, "mode", ("eu", "eu_fast"), "'eu' (post-step measurement) or 'eu_fast' (next batch's retain loss)")
+        w_lr = check_float(w_lr, "w_lr", minimum=0.0, open_minimum=True, hint="the learning rate of the retain weight; the reference uses 1.0")
         if weight_init is None:
             weight_init = 0.0 if mode == "eu" else 1.0
-        if not weight_init >= 0:
-            raise ValueError(f"`weight_init` must be >= 0 (the retain weight is clamped at 0), got {weight_init!r}.")
-        if not w_weight_decay >= 0:
-            raise ValueError(f"`w_weight_decay` must be >= 0, got {w_weight_decay!r}: the reference uses 0.01.")
-        if not isinstance(error, (int, float)) or isinstance(error, bool) or not abs(error) < float("inf"):
-            raise ValueError(f"`error` must be a finite number (required per-step retain log-loss decrease), got {error!r}.")
-        super().__init__(model, weights, lr, momentum, weight_decay, optimizer, lr_scheduler, epoch_split, inplace)
-        self.mode, self.error, self.exclude_true_label, self.seed = mode, float(error), exclude_true_label, seed
+        weight_init = check_float(weight_init, "weight_init", minimum=0.0, hint="the retain weight is clamped at 0")
+        w_weight_decay = check_float(w_weight_decay, "w_weight_decay", minimum=0.0, hint="the reference uses 0.01")
+        error = check_float(error, "error", hint="the required per-step retain log-loss decrease, e.g. 0.01")
+        exclude_true_label = check_bool(exclude_true_label, "exclude_true_label")
+        seed = check_int(seed, "seed")
+        super().__init__(model, lr=lr, **kwargs)
+        self.mode, self.error, self.exclude_true_label, self.seed = mode, error, exclude_true_label, seed
         self.retain_weight = RetainWeight(weight_init, w_lr, w_weight_decay)
         # eu_fast: log L_r(theta_t) of the last batch before the latest optimiser step (checkpointed).
         self.register_buffer("pending_log_retain", torch.tensor(float("nan")))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from lightning_unlearn.functional.per_sample import check_chunk_size, per_sample_gradients
 from lightning_unlearn.methods.one_shot import OneShotEdit, PassCounts, Statistics
 from lightning_unlearn.registry import register
+from lightning_unlearn.validation import check_float, check_int
 
 
 @register(
@@ -72,21 +73,18 @@ class InfluenceUnlearning(OneShotEdit):
     def __init__(
         self,
         model: nn.Module,
-        weights: Optional[str] = None,
         alpha: float = 1.0,
         num_samples: int = 1000,
         dampening: float = 1.0,
         chunk_size: Optional[int] = None,
-        inplace: bool = False,
+        **kwargs: Any,
     ) -> None:
-        for name, value in (("alpha", alpha), ("dampening", dampening)):
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"`{name}` must be a positive finite number, got {value!r}: e.g. 1.0.")
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"`num_samples` must be a positive integer, got {num_samples!r}: OPTML uses 1000.")
+        alpha = check_float(alpha, "alpha", minimum=0.0, open_minimum=True, hint="e.g. 1.0")
+        dampening = check_float(dampening, "dampening", minimum=0.0, open_minimum=True, hint="e.g. 1.0")
+        num_samples = check_int(num_samples, "num_samples", minimum=1, hint="OPTML uses 1000")
         check_chunk_size(chunk_size)
-        super().__init__(model, weights, inplace)
-        self.alpha, self.num_samples, self.dampening = float(alpha), num_samples, float(dampening)
+        super().__init__(model, **kwargs)
+        self.alpha, self.num_samples, self.dampening = alpha, num_samples, dampening
         self.chunk_size = chunk_size
 
     def init_statistics(self) -> Statistics:

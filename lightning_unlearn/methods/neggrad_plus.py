@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Optional
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
 from lightning_unlearn.methods.base import Batch, UnlearningMethod
-from lightning_unlearn.models.classifier import LRScheduler, OptimizerCallable
 from lightning_unlearn.registry import register
+from lightning_unlearn.validation import check_fraction
 
 
 @register(
@@ -32,22 +32,9 @@ class NegGradPlus(UnlearningMethod):
     unlearning_inputs: ClassVar[tuple[str, ...]] = ("forget", "retain")
     default_epoch_split: ClassVar[str] = "retain"
 
-    def __init__(
-        self,
-        model: nn.Module,
-        weights: Optional[str] = None,
-        beta: float = 0.95,
-        lr: float = 0.01,
-        momentum: float = 0.9,
-        weight_decay: float = 0.0,
-        optimizer: Optional[OptimizerCallable] = None,
-        lr_scheduler: Optional[LRScheduler] = None,
-        epoch_split: Optional[str] = None,
-        inplace: bool = False,
-    ) -> None:
-        if not 0.0 <= beta <= 1.0:
-            raise ValueError(f"`beta` must be in [0, 1], got {beta}: e.g. beta=0.95 (mostly retain).")
-        super().__init__(model, weights, lr, momentum, weight_decay, optimizer, lr_scheduler, epoch_split, inplace)
+    def __init__(self, model: nn.Module, beta: float = 0.95, weight_decay: float = 0.0, **kwargs: Any) -> None:
+        beta = check_fraction(beta, "beta", allow_zero=True, hint="e.g. beta=0.95 (mostly retain)")
+        super().__init__(model, weight_decay=weight_decay, **kwargs)
         self.beta = beta
 
     def unlearning_loss(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:

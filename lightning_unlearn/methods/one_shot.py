@@ -82,7 +82,7 @@ class OneShotEdit(UnlearningMethod):
     state_key: ClassVar[str] = "one_shot_edit"
 
     def __init__(self, model: nn.Module, weights: Optional[str] = None, inplace: bool = False) -> None:
-        super().__init__(model, weights, inplace=inplace)
+        super().__init__(model, weights=weights, inplace=inplace)
         self.edited = False
         self.statistics: Optional[Statistics] = None
         self._seen = dict.fromkeys(self.unlearning_inputs, 0)  # samples accumulated on this rank

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Optional
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from lightning_unlearn.functional.labels import random_labels
 from lightning_unlearn.methods.base import Batch, UnlearningMethod
-from lightning_unlearn.models.classifier import LRScheduler, OptimizerCallable
 from lightning_unlearn.registry import register
+from lightning_unlearn.validation import check_bool, check_float, check_int
 
 
 @register(
@@ -47,21 +47,16 @@ class RandomLabel(UnlearningMethod):
     def __init__(
         self,
         model: nn.Module,
-        weights: Optional[str] = None,
         alpha: float = 1.0,
         exclude_true_label: bool = True,
         seed: int = 0,
         lr: float = 0.013,
-        momentum: float = 0.9,
-        weight_decay: float = 5e-4,
-        optimizer: Optional[OptimizerCallable] = None,
-        lr_scheduler: Optional[LRScheduler] = None,
-        epoch_split: Optional[str] = None,
-        inplace: bool = False,
+        **kwargs: Any,
     ) -> None:
-        if alpha < 0:
-            raise ValueError(f"`alpha` must be >= 0, got {alpha}.")
-        super().__init__(model, weights, lr, momentum, weight_decay, optimizer, lr_scheduler, epoch_split, inplace)
+        alpha = check_float(alpha, "alpha", minimum=0.0, hint="the weight of the retain cross-entropy, e.g. 1.0")
+        exclude_true_label = check_bool(exclude_true_label, "exclude_true_label")
+        seed = check_int(seed, "seed")
+        super().__init__(model, lr=lr, **kwargs)
         self.alpha, self.exclude_true_label, self.seed = alpha, exclude_true_label, seed
 
     def unlearning_loss(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:

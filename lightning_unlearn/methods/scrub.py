@@ -10,8 +10,8 @@ from torch import Tensor, nn
 
 from lightning_unlearn.methods.base import Batch
 from lightning_unlearn.methods.teachers import TeacherStudentMethod, distillation_kl
-from lightning_unlearn.models.classifier import LRScheduler, OptimizerCallable
 from lightning_unlearn.registry import register
+from lightning_unlearn.validation import check_float, check_int
 
 
 def scrub_distance(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
@@ -86,28 +86,21 @@ class SCRUB(TeacherStudentMethod):
     def __init__(
         self,
         model: nn.Module,
-        weights: Optional[str] = None,
         alpha: float = 0.001,
         gamma: float = 0.99,
         temperature: float = 4.0,
         msteps: int = 2,
         lr: float = 5e-4,
-        momentum: float = 0.9,
-        weight_decay: float = 5e-4,
-        optimizer: Optional[OptimizerCallable] = None,
-        lr_scheduler: Optional[LRScheduler] = None,
-        inplace: bool = False,
+        **kwargs: Any,
     ) -> None:
-        if alpha < 0:
-            raise ValueError(f"`alpha` must be >= 0 (weight of the retain distillation term), got {alpha}.")
-        if gamma < 0:
-            raise ValueError(f"`gamma` must be >= 0 (weight of the retain cross-entropy), got {gamma}.")
-        if temperature <= 0:
-            raise ValueError(f"`temperature` must be > 0, got {temperature}: e.g. temperature=4.0.")
-        if int(msteps) != msteps or msteps < 0:
-            raise ValueError(f"`msteps` must be an integer >= 0 (epochs with max-steps), got {msteps}.")
-        super().__init__(model, weights, lr, momentum, weight_decay, optimizer, lr_scheduler, None, inplace)
-        self.alpha, self.gamma, self.temperature, self.msteps = alpha, gamma, temperature, int(msteps)
+        alpha = check_float(alpha, "alpha", minimum=0.0, hint="the weight of the retain distillation term, e.g. 0.001")
+        gamma = check_float(gamma, "gamma", minimum=0.0, hint="the weight of the retain cross-entropy, e.g. 0.99")
+        temperature = check_float(temperature, "temperature", minimum=0.0, open_minimum=True, hint="e.g. temperature=4.0")
+        msteps = check_int(msteps, "msteps", minimum=0, hint="the number of leading epochs with max-steps, e.g. 2")
+        if "epoch_split" in kwargs:
+            raise ValueError("SCRUB's epoch is one pass over D_r (its max-steps pass D_f within it): drop `epoch_split`.")
+        super().__init__(model, lr=lr, epoch_split="retain", **kwargs)
+        self.alpha, self.gamma, self.temperature, self.msteps = alpha, gamma, temperature, msteps
         self.automatic_optimization = False
         self.add_teacher("teacher", self.model)
         self.phase: Optional[Literal["max", "min"]] = None

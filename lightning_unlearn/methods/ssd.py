@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import math
-from typing import Optional, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -11,6 +10,7 @@ from torch import Tensor, nn
 
 from lightning_unlearn.methods.one_shot import OneShotEdit, PassCounts, Statistics
 from lightning_unlearn.registry import register
+from lightning_unlearn.validation import check_float
 
 
 @register(
@@ -71,21 +71,11 @@ class SSD(OneShotEdit):
         trainer.fit(SSD(net, alpha=5.0, lam=1.0), datamodule=dm)
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        weights: Optional[str] = None,
-        alpha: float = 5.0,
-        lam: float = 1.0,
-        inplace: bool = False,
-    ) -> None:
-        for name, value, hint in (("alpha", alpha, "10 (ResNet-18) or 5 (ViT)"), ("lam", lam, "1")):
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(
-                    f"`{name}` must be a positive finite number, got {value!r}: the reference uses {hint}."
-                )
-        super().__init__(model, weights, inplace)
-        self.alpha, self.lam = float(alpha), float(lam)
+    def __init__(self, model: nn.Module, alpha: float = 5.0, lam: float = 1.0, **kwargs: Any) -> None:
+        alpha = check_float(alpha, "alpha", minimum=0.0, open_minimum=True, hint="the reference uses 10 (ResNet-18) or 5 (ViT)")
+        lam = check_float(lam, "lam", minimum=0.0, open_minimum=True, hint="the reference uses 1")
+        super().__init__(model, **kwargs)
+        self.alpha, self.lam = alpha, lam
 
     def setup(self, stage: str) -> None:
         super().setup(stage)

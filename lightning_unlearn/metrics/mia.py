@@ -15,7 +15,7 @@ from lightning_unlearn.metrics.functional.mia import (
     _mia_efficacy_update,
     true_class_confidence,
 )
-from lightning_unlearn.metrics.functional.svc import GammaType
+from lightning_unlearn.metrics._svc import GammaType
 
 Split = Literal["retain", "test", "forget"]
 _SPLITS = ("retain", "test", "forget")

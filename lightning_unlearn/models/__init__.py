@@ -1,8 +1,20 @@
-"""Reference networks and the LightningModule that trains the original model."""
+"""Reference networks, the LightningModule that trains the original model, and network utilities."""
 
 from lightning_unlearn.models.classifier import ClassifierModule, ImageClassifier
 from lightning_unlearn.models.cnn import SmallCNN
+from lightning_unlearn.models.network import buffers_restored, check_logits, eval_mode, network_of, reinitialise
 from lightning_unlearn.models.resnet import ResNet18
 from lightning_unlearn.models.weights import load_weights
 
-__all__ = ["ClassifierModule", "ImageClassifier", "ResNet18", "SmallCNN", "load_weights"]
+__all__ = [
+    "ClassifierModule",
+    "ImageClassifier",
+    "ResNet18",
+    "SmallCNN",
+    "buffers_restored",
+    "check_logits",
+    "eval_mode",
+    "load_weights",
+    "network_of",
+    "reinitialise",
+]

@@ -11,6 +11,8 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler as LRSchedulerBase
 
+from lightning_unlearn.validation import check_float
+
 # Same shapes as lightning.pytorch.cli.OptimizerCallable / LRSchedulerCallable, defined here so
 # the core does not import the CLI stack (jsonargparse); LightningCLI recognises them alike.
 OptimizerCallable = Callable[[Iterable], Optimizer]
@@ -46,9 +48,12 @@ class ClassifierModule(L.LightningModule):
             raise ValueError(f"`lr_scheduler` must be a factory optimizer -> scheduler or 'cosine', got {lr_scheduler!r}.")
         if not isinstance(model, nn.Module):
             raise ValueError(f"`model` must be a torch.nn.Module returning logits, got {type(model).__name__}.")
-        for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
-            if value < 0:
-                raise ValueError(f"`{name}` must be >= 0, got {value}.")
+        lr = check_float(lr, "lr", minimum=0.0, hint="a learning rate such as 0.01")
+        momentum = check_float(momentum, "momentum", minimum=0.0, hint="e.g. 0.9 (0 for plain SGD)")
+        weight_decay = check_float(weight_decay, "weight_decay", minimum=0.0, hint="e.g. 5e-4 (0 for none)")
+        for name, factory in (("optimizer", optimizer), ("lr_scheduler", lr_scheduler)):
+            if factory is not None and not isinstance(factory, str) and not callable(factory):
+                raise ValueError(f"`{name}` must be None or a factory (a callable), got {type(factory).__name__}.")
         self.model = model
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
         self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler

@@ -4,7 +4,7 @@ passes without side effects (eval mode, buffers restored)."""
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Optional
 
 import torch
 from torch import Tensor, nn
@@ -81,3 +81,20 @@ def buffers_restored(module: nn.Module) -> Iterator[None]:
         if buffers:
             with torch.no_grad():
                 torch._foreach_copy_(buffers, saved)
+
+
+def reinitialise(model: nn.Module, seed: Optional[int] = None) -> nn.Module:
+    """Resets every submodule that has ``reset_parameters`` (conv, linear, norm layers), in place."""
+    state = torch.random.get_rng_state()
+    if seed is not None:
+        torch.manual_seed(seed)
+    try:
+        for module in model.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+            if hasattr(module, "reset_running_stats"):
+                module.reset_running_stats()
+    finally:
+        if seed is not None:
+            torch.random.set_rng_state(state)
+    return model

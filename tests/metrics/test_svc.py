@@ -14,7 +14,8 @@ import pytest
 import torch
 from sklearn.svm import SVC
 
-from lightning_unlearn.metrics.functional import fit_rbf_svc, mia_efficacy
+from lightning_unlearn.metrics._svc import fit_rbf_svc
+from lightning_unlearn.metrics.functional import mia_efficacy
 
 
 @pytest.fixture(autouse=True)

@@ -3,20 +3,21 @@
 from lightning_unlearn.metrics.functional.accuracy import accuracy, unlearning_accuracy
 from lightning_unlearn.metrics.functional.gap import avg_gap, metric_gaps
 from lightning_unlearn.metrics.functional.mia import mia_efficacy, true_class_confidence
-from lightning_unlearn.metrics.functional.svc import RBFSVC, fit_rbf_svc
-from lightning_unlearn.metrics.functional.zrf import jensen_shannon, zrf_score
 from lightning_unlearn.metrics.functional.topology import load_masks, mask_iou, masks_of, sparsity, topology_gap
+from lightning_unlearn.metrics.functional.zrf import jensen_shannon, zrf_score
 
 __all__ = [
-    "RBFSVC",
     "accuracy",
     "avg_gap",
-    "fit_rbf_svc",
+    "jensen_shannon",
+    "load_masks",
+    "mask_iou",
+    "masks_of",
     "metric_gaps",
     "mia_efficacy",
+    "sparsity",
+    "topology_gap",
     "true_class_confidence",
     "unlearning_accuracy",
-    "jensen_shannon",
     "zrf_score",
 ]
-__all__ += ["load_masks", "mask_iou", "masks_of", "sparsity", "topology_gap"]

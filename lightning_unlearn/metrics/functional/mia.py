@@ -20,7 +20,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from lightning_unlearn.metrics.functional.svc import GammaType, _as_2d, _check_svc_args, fit_rbf_svc
+from lightning_unlearn.metrics._svc import GammaType, _as_2d, _check_svc_args, fit_rbf_svc
 
 Backend = Literal["torch", "sklearn"]
 _BACKENDS = ("torch", "sklearn")
