@@ -15,6 +15,7 @@ Importing this package needs torch and lightning alone (jsonargparse and omegaco
 when a config is parsed).
 """
 
+from lightning_unlearn.benchmark.compare import run_compare
 from lightning_unlearn.benchmark.config import (
     REFERENCE, MethodSpec, OriginalSpec, build_parser, check_methods, load_config, parse_config,
 )
@@ -22,7 +23,6 @@ from lightning_unlearn.benchmark.runner import (
     RowRun, build_callbacks, build_method, quiet_fit_warnings, row_trainer, run_row, train_original, trainer_options,
 )
 from lightning_unlearn.benchmark.table import format_table, gaps, percent, table_row
-from lightning_unlearn.benchmark.compare import run_compare
 
 __all__ = [
     "REFERENCE",
