@@ -22,7 +22,8 @@ from typing import Any, Optional
 import yaml
 
 from benchmarks.common import emit, mean_std
-from lightning_unlearn.compare import COLUMNS, run_compare
+from lightning_unlearn.benchmark import run_compare
+from lightning_unlearn.metrics.keys import GAP_METRICS
 
 SCENARIOS = {
     "random10": {"ratio": 0.1, "seed": 0},
@@ -78,12 +79,12 @@ def run(config: dict[str, Any], scenarios: list[str], seeds: list[int], tuned: O
             runs.append({"scenario": scenario, "seed": seed, "result": result})
             retrain_time = result["rows"][0]["runtime_s"]  # compare runs the Retrain reference first
             for row in result["rows"]:
-                for key in [key for _, key in COLUMNS] + ["avg_gap", "runtime_s"]:
+                for key in [*GAP_METRICS, "avg_gap", "runtime_s"]:
                     cells[row["name"]][key].append(row[key])
                 cells[row["name"]]["time_vs_retrain"].append(100.0 * row["runtime_s"] / retrain_time)
         per_scenario[scenario] = cells
-    header = ("| scenario | method | UA | RA | TA | MIA-Efficacy | Avg. Gap | RTE (s) | RTE (% of Retrain) |\n"
-              "|---|---|---|---|---|---|---|---|---|\n")
+    titles = ["scenario", "method", *GAP_METRICS.values(), "Avg. Gap", "RTE (s)", "RTE (% of Retrain)"]
+    header = "| " + " | ".join(titles) + " |\n|" + "---|" * len(titles) + "\n"
     lines = []
     summary = {}
     for scenario, cells in per_scenario.items():
@@ -91,7 +92,7 @@ def run(config: dict[str, Any], scenarios: list[str], seeds: list[int], tuned: O
         for name, values in cells.items():
             summary[scenario][name] = {k: {"mean": statistics.mean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0}
                                        for k, v in values.items()}
-            cols = [mean_std(values[key]) for key in [key for _, key in COLUMNS] + ["avg_gap", "runtime_s", "time_vs_retrain"]]
+            cols = [mean_std(values[key]) for key in [*GAP_METRICS, "avg_gap", "runtime_s", "time_vs_retrain"]]
             lines.append(f"| {scenario} | {name} | " + " | ".join(cols) + " |")
     return {"seeds": seeds, "summary": summary, "runs": runs}, header + "\n".join(lines)
 

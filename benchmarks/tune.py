@@ -36,13 +36,12 @@ import yaml
 from benchmarks.common import emit
 from benchmarks.quality import SCENARIOS, scenario_config, select_rows
 from lightning_unlearn import registry
-from lightning_unlearn.callbacks import UnlearningEvaluation
-from lightning_unlearn.compare import (
-    COLUMNS, REFERENCE, MethodSpec, build_callbacks, build_method, load_config, quiet_fit_warnings, row_trainer,
-    train_original, trainer_options,
+from lightning_unlearn.benchmark import (
+    REFERENCE, MethodSpec, load_config, percent, quiet_fit_warnings, run_row, train_original, trainer_options,
 )
 from lightning_unlearn.metrics.evaluation import evaluate
 from lightning_unlearn.metrics.functional import avg_gap
+from lightning_unlearn.metrics.keys import GAP_METRICS
 
 VALIDATION_SEED = 1000
 VALIDATION_CLASS = 2
@@ -71,7 +70,7 @@ class EpochScores(L.Callback):
     def _record(self, trainer, pl_module) -> None:
         self._spent += time.perf_counter() - self._tic
         metrics = evaluate(pl_module.model, trainer.datamodule, mia_backend=self.mia_backend)
-        self.scores.append({"epochs": len(self.scores) + 1, "runtime_s": self._spent, **percent(metrics)})
+        self.scores.append({"epochs": len(self.scores) + 1, "runtime_s": self._spent, **percent(metrics, GAP_METRICS)})
         self._tic = time.perf_counter()
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
@@ -80,10 +79,6 @@ class EpochScores(L.Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         self._record(trainer, pl_module)
-
-
-def percent(metrics: dict[str, float]) -> dict[str, float]:
-    return {key: round(100.0 * float(metrics[key]), 2) for _, key in COLUMNS}
 
 
 def candidates(spec: MethodSpec) -> Iterator[tuple[MethodSpec, bool]]:
@@ -117,22 +112,19 @@ def tune(config: dict[str, Any], scenario: str) -> tuple[dict, str]:
     datamodule, seed = cfg.data, VALIDATION_SEED
     reference_name = next(name for name, s in specs.items() if s.method == REFERENCE)
     trials, rejected, chosen = [], [], {}
+    options = trainer_options(cfg)
     with quiet_fit_warnings():
-        original, _ = train_original(cfg.model, datamodule, original_spec, seed, **trainer_options(cfg))
-        retrain = build_method(specs[reference_name], original, seed)
-        timer = UnlearningEvaluation(mia_backend=cfg.mia_backend)
-        row_trainer(specs[reference_name].max_epochs, [timer], **trainer_options(cfg)).fit(retrain, datamodule=datamodule)
-        reference = percent(timer.results["after"])
-        retrain_time = timer.results["runtime_s"]
+        original, _ = train_original(cfg.model, datamodule, original_spec, seed, **options)
+        retrain = run_row(specs[reference_name], original, datamodule, seed, mia_backend=cfg.mia_backend, **options)
+        reference = percent(retrain.after, GAP_METRICS)
+        retrain_time = retrain.runtime_s
         for name, spec in specs.items():
             if spec.method == REFERENCE:
                 continue
             for candidate, per_epoch in candidates(spec):
                 scores = EpochScores(cfg.mia_backend)
-                method = build_method(candidate, original, seed)
-                callbacks = [*build_callbacks(candidate), scores]
-                try:
-                    row_trainer(candidate.max_epochs, callbacks, **trainer_options(cfg)).fit(method, datamodule=datamodule)
+                try:  # EpochScores scores the fit; an UnlearningEvaluation's before/after passes would only add time
+                    run_row(candidate, original, datamodule, seed, evaluation=False, callbacks=[scores], **options)
                 except ValueError as error:  # a setting this request rules out (e.g. SSD's alpha), before any step
                     rejected.append({"row": name, "init_args": candidate.init_args, "callbacks": candidate.callbacks,
                                      "error": str(error)})
@@ -150,13 +142,14 @@ def tune(config: dict[str, Any], scenario: str) -> tuple[dict, str]:
                           f" {trials[-1]['max_epochs']}: Avg. Gap {trials[-1]['avg_gap']:.2f}", file=sys.stderr, flush=True)
             best = min((t for t in trials if t["row"] == name), key=lambda t: (round(t["avg_gap"], 2), t["runtime_s"]))
             chosen[name] = best
-    table = "| row | chosen | epochs | UA | RA | TA | MIA-Efficacy | Avg. Gap | RTE (s) | tried |\n|---|---|---|---|---|---|---|---|---|---|\n"
+    header = ["row", "chosen", "epochs", *GAP_METRICS.values(), "Avg. Gap", "RTE (s)", "tried"]
+    table = "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n"
     table += f"| {reference_name} | (reference) | {specs[reference_name].max_epochs} | " + " | ".join(
-        f"{reference[key]:.2f}" for _, key in COLUMNS) + f" | 0.00 | {retrain_time:.2f} | 1 |\n"
+        f"{reference[key]:.2f}" for key in GAP_METRICS) + f" | 0.00 | {retrain_time:.2f} | 1 |\n"
     for name, best in chosen.items():
         knobs = ", ".join(f"{k}={v}" for k, v in best["init_args"].items())
         knobs += "".join(f"; {c['callback']}: " + ", ".join(f"{k}={v}" for k, v in c["init_args"].items()) for c in best["callbacks"])
-        table += f"| {name} | {knobs} | {best['max_epochs']} | " + " | ".join(f"{best[key]:.2f}" for _, key in COLUMNS)
+        table += f"| {name} | {knobs} | {best['max_epochs']} | " + " | ".join(f"{best[key]:.2f}" for key in GAP_METRICS)
         table += f" | {best['avg_gap']:.2f} | {best['runtime_s']:.2f} | {sum(t['row'] == name for t in trials)} |\n"
     rows = {name: {"method": b["method"], "max_epochs": b["max_epochs"], "init_args": b["init_args"],
                    **({"callbacks": b["callbacks"]} if b["callbacks"] else {})} for name, b in chosen.items()}

@@ -8,7 +8,7 @@ logger is chosen by class name (``--trainer.logger=WandbLogger``).
 
 ``lightning-unlearn compare --config configs/quickstart.yaml --output results.json`` trains the
 original, unlearns it with several methods, retrains, and prints the comparison table (see
-:mod:`lightning_unlearn.compare`).
+:mod:`lightning_unlearn.benchmark.compare`).
 
 jsonargparse, omegaconf and wandb are imported only when the command runs, so importing the
 package needs torch, lightning and torchmetrics alone.
@@ -71,18 +71,18 @@ def cli_main(args: Optional[Sequence[str]] = None, run: bool = True) -> Any:
 def main(args: Optional[Sequence[str]] = None) -> None:
     """Entry point of the ``lightning-unlearn`` console script.
 
-    ``compare`` goes to :func:`lightning_unlearn.compare.main`; every other subcommand
+    ``compare`` goes to :func:`lightning_unlearn.benchmark.compare.main`; every other subcommand
     (``fit``, ``validate``, ``test``, ``predict``) to :func:`cli_main`.
 
     Args:
         args: the command line without the program name (default: ``sys.argv[1:]``).
 
     Returns ``None`` (the console script's exit status 0); use :func:`cli_main` for the
-    LightningCLI object and :func:`lightning_unlearn.compare.run_compare` for the results.
+    LightningCLI object and :func:`lightning_unlearn.benchmark.run_compare` for the results.
     """
     argv = list(sys.argv[1:] if args is None else args)
     if argv and argv[0] == "compare":
-        from lightning_unlearn.compare import main as compare_main
+        from lightning_unlearn.benchmark.compare import main as compare_main
 
         compare_main(argv[1:])
         return

@@ -95,15 +95,16 @@ def test_tune_smoke_chooses_on_the_validation_request(tmp_path, monkeypatch):
     assert merged["methods"]["ga"] == result["chosen"]["ga"] and merged["methods"]["retrain"] == config["methods"]["retrain"]
     assert merged["data"]["init_args"]["forget"] == {"classes": [0]}  # reported on class 0, tuned on another
     # an epoch count read from the longer fit equals a fit of exactly that length
-    from lightning_unlearn.compare import MethodSpec, build_method, load_config, row_trainer, train_original
+    from lightning_unlearn.benchmark import MethodSpec, load_config, percent, run_row, train_original
     from lightning_unlearn.metrics.evaluation import evaluate
+    from lightning_unlearn.metrics.keys import GAP_METRICS
 
     cfg, specs, original_spec = load_config(quality.scenario_config(config, "classwise", tune.VALIDATION_SEED,
                                                                     validation_class=tune.VALIDATION_CLASS))
     original, _ = train_original(cfg.model, cfg.data, original_spec, tune.VALIDATION_SEED, accelerator="cpu")
-    method = build_method(MethodSpec("gradient_ascent", 1, {"lr": 0.01}), original, tune.VALIDATION_SEED)
-    row_trainer(1, accelerator="cpu").fit(method, datamodule=cfg.data)
-    alone = tune.percent(evaluate(method.model, cfg.data))
+    run = run_row(MethodSpec("gradient_ascent", 1, {"lr": 0.01}), original, cfg.data, tune.VALIDATION_SEED,
+                  evaluation=False, accelerator="cpu")
+    alone = percent(evaluate(run.model, cfg.data), GAP_METRICS)
     read = next(t for t in ga if t["init_args"]["lr"] == 0.01 and t["max_epochs"] == 1)
     assert alone == {key: read[key] for key in alone}
 
@@ -113,7 +114,7 @@ def test_benchmark_configs_and_their_tuned_rows_are_valid(path):
     """Every benchmark config parses and its rows check; so do the rows tune.py wrote for it."""
     import yaml
 
-    from lightning_unlearn.compare import check_methods, parse_config
+    from lightning_unlearn.benchmark import check_methods, parse_config
 
     config = yaml.safe_load(path.read_text())
     check_methods(parse_config(config, instantiate=False).methods)

@@ -116,7 +116,7 @@ def test_missing_original_fails_with_the_fix(tmp_path: Path) -> None:
 
 def test_cli_modules_import_the_cli_stack_lazily() -> None:
     code = (
-        "import sys; import lightning_unlearn, lightning_unlearn.cli, lightning_unlearn.compare;"
+        "import sys; import lightning_unlearn, lightning_unlearn.cli, lightning_unlearn.benchmark;"
         " print(sorted(m for m in ('jsonargparse', 'omegaconf', 'wandb') if m in sys.modules))"
     )
     proc = check(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120))

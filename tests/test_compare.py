@@ -3,29 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import yaml
 
-from lightning_unlearn.compare import check_methods, format_table, parse_config, run_compare
+from lightning_unlearn.benchmark import build_parser, check_methods, format_table, parse_config, run_compare
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "configs" / "quickstart.yaml"
 COMPARE_CONFIGS = [QUICKSTART, ROOT / "configs" / "digits" / "compare_classwise.yaml"]
 METHODS = ["retrain", "finetune", "gradient_ascent", "neggrad_plus", "random_label"]
-COLUMNS = ["unlearning_accuracy", "retain_acc", "test_acc", "mia_efficacy", "avg_gap", "runtime_s"]
-
-
-def run_compare_cli(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    """The console script when installed next to the interpreter, else ``python -m lightning_unlearn.cli``."""
-    script = Path(sys.executable).parent / "lightning-unlearn"
-    command = [str(script)] if script.is_file() else [sys.executable, "-m", "lightning_unlearn.cli"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([*command, "compare", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def small_config(**methods: dict) -> dict:
@@ -56,47 +45,35 @@ def test_classwise_compare_covers_every_registered_method_and_callback() -> None
     assert {e.name for e in registry.entries("callback")} - {"evaluation"} <= used_callbacks
 
 
-def test_quickstart_end_to_end(tmp_path: Path) -> None:
-    output = tmp_path / "out" / "results.json"
-    proc = run_compare_cli("--config", str(QUICKSTART), "--output", str(output), "--original.max_epochs=5", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(output.read_text())
-    rows = {row["name"]: row for row in result["rows"]}
-    assert list(rows) == METHODS  # Retrain first, then config order
-    for row in rows.values():
-        for column in COLUMNS:
-            assert isinstance(row[column], (int, float)), (row["name"], column)
-        for column in COLUMNS[:4]:
-            assert 0.0 <= row[column] <= 100.0  # percent
-    assert rows["retrain"]["avg_gap"] == 0.0
-    assert set(rows["retrain"]["gap"].values()) == {0.0}
-    # the override reached Retrain through ${original.max_epochs}
-    assert rows["retrain"]["max_epochs"] == 5 == result["config"]["original"]["max_epochs"]
-    for row in rows.values():
-        expected = sum(abs(row[c] - rows["retrain"][c]) for c in COLUMNS[:4]) / 4
-        assert row["avg_gap"] == pytest.approx(expected, abs=0.02)
-    assert result["forget"]["count"] == 144 and len(result["forget"]["fingerprint"]) == 64
-    assert result["original"]["retain_acc"] > 90.0
-    for name in METHODS:
-        assert f"| {name} |" in proc.stdout
-    assert "| Method | UA | RA | TA | MIA-Efficacy | Avg. Gap | RTE (s) |" in proc.stdout
+def test_command_line_override_reaches_interpolated_rows() -> None:
+    """``--original.max_epochs=5`` reaches Retrain through ``${original.max_epochs}`` (interpolation
+    is resolved after the overrides). The quickstart itself runs once, in tests/test_golden.py."""
+    cfg = build_parser(exit_on_error=False).parse_args(["--config", str(QUICKSTART), "--original.max_epochs=5"])
+    specs = check_methods(cfg.methods)
+    assert cfg.original.max_epochs == 5 == specs["retrain"].max_epochs
 
 
-def test_unknown_method_fails_clearly(tmp_path: Path) -> None:
+def test_unknown_method_fails_clearly(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The command's error path, in process (the console script itself runs in tests/test_golden.py)."""
+    from lightning_unlearn.cli import main
+
     config = small_config(retrain={"method": "retrain", "max_epochs": 1}, mine={"method": "no_such_method"})
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(config))
-    proc = run_compare_cli("--config", str(path), cwd=tmp_path)
-    assert proc.returncode != 0
-    assert "methods.mine.method: unknown method 'no_such_method'" in proc.stderr
-    assert "random_label" in proc.stderr  # lists the registered names
+    with pytest.raises(SystemExit) as exc:
+        main(["compare", "--config", str(path)])
+    assert exc.value.code not in (0, None)
+    stderr = capsys.readouterr().err
+    assert "methods.mine.method: unknown method 'no_such_method'" in stderr
+    assert "random_label" in stderr  # lists the registered names
 
 
 @pytest.mark.parametrize(
     ("methods", "message"),
     [
         ({"ft": {"method": "finetune", "max_epochs": 1}}, "no Retrain row"),
-        ({"retrain": {"method": "retrain", "max_epochs": 0}}, "methods.retrain.max_epochs must be >= 1"),
+        ({"retrain": {"method": "retrain", "max_epochs": 0}}, "`methods.retrain.max_epochs` must be an integer >= 1, got 0"),
+        ({"retrain": {"method": "retrain", "max_epochs": 2.5}}, "`methods.retrain.max_epochs` must be an integer >= 1, got 2.5"),
         ({"retrain": {"method": "retrain"}, "ft": {"method": "finetune", "init_args": {"lrr": 0.1}}},
          "methods.ft.init_args.lrr: FineTune takes no argument 'lrr'"),
         ({"retrain": {"method": "retrain"}, "ft": {"method": "finetune", "init_args": {"weights": "x.ckpt"}}},
@@ -129,7 +106,7 @@ def test_run_compare_in_process() -> None:
 
 def test_precision_and_cosine_reach_every_fit(monkeypatch: pytest.MonkeyPatch) -> None:
     """`precision` reaches the Trainer of every fit; `original.lr_scheduler: cosine` the original."""
-    from lightning_unlearn import compare
+    from lightning_unlearn.benchmark import runner
 
     trainers = []
 
@@ -137,8 +114,8 @@ def test_precision_and_cosine_reach_every_fit(monkeypatch: pytest.MonkeyPatch) -
         trainers.append(make(*args, **kwargs))
         return trainers[-1]
 
-    make = compare.row_trainer
-    monkeypatch.setattr(compare, "row_trainer", recording_trainer)
+    make = runner.row_trainer
+    monkeypatch.setattr(runner, "row_trainer", recording_trainer)
     config = small_config(retrain={"method": "retrain", "max_epochs": 1})
     config["precision"] = "bf16-mixed"
     config["original"]["lr_scheduler"] = "cosine"
@@ -147,3 +124,66 @@ def test_precision_and_cosine_reach_every_fit(monkeypatch: pytest.MonkeyPatch) -
     assert trainers[0].optimizers[0].param_groups[0]["lr"] < 1e-9  # annealed to 0
     assert result["config"]["precision"] == "bf16-mixed" and result["config"]["original"]["lr_scheduler"] == "cosine"
     assert 50 <= result["rows"][0]["test_acc"] <= 100
+
+
+def test_original_max_epochs_is_checked_before_training() -> None:
+    config = small_config()
+    config["original"]["max_epochs"] = 0
+    with pytest.raises(ValueError, match=r"`original.max_epochs` must be an integer >= 1, got 0: set the original"):
+        run_compare(config)
+
+
+def test_run_row_stacks_row_extra_and_evaluation_callbacks(original, digits_classwise) -> None:
+    """run_row: the row's callbacks, then the extra ones, then the evaluation; the same row runs
+    alike twice (seeded); without evaluation it has no metrics."""
+    import lightning as L
+    import torch
+
+    from lightning_unlearn.benchmark import MethodSpec, run_row
+    from lightning_unlearn.metrics.keys import METRICS
+
+    class Recorder(L.Callback):
+        def on_fit_start(self, trainer, pl_module):
+            self.names = [type(c).__name__ for c in trainer.callbacks]
+
+    recorder = Recorder()
+    spec = MethodSpec("random_label", 1, {"lr": 0.01}, [{"callback": "saliency_mask"}])
+    run = run_row(spec, original, digits_classwise, 0, callbacks=[recorder], accelerator="cpu")
+    names = recorder.names
+    assert names.index("SaliencyMask") < names.index("Recorder") < names.index("UnlearningEvaluation")
+    assert set(run.after) == set(METRICS) and run.runtime_s > 0 and run.model is run.method.model
+    assert run.evaluation.results["reference"] is None
+
+    again = run_row(spec, original, digits_classwise, 0, evaluation=False, reference=run.model, accelerator="cpu")
+    assert again.evaluation is None
+    for a, b in zip(run.model.state_dict().values(), again.model.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="evaluation=False"):
+        _ = again.after
+
+
+def test_benchmark_package_sits_above_the_library_and_holds_no_metric_keys() -> None:
+    """Nothing below ``benchmark/`` imports it; compare.py is gone (one import path); the benchmark
+    package and scripts read the metric keys from ``metrics/keys.py`` instead of copying them."""
+    import ast
+
+    from lightning_unlearn.metrics.keys import METRICS
+
+    def imported(path: Path) -> Iterator[tuple[str, int]]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                yield from ((alias.name, node.lineno) for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                yield node.module, node.lineno
+                yield from ((f"{node.module}.{alias.name}", node.lineno) for alias in node.names)
+
+    package = ROOT / "lightning_unlearn"
+    assert not (package / "compare.py").exists()
+    for path in [*package.rglob("*.py"), *(ROOT / "benchmarks").glob("*.py"), *(ROOT / "tests").rglob("*.py")]:
+        below = path.is_relative_to(package) and path.parent.name != "benchmark" and path.name != "cli.py"
+        for module, line in imported(path):
+            assert module != "lightning_unlearn.compare", (path, line)  # the old path
+            assert not (below and module.startswith("lightning_unlearn.benchmark")), (path, line)
+    for path in [*(package / "benchmark").glob("*.py"), ROOT / "benchmarks" / "tune.py", ROOT / "benchmarks" / "quality.py"]:
+        text = path.read_text()
+        assert not [key for key in METRICS if f'"{key}"' in text or f"'{key}'" in text], path

@@ -1,0 +1,269 @@
+"""The compare config: its schema (:class:`OriginalSpec`, :class:`MethodSpec`), its parser and its
+checks, all run before anything is built or trained.
+
+The config (YAML; ``${...}`` interpolation is resolved after command-line overrides)::
+
+    seed: 0
+    accelerator: auto
+    mia_backend: torch
+    precision: null           # Lightning precision of every fit, e.g. bf16-mixed
+    data:                     # an UnlearningDataModule subclass
+      class_path: lightning_unlearn.data.DigitsDataModule
+      init_args: {forget: {ratio: 0.1, seed: 0}}
+    model:                    # the architecture (an nn.Module returning logits)
+      class_path: lightning_unlearn.models.SmallCNN
+      init_args: {in_channels: 1, num_classes: 10}
+    original: {max_epochs: 20, lr: 0.05, lr_scheduler: cosine}   # ImageClassifier's arguments
+    methods:                  # name -> registry name, epochs, init arguments
+      retrain: {method: retrain, max_epochs: ${original.max_epochs}, init_args: {lr: ${original.lr}}}
+      finetune: {method: finetune, max_epochs: 5, init_args: {lr: 0.01}}
+
+jsonargparse and omegaconf are imported inside the functions that parse, so importing this
+module needs torch and lightning alone.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from typing import Any, Literal, Mapping, Optional, Union
+
+from torch import nn
+
+from lightning_unlearn import registry
+from lightning_unlearn.data.datamodule import UnlearningDataModule
+from lightning_unlearn.validation import check_int
+
+#: Registry name of the reference method: every gap is measured to its row.
+REFERENCE = "retrain"
+
+Config = Union[str, os.PathLike, Mapping[str, Any], Any]
+
+
+@dataclass
+class OriginalSpec:
+    """How the original model is trained: :class:`~lightning_unlearn.models.ImageClassifier` on
+    the whole training set (the forget set included).
+
+    Args:
+        max_epochs: training epochs.
+        lr: SGD learning rate.
+        momentum: SGD momentum.
+        weight_decay: SGD weight decay.
+        lr_scheduler: ``None`` (constant ``lr``) or ``"cosine"`` (annealed to 0 over the fit).
+    """
+
+    max_epochs: int = 20
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_scheduler: Optional[Literal["cosine"]] = None
+
+
+@dataclass
+class MethodSpec:
+    """One row of the comparison.
+
+    Args:
+        method: the registry name (``lightning_unlearn.registry``), e.g. ``"retrain"``,
+            ``"finetune"``, ``"gradient_ascent"``, ``"neggrad_plus"``, ``"random_label"``.
+        max_epochs: epochs of unlearning (of training, for Retrain).
+        init_args: the method's init arguments other than ``model`` and ``weights`` (compare
+            hands it the original network itself).
+        callbacks: callbacks stacked on the method, in order, each
+            ``{callback: <registry name>, init_args: {...}}`` (e.g. SalUn =
+            ``random_label`` + ``[{callback: saliency_mask}]``).
+    """
+
+    method: str
+    max_epochs: int = 5
+    init_args: dict[str, Any] = field(default_factory=dict)
+    callbacks: list[dict[str, Any]] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------- parsing
+def build_parser(exit_on_error: bool = True) -> Any:
+    """The jsonargparse parser of a compare config (``omegaconf+`` mode: interpolation is resolved
+    on the final config, so ``--original.max_epochs=5`` also reaches ``${original.max_epochs}``).
+
+    Args:
+        exit_on_error: print usage and exit on a bad config (the command line); ``False`` raises
+            instead (library use).
+    """
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(
+        prog="lightning-unlearn compare",
+        parser_mode="omegaconf+",
+        exit_on_error=exit_on_error,
+        description=(
+            "Train the original model, unlearn it with several methods, retrain without the forget set"
+            " and print UA / RA / TA / MIA-efficacy / Avg. Gap to Retrain / run time."
+        ),
+    )
+    parser.add_argument("--config", action=ActionConfigFile, help="A compare YAML, e.g. configs/quickstart.yaml.")
+    parser.add_argument("--seed", type=int, default=0, help="Global seed (set again before every method).")
+    parser.add_subclass_arguments(UnlearningDataModule, "data", required=True, help="The data and the forget request.")
+    parser.add_subclass_arguments(nn.Module, "model", required=True, help="The architecture, returning logits.")
+    parser.add_argument("--original", type=OriginalSpec, default=OriginalSpec(), help="Training of the original.")
+    # Plain mappings (checked by check_methods): a dataclass with an `init_args` field would be
+    # read by jsonargparse as a subclass specification.
+    parser.add_argument("--methods", type=dict[str, dict[str, Any]], required=True,
+                        help="Ordered mapping: row name -> {method, max_epochs, init_args}; must include retrain.")
+    parser.add_argument("--accelerator", type=str, default="auto", help="Lightning accelerator.")
+    parser.add_argument("--precision", type=Optional[str], default=None,
+                        help="Lightning precision of every fit, e.g. bf16-mixed (evaluation runs in float32).")
+    parser.add_argument("--mia_backend", type=Literal["torch", "sklearn"], default="torch", help="MIA attack backend.")
+    parser.add_argument("--output", type=Optional[str], default=None, help="Where to write the JSON results.")
+    return parser
+
+
+def parse_config(config: Config, instantiate: bool = True) -> Any:
+    """Parses a compare config (a YAML path, a mapping, or an already parsed Namespace).
+
+    Args:
+        config: the config.
+        instantiate: also build ``data`` and ``model`` (after ``seed_everything(seed)``, so the
+            network's initial weights depend on the seed alone).
+
+    Raises:
+        ValueError: when the config does not parse (the message names the offending key).
+    """
+    from jsonargparse import ArgumentError, Namespace
+
+    parser = build_parser(exit_on_error=False)
+    if isinstance(config, Namespace):
+        cfg = config
+    else:
+        where = "(a mapping)" if isinstance(config, Mapping) else os.fspath(config)
+        try:
+            if isinstance(config, Mapping):
+                cfg = parser.parse_object(dict(config))
+            else:
+                cfg = parser.parse_args(["--config", os.fspath(config)])
+        except ArgumentError as exc:
+            raise ValueError(f"Invalid compare config {where}: {exc}") from exc
+    if not instantiate:
+        return cfg
+    import lightning as L
+
+    L.seed_everything(int(cfg.seed), verbose=False)
+    return parser.instantiate_classes(cfg)
+
+
+# ---------------------------------------------------------------------------------- checks
+def _spec(value: Any, cls: type, where: str) -> Any:
+    if isinstance(value, cls):
+        return value
+    if is_dataclass(value):
+        value = asdict(value)
+    elif hasattr(value, "as_dict"):
+        value = value.as_dict()
+    if not isinstance(value, Mapping):
+        raise ValueError(f"`{where}` must be a mapping with keys {[f.name for f in fields(cls)]}, got {value!r}.")
+    names = [f.name for f in fields(cls)]
+    unknown = sorted(set(value) - set(names))
+    if unknown:
+        raise ValueError(f"`{where}` has unknown key(s) {unknown}: allowed are {names}.")
+    required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+    missing = [name for name in required if name not in value]
+    if missing:
+        raise ValueError(f"`{where}` lacks {missing}: e.g. {{method: finetune, max_epochs: 5, init_args: {{lr: 0.01}}}}.")
+    return cls(**dict(value))
+
+
+def _accepted(cls: type) -> list[str]:
+    from lightning_unlearn import registry
+
+    return list(registry.init_parameters(cls))
+
+
+def check_methods(methods: Mapping[str, Any]) -> dict[str, MethodSpec]:
+    """Validates the ``methods`` mapping before anything is trained.
+
+    Returns:
+        The mapping as :class:`MethodSpec` objects, in config order.
+
+    Raises:
+        ValueError: no method, no Retrain row, an unknown registry name, a ``max_epochs`` that is
+            not an integer >= 1, or an init argument the method does not take (or sets
+            ``model``/``weights``, which compare provides).
+    """
+    specs = {str(name): _spec(spec, MethodSpec, f"methods.{name}") for name, spec in (methods or {}).items()}
+    if not specs:
+        raise ValueError("`methods` is empty: list at least `retrain: {method: retrain, max_epochs: ...}`.")
+    known = [e.name for e in registry.entries("method")]
+    for name, spec in specs.items():
+        if spec.method not in known:
+            raise ValueError(
+                f"methods.{name}.method: unknown method {spec.method!r}. Registered methods: {known}."
+            )
+        if not isinstance(spec.init_args, Mapping):
+            raise ValueError(f"methods.{name}.init_args must be a mapping of the method's arguments, got {spec.init_args!r}.")
+        spec.max_epochs = check_int(
+            spec.max_epochs, f"methods.{name}.max_epochs", minimum=1,
+            hint="set the row's epochs of unlearning (of training, for Retrain), e.g. `max_epochs: 5`.",
+        )
+        cls = registry.get(spec.method).cls
+        accepted = _accepted(cls)
+        for arg in spec.init_args:
+            if arg in ("model", "weights"):
+                raise ValueError(
+                    f"methods.{name}.init_args.{arg}: compare passes the original network itself; remove `{arg}`."
+                )
+            if arg not in accepted:
+                raise ValueError(
+                    f"methods.{name}.init_args.{arg}: {cls.__name__} takes no argument"
+                    f" {arg!r}; it takes {[a for a in accepted if a not in ('model', 'weights')]}."
+                )
+        _check_callbacks(name, spec.callbacks)
+    if not any(spec.method == REFERENCE for spec in specs.values()):
+        raise ValueError(
+            "`methods` has no Retrain row: add `retrain: {method: retrain, max_epochs: ...}`; it is the"
+            " reference of every gap."
+        )
+    return specs
+
+
+def _check_callbacks(name: str, callbacks: Any) -> None:
+    known = [e.name for e in registry.entries("callback") if e.name != "evaluation"]
+    if not isinstance(callbacks, (list, tuple)):
+        raise ValueError(f"methods.{name}.callbacks must be a list of {{callback: name, init_args: {{...}}}}, got {callbacks!r}.")
+    for i, item in enumerate(callbacks):
+        where = f"methods.{name}.callbacks[{i}]"
+        if not isinstance(item, Mapping) or set(item) - {"callback", "init_args"} or "callback" not in item:
+            raise ValueError(f"{where} must be {{callback: <name>, init_args: {{...}}}}, got {item!r}.")
+        if item["callback"] not in known:
+            raise ValueError(f"{where}.callback: unknown callback {item['callback']!r}. Registered callbacks: {known}.")
+        cls = registry.get(item["callback"]).cls
+        accepted = _accepted(cls)
+        for arg in item.get("init_args") or {}:
+            if arg not in accepted:
+                raise ValueError(f"{where}.init_args.{arg}: {cls.__name__} takes {accepted}.")
+
+
+def load_config(config: Config) -> tuple[Any, dict[str, MethodSpec], OriginalSpec]:
+    """Checks a compare config, then builds its datamodule and network.
+
+    Args:
+        config: a YAML path, a mapping with the same keys, or a parsed jsonargparse Namespace.
+
+    Returns:
+        ``(cfg, specs, original_spec)``: the instantiated config (``cfg.data``, ``cfg.model``),
+        the checked rows and the original's training.
+
+    Raises:
+        ValueError: for an invalid config, before anything is built or trained.
+    """
+    specs = check_methods(parse_config(config, instantiate=False).methods)  # fail before building anything
+    cfg = parse_config(config)
+    original_spec = _spec(cfg.original, OriginalSpec, "original")
+    if not isinstance(cfg.data, UnlearningDataModule):
+        raise ValueError(f"`data` must be an UnlearningDataModule (e.g. DigitsDataModule), got {type(cfg.data).__name__}.")
+    if not isinstance(cfg.model, nn.Module):
+        raise ValueError(f"`model` must be an nn.Module returning logits, got {type(cfg.model).__name__}.")
+    original_spec.max_epochs = check_int(
+        original_spec.max_epochs, "original.max_epochs", minimum=1,
+        hint="set the original's training epochs, e.g. `original: {max_epochs: 20}`.",
+    )
+    return cfg, specs, original_spec
