@@ -1,7 +1,13 @@
-"""Callbacks acting on the parameters, gradients and evaluation of any LightningModule."""
+"""Callbacks acting on the parameters, gradients and evaluation of any LightningModule.
 
+Each is a thin Lightning adapter over a pure-torch core of :mod:`lightning_unlearn.functional`;
+the mask-holding ones share :class:`MaskedUpdateCallback` (and :class:`TopologyCallback` for
+pruning and un-pruning).
+"""
+
+# Registration order (the registry lists entries in import order).
 from lightning_unlearn.callbacks.evaluation import UnlearningEvaluation
-from lightning_unlearn.callbacks.masking import MaskedParameters, MaskedUpdateCallback
+from lightning_unlearn.callbacks.masking import MaskedUpdateCallback, TopologyCallback
 from lightning_unlearn.callbacks.saliency_mask import SaliencyMask
 from lightning_unlearn.callbacks.dynamic_mask import DynamicMask
 from lightning_unlearn.callbacks.sparsity_regularization import SparsityRegularization
@@ -9,5 +15,14 @@ from lightning_unlearn.callbacks.gradient_projection import GradientProjection
 from lightning_unlearn.callbacks.magnitude_pruning import MagnitudePruning
 from lightning_unlearn.callbacks.unpruning import UnPruning
 
-__all__ = ["UnlearningEvaluation", "MaskedParameters", "MaskedUpdateCallback", "SaliencyMask", "DynamicMask", "SparsityRegularization", "GradientProjection"]
-__all__ += ["MagnitudePruning", "UnPruning"]
+__all__ = [
+    "DynamicMask",
+    "GradientProjection",
+    "MagnitudePruning",
+    "MaskedUpdateCallback",
+    "SaliencyMask",
+    "SparsityRegularization",
+    "TopologyCallback",
+    "UnPruning",
+    "UnlearningEvaluation",
+]

@@ -1,66 +1,22 @@
-"""`DynamicMask`: a gradient mask re-derived during training by prune-and-regrow at constant density."""
+"""`DynamicMask`: a gradient mask re-derived during training by prune-and-regrow at constant density.
+
+A thin Lightning adapter over :func:`lightning_unlearn.functional.drop_and_regrow`,
+:func:`~lightning_unlearn.functional.turnover_at` and the shared masking adapter.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import lightning as L
 import torch
 from torch import Tensor
 
-from lightning_unlearn.callbacks.masking import (
-    MaskedUpdateCallback,
-    ParameterFilter,
-    Scope,
-    check_fraction,
-    check_scope,
-    grads_finite,
-    topk_mask,
-)
+from lightning_unlearn.callbacks.masking import MaskedUpdateCallback
+from lightning_unlearn.functional.masks import ParameterFilter, Scope, check_scope, drop_and_regrow, grads_finite, topk_mask, turnover_at
 from lightning_unlearn.registry import register
-
-
-def turnover_at(turnover: float, progress: float) -> float:
-    """Cosine-decayed turnover fraction ``tau0 * 0.5 * (1 + cos(pi * progress))``."""
-    return turnover * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def drop_and_regrow(masks: Sequence[Tensor], scores: Sequence[Tensor], tau: float, scope: Scope) -> tuple[list[Tensor], int]:
-    """One prune-and-regrow update at constant density.
-
-    In each group (each tensor for ``scope="layer"``, all tensors together for ``"global"``):
-    ``n = max(1, floor(tau * #active))`` (at most the number of active and of inactive entries);
-    the ``n`` active entries with the smallest score are deactivated and the ``n`` inactive
-    entries with the largest score activated (ties: lower flat index first).
-
-    Returns:
-        The new masks and the total number of entries swapped in (= swapped out).
-    """
-    check_scope(scope)
-    if scope == "layer":
-        results = [_swap(m.flatten(), s.flatten(), tau) for m, s in zip(masks, scores)]
-        return [new.view_as(m) for (new, _), m in zip(results, masks)], sum(n for _, n in results)
-    device = masks[0].device
-    new, n = _swap(
-        torch.cat([m.flatten().to(device) for m in masks]), torch.cat([s.flatten().to(device) for s in scores]), tau
-    )
-    parts = new.split([m.numel() for m in masks])
-    return [p.view_as(m).to(m.device) for p, m in zip(parts, masks)], n
-
-
-def _swap(mask: Tensor, score: Tensor, tau: float) -> tuple[Tensor, int]:
-    active = int(mask.sum())
-    n = min(max(1, math.floor(tau * active)), active, mask.numel() - active)
-    if n <= 0:
-        return mask.clone(), 0
-    score = score.float()
-    drop = torch.sort(torch.where(mask, score, math.inf), stable=True).indices[:n]
-    grow = torch.sort(torch.where(mask, -math.inf, score), descending=True, stable=True).indices[:n]
-    new = mask.clone()
-    new[drop] = False
-    new[grow] = True
-    return new, n
+from lightning_unlearn.validation import check_fraction, check_int
 
 
 @register(
@@ -95,6 +51,8 @@ class DynamicMask(MaskedUpdateCallback):
     Cost per step: one foreach add into ``A`` (one full-size float buffer per parameter) and the
     gradient mask; a top-k per tensor at each update. Needs no data of its own.
     History of the updates: :attr:`history` (``step``, ``tau``, ``swapped``, ``density``).
+    The update is :func:`~lightning_unlearn.functional.drop_and_regrow` with the schedule
+    :func:`~lightning_unlearn.functional.turnover_at` (both usable without a trainer).
 
     Args:
         density: fraction of the selected weights allowed to change, in (0, 1].
@@ -123,15 +81,13 @@ class DynamicMask(MaskedUpdateCallback):
         strict: bool = True,
     ) -> None:
         super().__init__(parameters, strict)
-        self.density_target = check_fraction(density, "density")
-        for name, value in (("warmup_steps", warmup_steps), ("update_every", update_every)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
-        for name, value in (("turnover", turnover), ("stop_fraction", stop_fraction)):
-            if not 0.0 <= float(value) <= 1.0:
-                raise ValueError(f"`{name}` must be in [0, 1], got {value!r}.")
-        self.warmup_steps, self.update_every = warmup_steps, update_every
-        self.turnover, self.stop_fraction = float(turnover), float(stop_fraction)
+        self.density_target = check_fraction(density, "density", hint="the fraction of the selected weights allowed to change.")
+        self.warmup_steps = check_int(warmup_steps, "warmup_steps", minimum=1, hint="steps of accumulation before the first mask.")
+        self.update_every = check_int(update_every, "update_every", minimum=1, hint="optimiser steps between two mask updates.")
+        self.turnover = check_fraction(turnover, "turnover", allow_zero=True, hint="0 keeps the first mask fixed.")
+        self.stop_fraction = check_fraction(
+            stop_fraction, "stop_fraction", allow_zero=True, hint="the fraction of training after which the mask stays fixed."
+        )
         self.scope = check_scope(scope)
         self.accumulator: Optional[list[Tensor]] = None
         self._total_steps = math.inf
@@ -152,7 +108,7 @@ class DynamicMask(MaskedUpdateCallback):
         super().on_train_start(trainer, pl_module)
         self._total_steps = float(trainer.estimated_stepping_batches)
 
-    def build_masks(self, trainer: L.Trainer, pl_module: L.LightningModule, named: list) -> list[Tensor]:
+    def build_masks(self, trainer: L.Trainer, pl_module: L.LightningModule, named: list[tuple[str, Any]]) -> list[Tensor]:
         if not math.isfinite(trainer.estimated_stepping_batches):
             raise ValueError("DynamicMask needs a training of known length: set `max_epochs` or `max_steps` on the Trainer.")
         self.accumulator = [torch.zeros_like(p) for _, p in named]

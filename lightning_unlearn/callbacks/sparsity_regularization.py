@@ -1,53 +1,27 @@
-"""`SparsityRegularization`: a scheduled l1 subgradient added to the update (l1-sparse unlearning)."""
+"""`SparsityRegularization`: a scheduled l1 subgradient added to the update (l1-sparse unlearning).
+
+A thin Lightning adapter over :func:`lightning_unlearn.functional.l1_strength` and
+:func:`~lightning_unlearn.functional.add_l1_subgradient`.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import Literal, Optional, Sequence
+from typing import Literal, Optional
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 from torch.optim import Optimizer
 
-from lightning_unlearn.callbacks.masking import ParameterFilter, select_parameters
+from lightning_unlearn.functional.masks import ParameterFilter, select_parameters
+from lightning_unlearn.functional.pruning import L1_SCHEDULES, L1Schedule, add_l1_subgradient, l1_strength
 from lightning_unlearn.models.network import network_of
 from lightning_unlearn.registry import register
+from lightning_unlearn.validation import check_choice, check_float, check_int
 
-Schedule = Literal["constant", "linear_decay", "linear_growth"]
-SCHEDULES = ("constant", "linear_decay", "linear_growth")
 Interval = Literal["epoch", "step"]
-
-
-def l1_strength(alpha: float, schedule: Schedule, index: int, length: int, off: int = 0) -> float:
-    """The l1 weight ``gamma`` at ``index`` (epoch or step, 0-based) of ``length``, the last
-    ``off`` of which carry no l1 (Unlearn-Sparse ``FT_iter``):
-
-    * ``constant``: ``alpha``;
-    * ``linear_decay``: ``alpha * (1 - index / (length - off))``;
-    * ``linear_growth``: ``alpha * index / (length - off)``;
-
-    and ``0`` for ``index >= length - off``.
-    """
-    if schedule not in SCHEDULES:
-        raise ValueError(f"`schedule` must be one of {SCHEDULES}, got {schedule!r}.")
-    active = length - off
-    if index >= active:
-        return 0.0
-    if schedule == "constant":
-        return alpha
-    ramp = index / active
-    return alpha * (1.0 - ramp) if schedule == "linear_decay" else alpha * ramp
-
-
-@torch.no_grad()
-def add_l1_subgradient(params: Sequence[Tensor], gamma: float) -> None:
-    """``grad += gamma * sign(theta)`` for every parameter that has a gradient (fused foreach ops)."""
-    with_grad = [p for p in params if p.grad is not None]
-    if gamma == 0.0 or not with_grad:
-        return
-    torch._foreach_add_([p.grad for p in with_grad], torch._foreach_sign([p.detach() for p in with_grad]), alpha=gamma)
+INTERVALS = ("epoch", "step")
 
 
 @register(
@@ -77,7 +51,8 @@ class SparsityRegularization(Callback):
     the paper's exact value could not be verified), linear decay, every trainable parameter
     (the reference's l1 norm covers all of them). Parameters without a gradient in a step are
     left alone. Cost per step: one ``sign`` and one ``add`` per selected parameter.
-    Needs no data of its own.
+    Needs no data of its own. The rule is :func:`~lightning_unlearn.functional.l1_strength` and
+    :func:`~lightning_unlearn.functional.add_l1_subgradient` (usable without a trainer).
 
     Args:
         alpha: l1 strength (>= 0).
@@ -95,20 +70,15 @@ class SparsityRegularization(Callback):
     def __init__(
         self,
         alpha: float = 1e-4,
-        schedule: Schedule = "linear_decay",
+        schedule: L1Schedule = "linear_decay",
         interval: Interval = "epoch",
         no_l1_epochs: int = 0,
         parameters: ParameterFilter = None,
     ) -> None:
-        if not alpha >= 0:
-            raise ValueError(f"`alpha` must be >= 0, got {alpha!r}.")
-        if schedule not in SCHEDULES:
-            raise ValueError(f"`schedule` must be one of {SCHEDULES}, got {schedule!r}.")
-        if interval not in ("epoch", "step"):
-            raise ValueError(f"`interval` must be 'epoch' or 'step', got {interval!r}.")
-        if isinstance(no_l1_epochs, bool) or not isinstance(no_l1_epochs, int) or no_l1_epochs < 0:
-            raise ValueError(f"`no_l1_epochs` must be an integer >= 0, got {no_l1_epochs!r}.")
-        self.alpha, self.schedule, self.interval, self.no_l1_epochs = float(alpha), schedule, interval, no_l1_epochs
+        self.alpha = check_float(alpha, "alpha", minimum=0.0, hint="the l1 strength (0 turns the penalty off).")
+        self.schedule = check_choice(schedule, "schedule", L1_SCHEDULES)
+        self.interval = check_choice(interval, "interval", INTERVALS, hint="'epoch' (the reference) or 'step'.")
+        self.no_l1_epochs = check_int(no_l1_epochs, "no_l1_epochs", minimum=0, hint="the number of final epochs trained without l1.")
         self.parameters = parameters
         self.params: list[Tensor] = []
         self.gamma: Optional[float] = None

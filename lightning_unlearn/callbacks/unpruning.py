@@ -1,222 +1,46 @@
 """`UnPruning`: re-derive a sparse model's topology from the retained data only (our design).
 
-Functional core usable in any loop: the score functions (:data:`UNPRUNING_SCORES`, a
-:class:`ScoreContext` each), :func:`unpruned_masks` (the retain-driven topology at the same
-sparsity) and :func:`regrow_toward` (one gradual drop/regrow step towards it).
+A thin Lightning adapter over :mod:`lightning_unlearn.functional.unpruning` (scores, the
+retain-driven topology, the swap). Pruning callbacks on the trainer are found and updated through
+the :class:`~lightning_unlearn.callbacks.masking.TopologyCallback` protocol
+(:func:`~lightning_unlearn.callbacks.masking.pruning_callbacks`): their
+:class:`~lightning_unlearn.functional.PruningRecipe`, the values of the weights they pruned, and
+:meth:`~lightning_unlearn.callbacks.masking.TopologyCallback.adopt_topology`.
 """
 
 from __future__ import annotations
 
-import importlib
-import math
 import os
-from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Literal, Optional, Sequence
+from typing import Any, ClassVar, Literal, Optional
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn import Parameter
 
-from lightning_unlearn.callbacks.magnitude_pruning import (
-    MagnitudePruning,
-    batch_loss,
-    eval_mode,
-    existing_masks,
-    expand_units,
-    prune_to_density,
-    pruning_scores,
-    retain_batches,
-    rows,
-    sync_prune_buffers,
-    top_units,
-    unit_masks,
-    unit_scores,
-    write_through,
+from lightning_unlearn.callbacks.masking import TopologyCallback, pruning_callbacks
+from lightning_unlearn.data.access import retain_batches
+from lightning_unlearn.functional.masks import ParameterFilter, Scope, check_scope, pack_mask, select_parameters, unpack_mask
+from lightning_unlearn.functional.pruning import canonical_name, prunable_weights, sync_prune_buffers
+from lightning_unlearn.functional.unpruning import (
+    REVIVE,
+    Revive,
+    is_row_structured,
+    regrow_toward,
+    resolve_score,
+    sparse_masks,
+    swap_topology,
+    unpruned_masks,
+    unpruning_scores,
 )
-from lightning_unlearn.callbacks.masking import (
-    TopologyCallback,
-    ParameterFilter,
-    Scope,
-    check_fraction,
-    check_scope,
-    pack_mask,
-    select_parameters,
-    unpack_mask,
-)
+from lightning_unlearn.metrics.functional.topology import weights_from_state_dict
 from lightning_unlearn.models.network import network_of
-from lightning_unlearn.metrics.functional.topology import canonical_name, prunable_weights, weights_from_state_dict
 from lightning_unlearn.registry import register
+from lightning_unlearn.validation import check_choice, check_float, check_fraction, check_int, check_optional_path
 
 Mode = Literal["one_shot", "gradual"]
 MODES = ("one_shot", "gradual")
-REVIVE = ("original", "zero")
-
-
-# ---------------------------------------------------------------------------------- scores
-@dataclass
-class ScoreContext:
-    """What a score function sees.
-
-    Attributes:
-        network: the network, in eval mode while scoring (BatchNorm running statistics).
-        names: names of the scored parameters in ``network``.
-        weights: their scoring values: the current weights, with pruned entries at their values
-            before pruning when known (else 0). Detached; do not modify.
-        masks: the current kept masks.
-        batches: retained ``(x, y)`` batches on the network's device.
-        lr: step size of scores that fine-tune (``magnitude_after_finetune``).
-        gate: usage level, relative to the tensor's mean, below which ``retain_magnitude``
-            discounts a weight.
-    """
-
-    network: nn.Module
-    names: list[str]
-    weights: list[Tensor]
-    masks: list[Tensor]
-    batches: list[tuple[Tensor, Tensor]]
-    lr: float = 0.01
-    gate: float = 0.05
-
-    def gradients(self, x: Tensor, y: Tensor, weights: Optional[Sequence[Tensor]] = None) -> list[Tensor]:
-        """Gradient of the batch-mean cross-entropy on ``(x, y)`` w.r.t. the scored parameters,
-        evaluated at ``weights`` (default: :attr:`weights`); ``.grad`` fields are untouched."""
-        leaves = [w.detach().requires_grad_(True) for w in (self.weights if weights is None else weights)]
-        with torch.enable_grad():
-            loss = batch_loss(self.network, dict(zip(self.names, leaves)), x, y)
-            return list(torch.autograd.grad(loss, leaves, allow_unused=False))
-
-
-ScoreFn = Callable[[ScoreContext], list[Tensor]]
-
-
-def gradient_score(ctx: ScoreContext) -> list[Tensor]:
-    """``u = mean_b |g_b|``: how strongly the retained data pulls on each weight (its *usage*;
-    pruned ones included: a pruned weight D_r needs gets a large score), per-batch gradients ``g_b``."""
-    total = [torch.zeros_like(w) for w in ctx.weights]
-    for x, y in ctx.batches:
-        torch._foreach_add_(total, torch._foreach_abs(ctx.gradients(x, y)))
-    return torch._foreach_div(total, float(len(ctx.batches)))
-
-
-def retain_magnitude_score(ctx: ScoreContext) -> list[Tensor]:
-    """``|w| * u / (u + gate * mean(u))`` with ``u`` the retain usage (:func:`gradient_score`) and
-    the mean over each tensor: the magnitude ranking of the pruning pipeline, kept wherever the
-    retained data uses a weight, and driven to 0 for weights it does not use (a retrain on D_r
-    would not have grown them). Changes the topology only where D_r disagrees with it."""
-    usage = gradient_score(ctx)
-    return [w.abs() * u / (u + ctx.gate * u.mean()).clamp_min(torch.finfo(u.dtype).tiny) for w, u in zip(ctx.weights, usage)]
-
-
-def taylor_score(ctx: ScoreContext) -> list[Tensor]:
-    """``mean_b |w * g_b|``: first-order estimate of the retained loss change when a weight is
-    removed (Molchanov et al., CVPR 2019, with absolute values per batch: at a trained model the
-    full-data gradient is ~0 and the full-retain gradient mirrors the forget gradient, so the
-    per-batch magnitudes measure how much D_r uses a weight)."""
-    total = [torch.zeros_like(w) for w in ctx.weights]
-    for x, y in ctx.batches:
-        torch._foreach_add_(total, torch._foreach_abs(torch._foreach_mul(ctx.gradients(x, y), ctx.weights)))
-    return torch._foreach_div(total, float(len(ctx.batches)))
-
-
-def magnitude_after_finetune_score(ctx: ScoreContext) -> list[Tensor]:
-    """``|w|`` after a short dense fine-tune on D_r: one SGD step of size ``lr`` per batch on the
-    scoring weights (pruned entries free to move), the network itself untouched."""
-    weights = [w.clone() for w in ctx.weights]
-    for x, y in ctx.batches:
-        torch._foreach_add_(weights, ctx.gradients(x, y, weights), alpha=-ctx.lr)
-    return torch._foreach_abs(weights)
-
-
-UNPRUNING_SCORES: dict[str, ScoreFn] = {
-    "retain_magnitude": retain_magnitude_score,
-    "taylor": taylor_score,
-    "gradient": gradient_score,
-    "magnitude_after_finetune": magnitude_after_finetune_score,
-}
-
-
-def resolve_score(score: str) -> ScoreFn:
-    """A score function by registry name (:data:`UNPRUNING_SCORES`) or dotted import path
-    (``"package.module.function"``, a callable ``ScoreContext -> list[Tensor]``).
-
-    Raises:
-        ValueError: an unknown name, a path that does not import, or a non-callable.
-    """
-    if not isinstance(score, str):
-        raise ValueError(f"`score` must be a name in {sorted(UNPRUNING_SCORES)} or a dotted path to a function, got {score!r}.")
-    if score in UNPRUNING_SCORES:
-        return UNPRUNING_SCORES[score]
-    module_name, _, attribute = score.rpartition(".")
-    if not module_name:
-        raise ValueError(f"Unknown `score` {score!r}: use one of {sorted(UNPRUNING_SCORES)} or a dotted path 'package.module.function'.")
-    try:
-        fn = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as err:
-        raise ValueError(f"`score`={score!r} does not import ({err}); give 'package.module.function'.") from None
-    if not callable(fn):
-        raise ValueError(f"`score`={score!r} is not callable: it must map a ScoreContext to one score tensor per parameter.")
-    return fn
-
-
-# ---------------------------------------------------------------------------------- topology
-def unpruned_masks(scores: Sequence[Tensor], masks: Sequence[Tensor], scope: Scope = "global", structured: bool = False) -> list[Tensor]:
-    """The retain-driven topology ``M'``: the top-scored units (entries, or rows summed when
-    ``structured``) at the sparsity of ``masks``: the same number of kept units in total
-    (``scope="global"``) or in each tensor (``"layer"``). Ties: lower position first."""
-    units = unit_scores(scores, structured, "sum")
-    kept = unit_masks(masks, structured)
-    if scope == "global":
-        total = sum(u.numel() for u in units)
-        chosen = top_units(units, sum(int(k.sum()) for k in kept) / total, "global")
-    else:
-        chosen = [top_units([u], int(k.sum()) / u.numel(), "global")[0] for u, k in zip(units, kept)]
-    return expand_units(chosen, masks, structured)
-
-
-def regrow_toward(
-    masks: Sequence[Tensor], target: Sequence[Tensor], scores: Sequence[Tensor], turnover: float,
-    scope: Scope = "global", structured: bool = False,
-) -> list[Tensor]:
-    """One gradual step from ``masks`` towards ``target`` at constant sparsity: in each group
-    (all tensors for ``scope="global"``, each tensor for ``"layer"``), of the ``d`` units kept but
-    not in the target, the ``ceil(turnover * d)`` lowest-scored are dropped and as many of the
-    highest-scored target units not kept are regrown."""
-    units = unit_scores(scores, structured, "sum")
-    kept, wanted = unit_masks(masks, structured), unit_masks(target, structured)
-    groups = [list(range(len(units)))] if scope == "global" else [[i] for i in range(len(units))]
-    new = [k.clone() for k in kept]
-    for group in groups:
-        drop = [kept[i] & ~wanted[i] for i in group]
-        grow = [wanted[i] & ~kept[i] for i in group]
-        d = sum(int(m.sum()) for m in drop)
-        if d == 0:
-            continue
-        n = min(math.ceil(turnover * d), sum(int(m.sum()) for m in grow))
-        size = sum(units[i].numel() for i in group)
-        out = _lowest(drop, [units[i] for i in group], n, size)
-        up = top_units([torch.where(g, units[i], torch.full_like(units[i], -math.inf)) for g, i in zip(grow, group)], n / size, "global")
-        for j, i in enumerate(group):
-            new[i] = (new[i] & ~(out[j] & drop[j])) | (up[j] & grow[j])
-    return expand_units(new, masks, structured)
-
-
-def _lowest(candidates: list[Tensor], scores: list[Tensor], n: int, size: int) -> list[Tensor]:
-    """The ``n`` lowest-scored candidates (ties: lower position first)."""
-    ranked = [torch.where(c, -s, torch.full_like(s, -math.inf)) for c, s in zip(candidates, scores)]
-    return top_units(ranked, n / size, "global")
-
-
-def is_row_structured(masks: Sequence[Tensor]) -> bool:
-    """Whether a topology prunes whole rows only (every row all kept or all pruned, some pruned)."""
-    some_pruned = False
-    for m in masks:
-        r = rows(m)
-        if bool((r.any(dim=1) & ~r.all(dim=1)).any()):
-            return False
-        some_pruned |= bool((~r.any(dim=1)).any())
-    return some_pruned
 
 
 # ---------------------------------------------------------------------------------- the callback
@@ -237,8 +61,9 @@ class UnPruning(TopologyCallback):
     repository NKUShaw/SparseModels lacks it); THE RULE BELOW IS OUR DESIGN
     (ALGORITHMS.md §1), not a reproduction.
 
-    Rule: take the current mask ``M`` at sparsity ``s`` (from the :class:`MagnitudePruning`
-    callbacks on the trainer, else the zeros and ``torch.nn.utils.prune`` masks of the weights);
+    Rule: take the current mask ``M`` at sparsity ``s`` (from the pruning callbacks on the
+    trainer, e.g. :class:`~lightning_unlearn.callbacks.MagnitudePruning`, else the zeros and
+    ``torch.nn.utils.prune`` masks of the weights);
     score every prunable weight on retained data only, over ``batches`` random retain batches
     (BatchNorm in eval mode; pruned weights scored at their values before pruning when known);
     build ``M'`` = the top ``1 - s`` by score at the same sparsity and scope (for structured masks
@@ -276,8 +101,11 @@ class UnPruning(TopologyCallback):
     decides weights does un-pruning move towards the reference; elsewhere prefer the default.
 
     The mask keeps being enforced (pruned weights exactly 0, strict freeze through the masking
-    core) and written into the :class:`MagnitudePruning` callbacks and ``weight_mask`` buffers;
-    other mask callbacks' anchors follow the edited weights.
+    core) and written into the pruning callbacks (:meth:`TopologyCallback.adopt_topology`) and
+    ``weight_mask`` buffers; other mask callbacks' anchors follow the edited weights. The rule is
+    :mod:`lightning_unlearn.functional.unpruning` (without a trainer:
+    :func:`~lightning_unlearn.functional.apply_unpruning`); pruning callbacks are found through the
+    :class:`~lightning_unlearn.callbacks.masking.TopologyCallback` protocol, never by their class.
 
     Defaults are ours (no published values): ``retain_magnitude`` with ``gate=0.05`` on 8 retain
     batches, one-shot swap at fit start, revive at the pre-pruning values. Cost: ``batches``
@@ -331,7 +159,7 @@ class UnPruning(TopologyCallback):
         batches: int = 8,
         scope: Optional[Scope] = None,
         structured: Optional[bool] = None,
-        revive: Literal["original", "zero"] = "original",
+        revive: Revive = "original",
         update_every: int = 50,
         turnover: float = 0.5,
         stop_fraction: float = 0.8,
@@ -344,23 +172,19 @@ class UnPruning(TopologyCallback):
     ) -> None:
         super().__init__(parameters, strict)
         self.score_fn = resolve_score(score)
-        if mode not in MODES:
-            raise ValueError(f"`mode` must be one of {MODES}, got {mode!r}.")
-        if scope is not None:
-            check_scope(scope)
-        if revive not in REVIVE:
-            raise ValueError(f"`revive` must be one of {REVIVE}, got {revive!r}.")
-        for name, value in (("batches", batches), ("update_every", update_every)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
-        for name, value in (("lr", lr), ("gate", gate)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"`{name}` must be a number > 0, got {value!r}.")
-        if reference is not None and not isinstance(reference, str):
-            raise ValueError(f"`reference` must be the path of a saved model, got {type(reference).__name__}.")
-        self.score, self.mode, self.batches, self.scope, self.structured = score, mode, batches, scope, structured
-        self.revive, self.update_every, self.lr, self.gate = revive, update_every, float(lr), float(gate)
-        self.reference, self.seed = reference, seed
+        self.score = score
+        self.mode = check_choice(
+            mode, "mode", MODES, hint="'one_shot' swaps the topology at fit start, 'gradual' moves it every `update_every` steps."
+        )
+        self.scope = None if scope is None else check_scope(scope)
+        self.structured = structured
+        self.revive = check_choice(revive, "revive", REVIVE, hint="'original' revives weights at their values before pruning, 'zero' at 0.")
+        self.batches = check_int(batches, "batches", minimum=1, hint="the number of retain batches each scoring reads.")
+        self.update_every = check_int(update_every, "update_every", minimum=1, hint="optimiser steps between two gradual updates.")
+        self.lr = check_float(lr, "lr", minimum=0.0, open_minimum=True)
+        self.gate = check_float(gate, "gate", minimum=0.0, open_minimum=True)
+        self.reference = check_optional_path(reference, "reference", hint="a model trained on the retained data only, or None.")
+        self.seed = check_int(seed, "seed")
         self.turnover = check_fraction(turnover, "turnover")
         self.stop_fraction = check_fraction(stop_fraction, "stop_fraction")
         self.updates = 0
@@ -374,17 +198,12 @@ class UnPruning(TopologyCallback):
         return {**super().key_args(), "score": self.score, "mode": self.mode}
 
     # ------------------------------------------------------------------ selection
-    @staticmethod
-    def prunings(trainer: Optional[L.Trainer]) -> list[MagnitudePruning]:
-        """The :class:`MagnitudePruning` callbacks on the trainer."""
-        return [] if trainer is None else [cb for cb in trainer.callbacks if isinstance(cb, MagnitudePruning)]
-
-    def selected(self, pl_module: L.LightningModule) -> list[tuple[str, Parameter]]:
-        prunings = self.prunings(pl_module._trainer)
+    def selected(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[tuple[str, Parameter]]:
+        prunings = pruning_callbacks(trainer)
         if self.parameters is None and prunings:
             named: dict[str, Parameter] = {}
             for pruning in prunings:
-                named.update(pruning.selected(pl_module))
+                named.update(pruning.selected(trainer, pl_module))
             return list(named.items())
         network = network_of(pl_module)
         return select_parameters(network, self.parameters, prunable_weights(network))
@@ -393,19 +212,19 @@ class UnPruning(TopologyCallback):
     def check_setup(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().check_setup(trainer, pl_module)
         self._reference, self._trainer = None, trainer
-        for pruning in self.prunings(trainer):
-            if pruning.rounds > 1:
+        for pruning in pruning_callbacks(trainer):
+            recipe = pruning.pruning_recipe()
+            if recipe.rounds > 1:
                 raise ValueError(
-                    "UnPruning re-derives a fixed sparse topology, but MagnitudePruning(method='imp', rounds="
-                    f"{pruning.rounds}) keeps pruning during training: use rounds=1 (or prune in an earlier run)."
+                    f"UnPruning re-derives a fixed sparse topology, but {type(pruning).__name__}(method={recipe.method!r},"
+                    f" rounds={recipe.rounds}) keeps pruning during training: use rounds=1 (or prune in an earlier run)."
                 )
-            pruning.keep_pruned_values = True
-        if self.reference is not None:
-            if not os.path.isfile(self.reference):
-                raise ValueError(
-                    f"`reference`={self.reference!r} does not exist: save a model trained on the retained data only"
-                    " there (e.g. run configs/digits/retrain.yaml) or leave it None."
-                )
+            pruning.record_pruned_values()
+        if self.reference is not None and not os.path.isfile(self.reference):
+            raise ValueError(
+                f"`reference`={self.reference!r} does not exist: save a model trained on the retained data only"
+                " there (e.g. run configs/digits/retrain.yaml) or leave it None."
+            )
 
     def change_topology(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Reads the topology and swaps it (one-shot) on a fresh run."""
@@ -418,17 +237,14 @@ class UnPruning(TopologyCallback):
     def build_masks(self, trainer: L.Trainer, pl_module: L.LightningModule, named: list[tuple[str, Parameter]]) -> list[Tensor]:
         masks_by_name: dict[str, Tensor] = {}
         values_by_name: dict[str, Tensor] = {}
-        for pruning in self.prunings(trainer):
-            values = pruning.pruned_values or [None] * len(pruning.masked.names)
-            for name, mask, value in zip(pruning.masked.names, pruning.masked.masks, values):
+        for pruning in pruning_callbacks(trainer):
+            values = pruning.pruned_values() or [None] * len(pruning.masks())
+            for (name, mask), value in zip(pruning.masks().items(), values):
                 masks_by_name[name] = masks_by_name[name] & mask if name in masks_by_name else mask.clone()
                 if value is not None:
                     values_by_name[name] = value
-        network = network_of(pl_module)
-        masks = []
-        for (name, p), prune_mask in zip(named, existing_masks(network, named)):
-            masks.append(masks_by_name.get(name, (p.detach() != 0) & prune_mask))
-        # Pruned entries keep their values before pruning: recorded by MagnitudePruning, or still in a
+        masks = [masks_by_name.get(name, own) for (name, _), own in zip(named, sparse_masks(network_of(pl_module), named))]
+        # Pruned entries keep their values before pruning: recorded by the pruning callbacks, or still in a
         # torch.nn.utils.prune `weight_orig`; entries pruned by zeros are 0 (unknown).
         self._pruned_values = [values_by_name.get(n, p.detach() * ~m) for (n, p), m in zip(named, masks)]
         if all(bool(m.all()) for m in masks):
@@ -453,25 +269,22 @@ class UnPruning(TopologyCallback):
 
     # ------------------------------------------------------------------ un-pruning
     def _resolve(self, trainer: L.Trainer) -> None:
-        prunings = self.prunings(trainer)
-        scope = self.scope or (prunings[0].scope if prunings else "global")
+        recipes = [cb.pruning_recipe() for cb in pruning_callbacks(trainer)]
+        scope = self.scope or (recipes[0].scope if recipes else "global")
         structured = self.structured
         if structured is None:
-            structured = prunings[0].structured if prunings else is_row_structured(self.masked.masks)
+            structured = recipes[0].structured if recipes else is_row_structured(self.masked.masks)
         self._resolved = {"scope": scope, "structured": bool(structured)}
 
     def scores(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> list[Tensor]:
         """Retain-only scores of the selected weights at the current state (same on every DDP rank)."""
         masked = self.masked
-        weights = [torch.where(m, p.detach(), v) for p, m, v in zip(masked.params, masked.masks, self._pruned_values)]
-        batches = retain_batches(trainer, self.batches, self.seed * 1_000_003 + step, pl_module.device)
-        network = network_of(pl_module)
-        context = ScoreContext(network, list(masked.names), weights, list(masked.masks), batches, self.lr, self.gate)
-        with eval_mode(network):
-            scores = self.score_fn(context)
-        if len(scores) != len(weights) or any(s.shape != w.shape for s, w in zip(scores, weights)):
-            raise ValueError(f"The score function {self.score!r} must return one tensor per parameter, shaped like it.")
-        return [trainer.strategy.reduce(s.detach().float(), reduce_op="mean") for s in scores]
+        batches = retain_batches(trainer, self.batches, self.seed * 1_000_003 + step, pl_module.device, who="UnPruning")
+        scores = unpruning_scores(
+            self.score_fn, network_of(pl_module), masked.names, masked.params, masked.masks, self._pruned_values, batches,
+            self.lr, self.gate,
+        )
+        return [trainer.strategy.reduce(s, reduce_op="mean") for s in scores]
 
     def _update(self, trainer: L.Trainer, pl_module: L.LightningModule, turnover: float, step: int) -> None:
         masked, scope, structured = self.masked, self._resolved["scope"], self._resolved["structured"]
@@ -484,20 +297,13 @@ class UnPruning(TopologyCallback):
     @torch.no_grad()
     def _swap(self, trainer: L.Trainer, pl_module: L.LightningModule, new: list[Tensor]) -> None:
         masked = self.masked
-        dropped = [o & ~n for o, n in zip(masked.masks, new)]
-        revived = [n & ~o for o, n in zip(masked.masks, new)]
-        self._pruned_values = [torch.where(d, p, v) for d, p, v in zip(dropped, masked.params, self._pruned_values)]
-        if self.revive == "original":
-            for p, r, v in zip(masked.params, revived, self._pruned_values):  # no foreach `where`
-                p.copy_(torch.where(r, v, p))
-        masked.set_masks(new)
-        masked.apply()
-        by_name = dict(zip(masked.names, masked.masks))
-        for pruning in self.prunings(trainer):
-            pruning.masked.set_masks([by_name.get(n, m) for n, m in zip(pruning.masked.names, pruning.masked.masks)])
+        dropped, revived, self._pruned_values = swap_topology(masked, new, self._pruned_values, self.revive)
+        by_name = masked.by_name()
+        for pruning in pruning_callbacks(trainer):
+            pruning.adopt_topology(by_name)
         sync_prune_buffers(network_of(pl_module), masked)
         masked.restore_frozen(trainer.optimizers)
-        write_through(trainer, self, {id(p): d | r for p, d, r in zip(masked.params, dropped, revived)})
+        self.write_through(trainer, {id(p): d | r for p, d, r in zip(masked.params, dropped, revived)})
 
     # ------------------------------------------------------------------ state and metrics
     def state_dict(self) -> dict[str, Any]:
@@ -532,9 +338,9 @@ class UnPruning(TopologyCallback):
 
         A sparse reference (as sparse as the current topology) gives its own mask. A dense one
         (e.g. a plain Retrain checkpoint) is pruned here the way this run's topology was: with the
-        :class:`MagnitudePruning` settings on the trainer (magnitude and random pruning; a dense
-        reference with SynFlow is reported as missing, with a warning), else by magnitude at the
-        current mask's sparsity and scope.
+        :class:`~lightning_unlearn.functional.PruningRecipe` of the first pruning callback on the
+        trainer (magnitude and random pruning; a dense reference with SynFlow is reported as
+        missing, with a warning), else by magnitude at the current mask's sparsity and scope.
         """
         if self.reference is None or self.masked is None:
             return None
@@ -553,14 +359,12 @@ class UnPruning(TopologyCallback):
         kept = [t != 0 for t in w]
         if sum(int(k.sum()) for k in kept) <= sum(int(b.sum()) for b in before):
             return dict(zip(names, kept))
-        pruning = (self.prunings(self._trainer) or [None])[0]
-        if pruning is None:
+        recipes = [cb.pruning_recipe() for cb in pruning_callbacks(self._trainer)]
+        if not recipes:
             masks = unpruned_masks([t.abs() for t in w], before, self._resolved["scope"], self._resolved["structured"])
-        elif pruning.method == "synflow":
+        elif recipes[0].needs_network:
             rank_zero_warn(f"`reference`={self.reference!r} is dense: prune it with the same SynFlow run to get the reference topology.")
             return None
         else:
-            scores = pruning_scores(w, pruning.method, pruning.seed)
-            reduce = "l2" if pruning.method in ("omp", "imp") else "sum"
-            masks = prune_to_density(scores, kept, 1.0 - pruning.amount, pruning.scope, pruning.structured, reduce)
+            masks = recipes[0].masks(w, kept)
         return dict(zip(names, masks))

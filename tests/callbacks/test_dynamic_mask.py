@@ -1,4 +1,5 @@
-"""DynamicMask: warm-up freezes everything, constant density, cosine turnover, resume, errors."""
+"""DynamicMask, the adapter: warm-up freezes everything, constant density, cosine turnover, resume,
+errors (prune-and-regrow itself is tested without a trainer in tests/functional/test_masks.py)."""
 
 import copy
 import math
@@ -9,30 +10,9 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lightning_unlearn.callbacks import DynamicMask
-from lightning_unlearn.callbacks.dynamic_mask import drop_and_regrow, turnover_at
+from lightning_unlearn.functional import turnover_at
 from tests.callbacks.user_module import UserModule
 from tests.conftest import quiet_trainer
-
-
-def test_drop_and_regrow_matches_hand_computation():
-    mask = torch.tensor([True, True, True, True, False, False, False, False])
-    score = torch.tensor([0.5, 0.1, 0.9, 0.1, 0.3, 2.0, 0.3, 0.0])
-    new, swapped = drop_and_regrow([mask], [score], 0.5, "layer")
-    # n = floor(0.5 * 4) = 2: drop the two smallest active (0.1 at 1, tie 0.1 at 3), grow 2.0 (5) and the first 0.3 (4)
-    assert swapped == 2
-    assert new[0].tolist() == [True, False, True, False, True, True, False, False]
-    new, swapped = drop_and_regrow([mask], [score], 0.01, "layer")
-    assert swapped == 1 and new[0].tolist() == [True, False, True, True, False, True, False, False]  # at least one
-    a, b = torch.tensor([True, False]), torch.tensor([[True, False], [False, True]])
-    new, swapped = drop_and_regrow([a, b], [torch.tensor([0.0, 5.0]), torch.tensor([[1.0, 0.5], [0.2, 3.0]])], 0.34, "global")
-    assert swapped == 1 and new[0].tolist() == [False, True] and new[1].tolist() == [[True, False], [False, True]]
-    assert drop_and_regrow([torch.ones(3, dtype=torch.bool)], [torch.ones(3)], 0.5, "layer")[1] == 0  # nothing inactive
-
-
-def test_turnover_schedule_is_cosine():
-    assert turnover_at(0.2, 0.0) == pytest.approx(0.2)
-    assert turnover_at(0.2, 0.5) == pytest.approx(0.1)
-    assert turnover_at(0.2, 1.0) == pytest.approx(0.0)
 
 
 def _run(max_steps=20, callbacks=(), **kwargs):
@@ -106,9 +86,9 @@ def test_dynamic_mask_resumes_exactly(tmp_path):
         (dict(density=1.2), "`density` must be a fraction in \\(0, 1\\]"),
         (dict(warmup_steps=0), "`warmup_steps` must be an integer >= 1"),
         (dict(update_every=0.5), "`update_every` must be an integer >= 1"),
-        (dict(turnover=1.5), "`turnover` must be in \\[0, 1\\]"),
-        (dict(stop_fraction=-0.1), "`stop_fraction` must be in \\[0, 1\\]"),
-        (dict(scope="row"), "`scope` must be 'global'"),
+        (dict(turnover=1.5), "`turnover` must be a fraction in \\[0, 1\\], got 1.5"),
+        (dict(stop_fraction=-0.1), "`stop_fraction` must be a fraction in \\[0, 1\\], got -0.1"),
+        (dict(scope="row"), "`scope` must be one of \\('global', 'layer'\\)"),
     ],
 )
 def test_bad_arguments_raise_at_construction(kwargs, match):

@@ -1,5 +1,6 @@
-"""GradientProjection: the closed form on toys where g_r and g_f are known, the retain bound, global
-vs per-layer scope, masks, BatchNorm, resume, digits, and bad input."""
+"""GradientProjection, the adapter: the closed form through a trainer on toys where g_r and g_f are
+known, the retain bound, masks, BatchNorm, resume, digits, and bad input (the projection itself is
+tested without a trainer in tests/functional/test_projection.py)."""
 
 import copy
 
@@ -10,75 +11,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_unlearn.callbacks import GradientProjection
-from lightning_unlearn.callbacks.gradient_projection import SeededBatchSampler, foreach_dot, project_gradients
-from lightning_unlearn.callbacks.masking import MaskedUpdateCallback
+from lightning_unlearn.callbacks import GradientProjection, MaskedUpdateCallback
+from lightning_unlearn.data.samplers import SeededBatchSampler
 from lightning_unlearn.methods import RandomLabel
 from tests.conftest import quiet_trainer
+from tests.functional.test_projection import closed_form
 
 
-# ---------------------------------------------------------------------------------- functional core
-def closed_form(g_f, g_r, eps):
-    """The reference rule on flattened float64 vectors."""
-    f, r = torch.cat([g.double().flatten() for g in g_f]), torch.cat([g.double().flatten() for g in g_r])
-    lam = (-(r @ f) - eps) / (r @ r + 1e-8)
-    return f + lam * r if lam > 0 else f, lam
-
-
-def test_foreach_dot_matches_torch_dot():
-    g = torch.Generator().manual_seed(0)
-    a = [torch.randn(5, 3, generator=g), torch.randn(7, generator=g), torch.randn(2, 2, 2, generator=g)]
-    b = [torch.randn_like(t) for t in a]
-    expected = torch.stack([torch.dot(x.flatten(), y.flatten()) for x, y in zip(a, b)])
-    torch.testing.assert_close(foreach_dot(a, b), expected, rtol=1e-5, atol=1e-6)
-    assert all(torch.equal(x, y) for x, y in zip(a, [t.clone() for t in a]))  # inputs untouched
-
-
-@pytest.mark.parametrize("eps", [0.0, 0.3])
-def test_global_projection_equals_closed_form_and_bounds_the_retain_change(eps):
-    g_r = [torch.tensor([1.0, 2.0]), torch.tensor([[0.5, -1.0]])]
-    g_f = [torch.tensor([-2.0, -1.0]), torch.tensor([[1.0, 0.5]])]  # <g_r, g_f> = -4.5: conflict
-    expected, lam = closed_form(g_f, g_r, eps)
-    lambda_star = project_gradients(g_f, g_r, tolerance=eps)
-    d = torch.cat([g.flatten() for g in g_f]).double()
-    torch.testing.assert_close(d, expected, rtol=1e-6, atol=1e-6)
-    assert lambda_star.item() == pytest.approx(lam.item(), rel=1e-6)
-    lr = 0.1
-    first_order_change = -lr * (torch.cat([g.flatten() for g in g_r]).double() @ d)
-    assert first_order_change <= lr * eps + 1e-7
-    assert first_order_change == pytest.approx(lr * eps, abs=1e-6)  # active constraint: equality
-
-
-@pytest.mark.parametrize("scope", ["global", "layer"])
-def test_no_change_when_the_gradients_do_not_conflict(scope):
-    g_r = [torch.tensor([1.0, 2.0]), torch.tensor([0.5])]
-    g_f = [torch.tensor([0.5, 0.1]), torch.tensor([3.0])]
-    before = [g.clone() for g in g_f]
-    lambda_star = project_gradients(g_f, g_r, scope=scope)
-    assert (lambda_star <= 0).all()
-    assert all(torch.equal(a, b) for a, b in zip(g_f, before))
-
-
-def test_global_and_layer_scopes_differ_as_expected():
-    # tensor a conflicts with the retain gradient, tensor b agrees more strongly: globally no conflict
-    g_r = [torch.tensor([1.0, 0.0]), torch.tensor([1.0, 0.0])]
-    g_f = [torch.tensor([-1.0, 1.0]), torch.tensor([3.0, 0.0])]
-    global_f = [g.clone() for g in g_f]
-    project_gradients(global_f, g_r, scope="global")  # <g_r, g_f> = 2 > 0: untouched
-    assert all(torch.equal(a, b) for a, b in zip(global_f, g_f))
-    layer_f = [g.clone() for g in g_f]
-    lambdas = project_gradients(layer_f, g_r, scope="layer")
-    torch.testing.assert_close(lambdas, torch.tensor([1.0, -3.0]), rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(layer_f[0], torch.tensor([0.0, 1.0]))  # a made orthogonal to its g_r
-    assert torch.equal(layer_f[1], g_f[1])  # b untouched
-    # and where the global vector conflicts, one lambda scales both tensors' g_r
-    g_f = [torch.tensor([-3.0, 1.0]), torch.tensor([1.0, 0.0])]
-    expected, lam = closed_form(g_f, g_r, 0.0)
-    project_gradients(g_f, g_r, scope="global")
-    torch.testing.assert_close(torch.cat(g_f).double(), expected)
-    assert lam.item() == pytest.approx(1.0, rel=1e-6)
-
-
+# ---------------------------------------------------------------------------------- the retain stream
 def test_seeded_batches_resume_at_any_batch():
     full = SeededBatchSampler(10, 3, seed=1)
     first = [b for _, b in zip(range(8), full)]
@@ -286,12 +226,12 @@ def test_resume_is_exact(original, digits_classwise, tmp_path):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(tolerance=-0.1), "tolerance"),
-        (dict(tolerance=float("nan")), "tolerance"),
-        (dict(scope="neuron"), "scope"),
-        (dict(reference="forget"), "reference"),
-        (dict(every_n_steps=0), "every_n_steps"),
-        (dict(dataloader=[1, 2]), "dataloader"),
+        (dict(tolerance=-0.1), "`tolerance` must be a finite number >= 0, got -0.1: it is eps"),
+        (dict(tolerance=float("nan")), "`tolerance` must be a finite number >= 0"),
+        (dict(scope="neuron"), "`scope` must be one of \\('global', 'layer'\\), got 'neuron'"),
+        (dict(reference="forget"), "`reference` must be one of \\('retain',\\), got 'forget'"),
+        (dict(every_n_steps=0), "`every_n_steps` must be an integer >= 1, got 0: 1 projects every step"),
+        (dict(dataloader=[1, 2]), "`dataloader` must be a torch DataLoader"),
     ],
 )
 def test_bad_arguments_are_rejected(kwargs, match):
@@ -302,6 +242,6 @@ def test_bad_arguments_are_rejected(kwargs, match):
 def test_missing_retain_data_fails_before_any_weight_change():
     toy = Toy([-1.0, 2.0], [0.5, -1.5])
     state = copy.deepcopy(toy.state_dict())
-    with pytest.raises(ValueError, match="retained data"):
+    with pytest.raises(ValueError, match="GradientProjection needs retained data.*dataloader="):
         one_step(toy, GradientProjection())
     assert all(torch.equal(state[k], v) for k, v in toy.state_dict().items())

@@ -1,5 +1,6 @@
-"""MagnitudePruning: masks vs hand computations, pruned weights stay exactly 0, torch.nn.utils.prune
-interop (Lightning's ModelPruning), the IMP schedule, SynFlow vs an independent loop, exact resume."""
+"""MagnitudePruning, the adapter: pruned weights stay exactly 0 through training, torch.nn.utils.prune
+interop (Lightning's ModelPruning), the IMP schedule, rewinds, exact resume, the recipe it owns, bad
+input (the pruning core is tested without a trainer in tests/functional/test_pruning.py)."""
 
 from __future__ import annotations
 
@@ -9,92 +10,17 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, ModelPruning
-from torch import nn
 
 from lightning_unlearn.callbacks import MagnitudePruning
-from lightning_unlearn.callbacks.magnitude_pruning import apply_pruning, synflow_masks
+from lightning_unlearn.functional import PruningRecipe, apply_pruning
 from lightning_unlearn.methods import FineTune
 from lightning_unlearn.metrics.functional import masks_of, sparsity
 from lightning_unlearn.models import SmallCNN
 from tests.callbacks import user_module
 from tests.conftest import quiet_trainer
 
-T, F = True, False
-
-
-def Tiny() -> nn.Module:  # noqa: N802 - the shared test network, 8 hidden units
-    return user_module.Tiny(hidden=8)
-
-
 def UserModule() -> L.LightningModule:  # noqa: N802 - the shared plain user module, 8 hidden units
     return user_module.UserModule(hidden=8)
-
-
-def hand_net() -> nn.Sequential:
-    net = nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 2))
-    with torch.no_grad():
-        net[0].weight.copy_(torch.tensor([[1.0, -6.0, 3.0], [0.5, 3.0, -4.0]]))  # |3| tied at flat 2 and 4
-        net[2].weight.copy_(torch.tensor([[5.0, 8.0], [9.0, 7.0]]))
-    return net
-
-
-# ---------------------------------------------------------------------------------- masks by hand
-def test_unstructured_global_and_layer_masks_by_hand():
-    net = hand_net()
-    masks = apply_pruning(net, amount=0.5, scope="global")  # keep 5 of 10: 9, 8, 7, 6, 5
-    assert masks["0.weight"].tolist() == [[F, T, F], [F, F, F]]
-    assert masks["2.weight"].tolist() == [[T, T], [T, T]]
-    assert net[0].weight.tolist() == [[0.0, -6.0, 0.0], [0.0, 0.0, 0.0]]
-    masks = apply_pruning(hand_net(), amount=0.5, scope="layer")  # 3 of 6: 6, 4, then the tied 3 at the lower index
-    assert masks["0.weight"].tolist() == [[F, T, T], [F, F, T]]
-    assert masks["2.weight"].tolist() == [[F, T], [T, F]]
-
-
-def test_structured_prunes_whole_rows_by_l2_norm():
-    # Row norms: layer 0: 6.78, 5.02; layer 2: 9.43, 11.40.
-    net = hand_net()
-    masks = apply_pruning(net, amount=0.5, structured=True, scope="global")
-    assert masks["0.weight"].tolist() == [[F, F, F], [F, F, F]] and bool(masks["2.weight"].all())
-    masks = apply_pruning(hand_net(), amount=0.5, structured=True, scope="layer")
-    assert masks["0.weight"].tolist() == [[T, T, T], [F, F, F]]
-    assert masks["2.weight"].tolist() == [[F, F], [T, T]]
-
-
-def test_random_pruning_is_seeded_and_exact():
-    a = apply_pruning(Tiny(), amount=0.75, method="random", seed=1)
-    b = apply_pruning(Tiny(), amount=0.75, method="random", seed=1)
-    c = apply_pruning(Tiny(), amount=0.75, method="random", seed=2)
-    assert all(torch.equal(a[k], b[k]) for k in a) and not all(torch.equal(a[k], c[k]) for k in a)
-    assert float(sparsity(a)) == 0.75
-
-
-def test_synflow_matches_an_independent_implementation():
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3))
-    amount, iterations = 0.8, 4
-    ours = synflow_masks(net, ["0.weight", "2.weight"], [torch.ones(7, 5, dtype=torch.bool), torch.ones(3, 7, dtype=torch.bool)],
-                         amount, [5], iterations=iterations)
-    # Oracle: a linearised float64 copy, pruned round by round on all weights together.
-    lin = copy.deepcopy(net).double()
-    with torch.no_grad():
-        for p in lin.parameters():
-            p.abs_()
-    weights = [lin[0].weight, lin[2].weight]
-    kept = [torch.ones_like(w, dtype=torch.bool) for w in weights]
-    original = [w.detach().clone() for w in weights]
-    for k in range(1, iterations + 1):
-        with torch.no_grad():
-            for w, m, o in zip(weights, kept, original):
-                w.copy_(o * m)
-        lin.zero_grad()
-        lin(torch.ones(1, 5, dtype=torch.float64)).sum().backward()
-        scores = torch.cat([torch.where(m, (w.grad * w).abs(), -1.0).flatten() for w, m in zip(weights, kept)])
-        keep = round((1 - amount) ** (k / iterations) * scores.numel())
-        flat = torch.zeros_like(scores, dtype=torch.bool)
-        flat[scores.argsort(descending=True)[:keep]] = True
-        kept = [part.view_as(w) for part, w in zip(flat.split([w.numel() for w in weights]), weights)]
-    assert all(torch.equal(a, b) for a, b in zip(ours, kept))
-    assert net[0].weight.min() < 0  # the network itself was not linearised
 
 
 # ---------------------------------------------------------------------------------- through training
@@ -207,10 +133,12 @@ def test_omp_then_finetune_on_digits_keeps_the_mask(digits_classwise):
         ({"amount": 0.0}, "`amount` must be a fraction in \\(0, 1\\]"),
         ({"amount": 1.5}, "`amount` must be a fraction"),
         ({"method": "snip"}, "`method` must be one of"),
-        ({"scope": "model"}, "`scope` must be 'global'"),
+        ({"scope": "model"}, "`scope` must be one of \\('global', 'layer'\\)"),
         ({"rounds": 3}, "applies to method='imp' only"),
         ({"method": "imp", "rounds": 0}, "`rounds` must be an integer >= 1"),
         ({"input_shape": [0, 3]}, "`input_shape`"),
+        ({"synflow_iterations": 0}, "`synflow_iterations` must be an integer >= 1"),
+        ({"rewind": 3}, "`rewind` must be None or a file path"),
     ],
 )
 def test_bad_arguments_are_rejected_at_construction(kwargs, match):
@@ -232,3 +160,13 @@ def test_bad_setups_fail_before_any_weight_changes(kwargs, trainer_kwargs, match
     with pytest.raises(ValueError, match=match):
         quiet_trainer(callbacks=[MagnitudePruning(**kwargs)], **trainer_kwargs).fit(module)
     assert all(torch.equal(v, start[k]) for k, v in module.state_dict().items())
+
+
+def test_the_callback_owns_a_recipe_and_prunes_by_it():
+    callback = MagnitudePruning(amount=0.6, structured=True, scope="layer", seed=4)
+    assert callback.pruning_recipe() == PruningRecipe(amount=0.6, structured=True, scope="layer", seed=4)
+    assert (callback.amount, callback.method, callback.structured, callback.scope, callback.rounds) == (0.6, "omp", True, "layer", 1)
+    module = UserModule()
+    expected = apply_pruning(copy.deepcopy(module), amount=0.6, structured=True, scope="layer")
+    quiet_trainer(max_steps=1, callbacks=[callback]).fit(module)
+    assert all(torch.equal(callback.masks()[name], mask) for name, mask in expected.items())

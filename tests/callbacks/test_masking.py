@@ -1,21 +1,14 @@
-"""The masking core: parameter selection, top-k masks, bit packing, strict freeze, checkpoints."""
+"""The shared masking adapter: strict freeze through training, exact resume, stacking (the core
+itself is tested without a trainer in tests/functional/test_masks.py)."""
 
 import copy
 
 import lightning as L
 import pytest
 import torch
-from torch import nn
 
-from lightning_unlearn.callbacks.masking import (
-    MaskedParameters,
-    MaskedUpdateCallback,
-    pack_mask,
-    select_parameters,
-    topk_mask,
-    unpack_mask,
-)
-from tests.callbacks.user_module import Tiny, UserModule
+from lightning_unlearn.callbacks import MaskedUpdateCallback
+from tests.callbacks.user_module import UserModule
 from tests.conftest import quiet_trainer
 
 
@@ -24,105 +17,6 @@ class FixedMask(MaskedUpdateCallback):
 
     def build_masks(self, trainer, pl_module, named):
         return [(torch.arange(p.numel()) % 2 == 0).view_as(p) for _, p in named]
-
-
-# ---------------------------------------------------------------------------------- selection
-def test_select_parameters_by_regex_default_and_errors():
-    net = Tiny()
-    names = [n for n, _ in select_parameters(net, None)]
-    assert names == ["fc1.weight", "fc1.bias", "bn.weight", "bn.bias", "fc2.weight", "fc2.bias"]
-    assert [n for n, _ in select_parameters(net, r"weight$")] == ["fc1.weight", "bn.weight", "fc2.weight"]
-    assert [n for n, _ in select_parameters(net, ["fc2", "^bn.bias"])] == ["bn.bias", "fc2.weight", "fc2.bias"]
-    assert [n for n, _ in select_parameters(net, None, default=lambda n, p: p.ndim > 1)] == ["fc1.weight", "fc2.weight"]
-    net.fc1.bias.requires_grad_(False)
-    assert "fc1.bias" not in [n for n, _ in select_parameters(net, None)]
-    with pytest.raises(ValueError, match="`parameters`.*matched no trainable parameter.*fc1.weight"):
-        select_parameters(net, "conv")
-    with pytest.raises(ValueError, match="invalid regex"):
-        select_parameters(net, "(")
-
-
-# ---------------------------------------------------------------------------------- top-k
-def test_topk_mask_global_matches_hand_computation_with_ties():
-    a = torch.tensor([[0.1, 0.9], [0.5, 0.5]])
-    b = torch.tensor([0.5, 0.2, 0.95])
-    # ranking over [0.1, .9, .5, .5 | .5, .2, .95]: .95(b2), .9(a1), then the ties .5 in flat order: a2, a3, b0
-    masks = topk_mask([a, b], 4 / 7, "global")
-    assert masks[0].tolist() == [[False, True], [True, True]]
-    assert masks[1].tolist() == [False, False, True]
-    masks = topk_mask([a, b], 3 / 7, "global")
-    assert masks[0].tolist() == [[False, True], [True, False]] and masks[1].tolist() == [False, False, True]
-    assert sum(int(m.sum()) for m in topk_mask([a, b], 0.5, "global")) == round(0.5 * 7)
-    assert all(m.dtype == torch.bool and m.shape == s.shape for m, s in zip(masks, [a, b]))
-
-
-def test_topk_mask_layer_scope_keeps_a_fraction_of_every_tensor():
-    a = torch.tensor([3.0, 1.0, 2.0, 2.0])
-    b = torch.tensor([0.0, 0.0, 0.0])
-    masks = topk_mask([a, b], 0.5, "layer")
-    assert masks[0].tolist() == [True, False, True, False]  # 3, then the first 2 (tie)
-    assert masks[1].tolist() == [True, True, False]  # round(1.5) = 2, ties by position
-    tiny = topk_mask([a, b], 0.01, "layer")
-    assert [int(m.sum()) for m in tiny] == [1, 1]  # at least one per tensor
-    assert all(m.all() for m in topk_mask([a, b], 1.0, "layer"))
-
-
-@pytest.mark.parametrize("fraction", [0, -0.1, 1.5, float("nan")])
-def test_topk_mask_rejects_bad_fraction(fraction):
-    with pytest.raises(ValueError, match="`fraction` must be a fraction in \\(0, 1\\]"):
-        topk_mask([torch.ones(3)], fraction, "global")
-
-
-def test_topk_mask_rejects_unknown_scope():
-    with pytest.raises(ValueError, match="`scope` must be 'global'"):
-        topk_mask([torch.ones(3)], 0.5, "tensor")
-
-
-def test_pack_unpack_roundtrip():
-    g = torch.Generator().manual_seed(0)
-    for shape in [(1,), (7,), (8,), (3, 5, 2), (0,)]:
-        mask = torch.rand(shape, generator=g) > 0.5
-        packed = pack_mask(mask)
-        assert packed.dtype == torch.uint8 and packed.numel() == (mask.numel() + 7) // 8
-        assert torch.equal(unpack_mask(packed, shape), mask)
-    assert pack_mask(torch.tensor([True, False, False, False, False, False, False, True])).tolist() == [129]
-
-
-# ---------------------------------------------------------------------------------- MaskedParameters
-def test_masked_parameters_restore_and_optimizer_state():
-    p = nn.Parameter(torch.tensor([1.0, 2.0, 3.0, 4.0]))
-    masked = MaskedParameters(["p"], [p], [torch.tensor([True, False, True, False])])
-    masked.capture_anchor()
-    opt = torch.optim.SGD([p], lr=0.1, momentum=0.9, weight_decay=0.1)
-    for _ in range(3):
-        p.grad = torch.ones(4)
-        masked.mask_gradients()
-        assert p.grad.tolist() == [1.0, 0.0, 1.0, 0.0]
-        opt.step()
-        masked.restore_frozen(opt)
-        assert p[1].item() == 2.0 and p[3].item() == 4.0
-        assert opt.state[p]["momentum_buffer"][[1, 3]].tolist() == [0.0, 0.0]
-    assert p[0].item() != 1.0
-    assert masked.density() == 0.5
-    masked.set_anchor_zero()
-    masked.apply()
-    assert p[1].item() == 0.0 and p[3].item() == 0.0
-
-
-def test_masked_parameters_state_dict_roundtrip():
-    net, other = Tiny(), Tiny()
-    other.load_state_dict(net.state_dict())
-    named = select_parameters(net, None)
-    masks = topk_mask([torch.randn_like(p) for _, p in named], 0.3, "global")
-    masked = MaskedParameters([n for n, _ in named], [p for _, p in named], masks)
-    masked.capture_anchor()
-    state = copy.deepcopy(masked.state_dict())
-    assert all(m.dtype == torch.uint8 for m in state["masks"])
-    restored = MaskedParameters.from_state_dict(other, state)
-    assert all(torch.equal(a, b) for a, b in zip(restored.masks, masked.masks))
-    assert all(torch.equal(a, b) for a, b in zip(restored.anchor, masked.anchor))
-    with pytest.raises(ValueError, match="same model and `parameters` filter"):
-        MaskedParameters(["x"], [nn.Parameter(torch.ones(2))], [torch.ones(2, dtype=torch.bool)]).load_state_dict(state)
 
 
 # ---------------------------------------------------------------------------------- the callback
@@ -188,3 +82,9 @@ def test_stacked_masks_enforce_their_intersection():
         if name in a.masks():
             frozen = ~(a.masks()[name] & b.masks()[name])
             assert torch.equal(value[frozen], start[name][frozen]), name
+
+
+def test_parameters_of_the_wrong_type_are_rejected_at_construction():
+    with pytest.raises(ValueError, match="`parameters` must be a regex, a list of regexes or None, got 3 \\(int\\)"):
+        FixedMask(parameters=3)
+    assert FixedMask(parameters=("a", "b")).parameters == ["a", "b"]

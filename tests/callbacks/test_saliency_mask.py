@@ -1,49 +1,18 @@
-"""SaliencyMask (SalUn): saliency vs an independent computation, strict freeze, resume, errors, digits."""
+"""SaliencyMask (SalUn), the adapter: the mask is the top-k of the saliency at fit start, strict
+freeze, resume, errors, digits (the saliency itself is tested without a trainer in
+tests/functional/test_saliency.py)."""
 
 import copy
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from lightning_unlearn.callbacks import SaliencyMask
-from lightning_unlearn.callbacks.masking import topk_mask
-from lightning_unlearn.callbacks.saliency_mask import weight_saliency
+from lightning_unlearn.functional import topk_mask
 from lightning_unlearn.methods import RandomLabel
-from tests.callbacks.user_module import Tiny, UserModule, forget_loader
+from tests.callbacks.user_module import UserModule, forget_loader
 from tests.conftest import quiet_trainer
-
-
-def independent_saliency(model, loader):
-    """|sum over batches of the batch-mean CE gradient|, eval mode, via .backward()."""
-    model = copy.deepcopy(model).eval()
-    total = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
-    for x, y in loader:
-        model.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        for n, p in model.named_parameters():
-            total[n] += p.grad
-    return {n: g.abs() for n, g in total.items()}
-
-
-def test_weight_saliency_equals_independent_computation_and_keeps_mode():
-    torch.manual_seed(0)
-    net = Tiny().train()
-    net(torch.randn(32, 6))  # non-trivial BatchNorm running statistics
-    expected = independent_saliency(net, forget_loader())
-    running_mean = net.bn.running_mean.clone()
-    got = weight_saliency(net, list(net.parameters()), forget_loader())
-    for (name, _), value in zip(net.named_parameters(), got):
-        torch.testing.assert_close(value, expected[name], rtol=1e-6, atol=1e-7, msg=name)
-    assert net.training and torch.equal(net.bn.running_mean, running_mean)
-    assert all(p.grad is None for p in net.parameters())
-
-
-def test_random_label_saliency_differs_from_cross_entropy():
-    net = Tiny()
-    ce = weight_saliency(net, list(net.parameters()), forget_loader())
-    rl = weight_saliency(net, list(net.parameters()), forget_loader(), loss="random_label")
-    assert not all(torch.equal(a, b) for a, b in zip(ce, rl))
+from tests.functional.test_saliency import independent_saliency
 
 
 def _fit(strict, threshold=0.5, scope="global", steps=6):
@@ -129,8 +98,9 @@ def test_salun_on_digits_classwise_forgets_and_keeps_retain_accuracy(original, d
     [
         (dict(threshold=0), "`threshold` must be a fraction in \\(0, 1\\]"),
         (dict(threshold=1.5), "`threshold` must be a fraction in \\(0, 1\\]"),
-        (dict(scope="tensor"), "`scope` must be 'global'"),
+        (dict(scope="tensor"), "`scope` must be one of \\('global', 'layer'\\)"),
         (dict(loss="kl"), "`loss` must be one of"),
+        (dict(seed="0"), "`seed` must be an integer"),
     ],
 )
 def test_bad_arguments_raise_at_construction(kwargs, match):

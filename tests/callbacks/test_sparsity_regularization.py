@@ -1,4 +1,6 @@
-"""SparsityRegularization (l1-sparse): exact schedules, the subgradient, resume, errors."""
+"""SparsityRegularization (l1-sparse), the adapter: the subgradient through training with the per-epoch
+and per-step gamma, resume, errors (the schedule is tested without a trainer in
+tests/functional/test_pruning.py)."""
 
 import copy
 
@@ -8,27 +10,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lightning_unlearn.callbacks import SparsityRegularization
-from lightning_unlearn.callbacks.sparsity_regularization import l1_strength
 from tests.callbacks.user_module import UserModule
 from tests.conftest import quiet_trainer
-
-ALPHA = 1e-4
-
-
-@pytest.mark.parametrize(
-    "schedule, expected",
-    [  # E = 5 epochs, E0 = 1 final epoch without l1
-        ("linear_decay", [1.0, 0.75, 0.5, 0.25, 0.0]),
-        ("linear_growth", [0.0, 0.25, 0.5, 0.75, 0.0]),
-        ("constant", [1.0, 1.0, 1.0, 1.0, 0.0]),
-    ],
-)
-def test_l1_strength_per_epoch(schedule, expected):
-    assert [l1_strength(ALPHA, schedule, e, 5, 1) for e in range(5)] == pytest.approx([ALPHA * v for v in expected])
-
-
-def test_linear_decay_without_off_epochs_is_the_reference_formula():
-    assert [l1_strength(1.0, "linear_decay", e, 4) for e in range(4)] == [1.0, 0.75, 0.5, 0.25]
 
 
 class GradientSpy(L.Callback):
@@ -98,9 +81,9 @@ def test_resumes_exactly(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(alpha=-1.0), "`alpha` must be >= 0"),
+        (dict(alpha=-1.0), "`alpha` must be a finite number >= 0, got -1.0"),
         (dict(schedule="cosine"), "`schedule` must be one of"),
-        (dict(interval="batch"), "`interval` must be 'epoch' or 'step'"),
+        (dict(interval="batch"), "`interval` must be one of \\('epoch', 'step'\\), got 'batch'"),
         (dict(no_l1_epochs=-1), "`no_l1_epochs` must be an integer >= 0"),
     ],
 )

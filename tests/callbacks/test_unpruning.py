@@ -1,5 +1,6 @@
-"""UnPruning: the topology moves toward the retain-only reference on a case built so that the forget
-set controls some weights; structured masks; exact resume; composition; bad input."""
+"""UnPruning, the adapter: the topology moves toward the retain-only reference on a case built so that
+the forget set controls some weights; structured masks; the protocol with pruning callbacks; exact
+resume; composition; bad input (the core is tested without a trainer in tests/functional/test_unpruning.py)."""
 
 from __future__ import annotations
 
@@ -11,60 +12,16 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 from torch.nn.utils import prune
-from torch.utils.data import TensorDataset
 
-from lightning_unlearn.data import ForgetSpec, UnlearningDataModule
-from lightning_unlearn.callbacks import MagnitudePruning, UnPruning
-from lightning_unlearn.callbacks.magnitude_pruning import apply_pruning
-from lightning_unlearn.callbacks.unpruning import regrow_toward, unpruned_masks
+from lightning_unlearn.callbacks import MagnitudePruning, TopologyCallback, UnPruning
+from lightning_unlearn.functional import PruningRecipe, apply_pruning
 from lightning_unlearn.methods import FineTune, RandomLabel
 from lightning_unlearn.metrics import topology_report
 from lightning_unlearn.metrics.functional import mask_iou, sparsity
 from tests.conftest import quiet_trainer
+from tests.functional.built_case import D, K, N_FORGET, N_RETAIN, built_data, built_datamodule, linear_net, trained
 
 T, F = True, False
-D, K, N_RETAIN, N_FORGET = 16, 4, 240, 48
-
-
-def built_data(seed: int = 0) -> TensorDataset:
-    """Retained examples carry their class on features 0-7 and are 0 on features 8-15; forgotten
-    examples carry it on features 8-15 only. So a model trained on everything grows large weights on
-    features 8-15 that magnitude pruning keeps, while a model trained on the retained data never
-    moves them from their (small) initial values."""
-    g = torch.Generator().manual_seed(seed)
-    y_r, y_f = torch.arange(N_RETAIN) % K, torch.arange(N_FORGET) % K
-    x_r, x_f = 0.5 * torch.randn(N_RETAIN, D, generator=g), 0.5 * torch.randn(N_FORGET, D, generator=g)
-    x_r[:, 8:] = 0.0
-    x_f[:, 8:] = 0.0
-    for x, y, offset in ((x_r, y_r, 0), (x_f, y_f, 8)):
-        x[torch.arange(len(y)), offset + 2 * y] += 2.0
-        x[torch.arange(len(y)), offset + 2 * y + 1] += 2.0
-    return TensorDataset(torch.cat([x_r, x_f]), torch.cat([y_r, y_f]))
-
-
-def built_datamodule() -> UnlearningDataModule:
-    return UnlearningDataModule(
-        built_data(0), built_data(1), forget=ForgetSpec(indices=list(range(N_RETAIN, N_RETAIN + N_FORGET))), batch_size=32
-    )
-
-
-def linear_net() -> nn.Module:
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(D, K))
-    with torch.no_grad():
-        net[0].weight.mul_(0.1)
-    return net
-
-
-def trained(net: nn.Module, n: int, steps: int = 150) -> nn.Module:
-    """Full-batch SGD on the first ``n`` examples (all data, or the retained part only)."""
-    x, y = built_data(0).tensors
-    opt = torch.optim.SGD(net.parameters(), lr=0.5, momentum=0.9, weight_decay=5e-4)
-    for _ in range(steps):
-        opt.zero_grad()
-        nn.functional.cross_entropy(net(x[:n]), y[:n]).backward()
-        opt.step()
-    return net
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +75,49 @@ def test_one_shot_revives_at_the_values_before_pruning_or_at_zero(models):
         quiet_trainer(max_steps=1, callbacks=[unpruning, pruning, Probe()]).fit(method, datamodule=built_datamodule())
 
 
+class RecipePruning(TopologyCallback):
+    """A user's own pruning callback, unrelated to MagnitudePruning: it only speaks the protocol."""
+
+    anchor = "zero"
+
+    def __init__(self):
+        super().__init__(parameters=r"weight$")
+        self.recipe = PruningRecipe(amount=0.5, scope="layer")
+
+    def pruning_recipe(self):
+        return self.recipe
+
+    def build_masks(self, trainer, pl_module, named):
+        return self.recipe.masks([p.detach() for _, p in named])
+
+    def change_topology(self, trainer, pl_module):
+        self.remember_pruned([~m for m in self.masked.masks])
+        self.masked.set_anchor_zero()
+        self.masked.apply()
+
+
+def test_unpruning_finds_pruning_callbacks_by_the_protocol_not_by_class(models, tmp_path):
+    full, _, retained = models
+    pruning, unpruning = RecipePruning(), UnPruning(scope="global")
+
+    class Probe(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            before, after = unpruning.topology_before()["0.weight"], unpruning.masks()["0.weight"]
+            revived, weight = after & ~before, pl_module.model[0].weight
+            assert bool(revived.any()) and torch.equal(weight[revived], full[0].weight[revived])  # values recorded for it
+            assert torch.equal(pruning.masks()["0.weight"], after)  # adopted
+            assert int(before.sum()) == 32  # its own rule: half of the tensor
+
+    method = FineTune(copy.deepcopy(full))
+    quiet_trainer(max_steps=1, callbacks=[unpruning, pruning, Probe()]).fit(method, datamodule=built_datamodule())
+    assert unpruning._resolved == {"scope": "global", "structured": False}
+    # a dense reference is pruned with the pruning callback's recipe
+    torch.save({f"model.{k}": v for k, v in retained.state_dict().items()}, tmp_path / "retrain.ckpt")
+    unpruning.reference = str(tmp_path / "retrain.ckpt")
+    expected = pruning.recipe.masks([retained[0].weight.detach()])[0]
+    assert torch.equal(unpruning.topology_reference()["0.weight"], expected)
+
+
 def test_structured_unpruning_swaps_whole_rows():
     # fc1 rows 0-4 read the retained features; row 5 reads forget-only features and has the largest norm.
     torch.manual_seed(0)
@@ -135,21 +135,6 @@ def test_structured_unpruning_swaps_whole_rows():
     assert int(after.all(dim=1).sum()) == int(before.all(dim=1).sum()) == 3
     assert bool((after.all(dim=1) | ~after.any(dim=1)).all())  # whole rows only
     assert bool((method.model[0].weight[~after] == 0).all())
-
-
-# ---------------------------------------------------------------------------------- functional core
-def test_unpruned_masks_and_gradual_step_by_hand():
-    masks = [torch.tensor([T, T, F, F, F, F])]
-    scores = [torch.tensor([1.0, 2.0, 6.0, 5.0, 0.0, 0.0])]
-    target = unpruned_masks(scores, masks)
-    assert target[0].tolist() == [F, F, T, T, F, F]
-    # d = 2 kept outside the target, turnover 0.5 -> 1 swap: drop the lowest (index 0), grow the best (index 2).
-    assert regrow_toward(masks, target, scores, 0.5)[0].tolist() == [F, T, T, F, F, F]
-    assert regrow_toward(masks, target, scores, 1.0)[0].tolist() == target[0].tolist()
-    # layer scope keeps each tensor's count
-    two = [torch.tensor([T, F]), torch.tensor([T, T, F, F])]
-    out = unpruned_masks([torch.tensor([0.0, 9.0]), torch.tensor([1.0, 0.0, 3.0, 2.0])], two, scope="layer")
-    assert [m.tolist() for m in out] == [[F, T], [F, F, T, T]]
 
 
 def first_entries_score(ctx):
@@ -242,11 +227,13 @@ def test_stacks_with_saliency_mask_and_random_label(models):
         ({"score": "fisher"}, "Unknown `score`"),
         ({"score": "no.such.module.fn"}, "does not import"),
         ({"mode": "sometimes"}, "`mode` must be one of"),
-        ({"scope": "model"}, "`scope` must be 'global'"),
+        ({"scope": "model"}, "`scope` must be one of \\('global', 'layer'\\)"),
         ({"revive": "random"}, "`revive` must be one of"),
         ({"turnover": 0.0}, "`turnover` must be a fraction"),
         ({"stop_fraction": 1.5}, "`stop_fraction` must be a fraction"),
         ({"batches": 0}, "`batches` must be an integer >= 1"),
+        ({"lr": 0.0}, "`lr` must be a finite number > 0"),
+        ({"reference": 3}, "`reference` must be None or a file path"),
     ],
 )
 def test_bad_arguments_are_rejected_at_construction(kwargs, match):

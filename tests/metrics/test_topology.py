@@ -87,3 +87,11 @@ def test_bad_input_is_a_clear_error():
         load_masks("does/not/exist.ckpt")
     with pytest.raises(ValueError, match="mapping"):
         sparsity(3)
+
+
+def test_the_prune_interop_is_the_pruning_core():
+    from lightning_unlearn.functional import pruning
+    from lightning_unlearn.metrics.functional import topology
+
+    assert topology.canonical_name is pruning.canonical_name and topology.prunable_weights is pruning.prunable_weights
+    assert topology.PRUNE_SUFFIX == pruning.PRUNE_SUFFIX == "_orig"

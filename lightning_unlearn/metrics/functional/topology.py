@@ -18,32 +18,15 @@ produces on a model trained on the retained data only.
 from __future__ import annotations
 
 import os
-from typing import Callable, Mapping, Sequence, Union
+from typing import Mapping, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
+# The torch.nn.utils.prune interop lives with the pruning core; the metrics read masks through it.
+from lightning_unlearn.functional.pruning import PRUNE_SUFFIX, canonical_name, prunable_weights, prune_reparametrisation
+
 MaskSource = Union[Mapping[str, Tensor], Sequence[Tensor], nn.Module, str, os.PathLike]
-
-PRUNABLE_MODULES = (nn.modules.conv._ConvNd, nn.Linear)
-PRUNE_SUFFIX = "_orig"
-
-
-def canonical_name(name: str) -> str:
-    """``name`` without the ``_orig`` suffix that ``torch.nn.utils.prune`` gives the raw parameter."""
-    return name[: -len(PRUNE_SUFFIX)] if name.endswith(PRUNE_SUFFIX) else name
-
-
-def prunable_weights(network: nn.Module) -> Callable[[str, Tensor], bool]:
-    """Predicate ``(name, parameter) -> bool`` accepting the weights of conv and linear layers
-    (``weight``, or ``weight_orig`` under ``torch.nn.utils.prune``) of ``network``."""
-    modules = dict(network.named_modules())
-
-    def accept(name: str, param: Tensor) -> bool:
-        owner, _, leaf = canonical_name(name).rpartition(".")
-        return leaf == "weight" and isinstance(modules.get(owner), PRUNABLE_MODULES)
-
-    return accept
 
 
 @torch.no_grad()
@@ -55,17 +38,14 @@ def masks_of(network: nn.Module) -> dict[str, Tensor]:
         ValueError: ``network`` has no conv or linear weight.
     """
     accept = prunable_weights(network)
-    modules = dict(network.named_modules())
     masks = {}
     for name, param in network.named_parameters():
         if not accept(name, param):
             continue
         kept = param.detach() != 0
-        if name.endswith(PRUNE_SUFFIX):
-            owner, _, leaf = name.rpartition(".")
-            buffer = getattr(modules[owner], leaf[: -len(PRUNE_SUFFIX)] + "_mask", None)
-            if isinstance(buffer, Tensor):
-                kept &= buffer.detach() != 0
+        buffer = prune_reparametrisation(network, name)
+        if buffer is not None:
+            kept &= buffer.detach() != 0
         masks[canonical_name(name)] = kept
     if not masks:
         raise ValueError(f"{type(network).__name__} has no conv or linear weight to read a mask from; pass masks instead.")
