@@ -66,7 +66,9 @@ def check_float(
     if maximum is not None:
         parts.append(f"{'<' if open_maximum else '<='} {maximum:g}")
     wanted = "a finite number" + (" " + " and ".join(parts) if parts else "")
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool):
+        raise _fail(name, wanted, value, hint)
+    if not isinstance(value, (int, float)):
         if hasattr(value, "__float__") and not isinstance(value, (str, bytes)) and getattr(value, "ndim", 0) == 0:
             value = float(value)  # numpy / torch scalars
         else:

@@ -149,13 +149,9 @@ class UnlearningEvaluation(Callback):
 
     # ------------------------------------------------------------------ helpers
     def _data(self, trainer: L.Trainer) -> UnlearningDataModule:
-        data = self.datamodule if self.datamodule is not None else getattr(trainer, "datamodule", None)
-        if not isinstance(data, UnlearningDataModule):
-            raise ValueError(
-                "UnlearningEvaluation needs the forget/retain/test split: fit with"
-                " `datamodule=UnlearningDataModule(...)` or pass `UnlearningEvaluation(datamodule=...)`."
-            )
-        return data
+        return require_unlearning_data(
+            trainer, "UnlearningEvaluation", self.datamodule, "or pass `UnlearningEvaluation(datamodule=...)`"
+        )
 
     def flat_metrics(self) -> dict[str, float]:
         """Every logged number as ``{key: value}``."""

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Iterator, Optional
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import Tensor
 from torch.utils.data import DataLoader, RandomSampler
 
@@ -124,7 +125,12 @@ def retain_batches(
 
 
 def _training_loader(trainer: L.Trainer) -> Iterable:
-    """The fit's own training loader (the loop builds it now if it has not yet)."""
+    """The fit's training data: a fresh loader from the datamodule's or the module's
+    ``train_dataloader()`` hook when there is one (the fit's own loader, and any generator it
+    holds, is left untouched), else the loader given to ``trainer.fit`` itself."""
+    for source in (getattr(trainer, "datamodule", None), trainer.lightning_module):
+        if source is not None and is_overridden("train_dataloader", source):
+            return source.train_dataloader()
     trainer.fit_loop.setup_data()
     loader = trainer.train_dataloader
     if loader is None:

@@ -9,6 +9,10 @@ from typing import Iterator, Optional
 import torch
 from torch import Tensor, nn
 
+from lightning_unlearn.functional.pruning import eval_mode
+
+__all__ = ["buffers_restored", "check_logits", "eval_mode", "network_of", "reinitialise"]
+
 
 def network_of(module: nn.Module) -> nn.Module:
     """The classifier inside a module: ``module.model`` for our wrappers, else the module itself."""
@@ -39,18 +43,6 @@ def check_logits(model: nn.Module, x: Tensor, num_classes: int, name: str) -> in
             f" {num_classes} outputs."
         )
     return int(out.shape[1])
-
-
-@contextmanager
-def eval_mode(network: nn.Module) -> Iterator[nn.Module]:
-    """Runs a block with every submodule in eval mode, restoring each one's own mode afterwards."""
-    modes = [(m, m.training) for m in network.modules()]
-    network.eval()
-    try:
-        yield network
-    finally:
-        for module, training in modes:
-            module.training = training
 
 
 @contextmanager

@@ -19,17 +19,14 @@ from lightning_unlearn.methods import FineTune, RandomLabel
 from lightning_unlearn.metrics import topology_report
 from lightning_unlearn.metrics.functional import mask_iou, sparsity
 from tests.conftest import quiet_trainer
-from tests.functional.built_case import D, K, N_FORGET, N_RETAIN, built_data, built_datamodule, linear_net, trained
+from tests.functional.built_case import D, K, built_data, built_models, built_datamodule, linear_net
 
 T, F = True, False
 
 
 @pytest.fixture(scope="module")
 def models():
-    """The model trained on all data, and the retain-only reference mask (same pruning pipeline)."""
-    full = trained(linear_net(), N_RETAIN + N_FORGET)
-    retained = trained(linear_net(), N_RETAIN)
-    return full, apply_pruning(copy.deepcopy(retained), amount=0.5), retained
+    return built_models()
 
 
 # ---------------------------------------------------------------------------------- the built case

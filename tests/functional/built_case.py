@@ -50,3 +50,15 @@ def trained(net: nn.Module, n: int, steps: int = 150) -> nn.Module:
         nn.functional.cross_entropy(net(x[:n]), y[:n]).backward()
         opt.step()
     return net
+
+
+def built_models():
+    """The model trained on all data, the retain-only reference mask (same pruning pipeline: 50 %
+    magnitude) and the retain-only model."""
+    import copy
+
+    from lightning_unlearn.functional import apply_pruning
+
+    full = trained(linear_net(), N_RETAIN + N_FORGET)
+    retained = trained(linear_net(), N_RETAIN)
+    return full, apply_pruning(copy.deepcopy(retained), amount=0.5), retained

@@ -25,17 +25,14 @@ from lightning_unlearn.functional import (
     unpruning_scores,
 )
 from lightning_unlearn.metrics.functional import mask_iou, sparsity
-from tests.functional.built_case import N_FORGET, N_RETAIN, built_data, linear_net, trained
+from tests.functional.built_case import built_data, built_models, linear_net
 
 T, F = True, False
 
 
 @pytest.fixture(scope="module")
 def models():
-    """The model trained on all data, the retain-only reference mask (same pruning pipeline), the retain-only model."""
-    full = trained(linear_net(), N_RETAIN + N_FORGET)
-    retained = trained(linear_net(), N_RETAIN)
-    return full, apply_pruning(copy.deepcopy(retained), amount=0.5), retained
+    return built_models()
 
 
 def retain_batches(n=4, size=32):
