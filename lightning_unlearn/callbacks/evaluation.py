@@ -374,7 +374,7 @@ class UnlearningEvaluation(Callback):
         metrics = trainer.callback_metrics
         for key, value in values.items():
             if value is not None:
-                metrics[key] = torch.tensor(float(value))
+                metrics[key] = torch.tensor(float(value), dtype=torch.float64)
 
     def flat_metrics(self) -> dict[str, float]:
         """Every logged number as ``{key: value}`` (values that could not be computed are left out)."""

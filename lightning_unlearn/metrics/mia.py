@@ -19,6 +19,8 @@ from lightning_unlearn.metrics.functional.mia import (
 from lightning_unlearn.metrics._svc import GammaType
 
 Split = Literal["retain", "test", "forget"]
+_INDEX_BASE = 2**23  # positions p are stored as (p // base, p % base): each part exact in float32
+_INDEX_LIMIT = 2**46
 _SPLITS = ("retain", "test", "forget")
 
 
@@ -87,9 +89,12 @@ class MIAEfficacy(Metric):
     retain_conf: list[Tensor]
     test_conf: list[Tensor]
     forget_conf: list[Tensor]
-    retain_index: Tensor
-    test_index: Tensor
-    forget_index: Tensor
+    retain_index_high: list[Tensor]
+    retain_index_low: list[Tensor]
+    test_index_high: list[Tensor]
+    test_index_low: list[Tensor]
+    forget_index_high: list[Tensor]
+    forget_index_low: list[Tensor]
 
     def __init__(
         self,
@@ -105,9 +110,11 @@ class MIAEfficacy(Metric):
         self.gamma = gamma
         for split in _SPLITS:
             self.add_state(f"{split}_conf", default=[], dist_reduce_fx="cat")
-            # a tensor state of explicit dtype: an empty list state would be gathered as float32 on a
-            # rank that saw no sample of the split, beside int64 on the others
-            self.add_state(f"{split}_index", default=torch.zeros(0, dtype=torch.long), dist_reduce_fx="cat")
+            # Positions are kept as two exact float lists (p // 2**23, p % 2**23): under DDP torchmetrics
+            # gathers the list of a rank that saw no sample of the split as an empty float tensor,
+            # which must have the dtype of the other ranks' lists.
+            self.add_state(f"{split}_index_high", default=[], dist_reduce_fx="cat")
+            self.add_state(f"{split}_index_low", default=[], dist_reduce_fx="cat")
 
     def update(self, logits: Tensor, target: Tensor, split: Split, index: Optional[Tensor] = None) -> None:
         """Store the true-class confidences of a batch of one split.
@@ -125,7 +132,7 @@ class MIAEfficacy(Metric):
         if split not in _SPLITS:
             raise ValueError(f"`split` must be one of {_SPLITS}, got {split!r}.")
         conf = true_class_confidence(logits, target)
-        indexed = getattr(self, f"{split}_index").numel()
+        indexed = sum(int(c.numel()) for c in getattr(self, f"{split}_index_low"))
         seen = sum(int(c.numel()) for c in getattr(self, f"{split}_conf"))
         if index is not None:
             if not isinstance(index, Tensor) or index.ndim != 1 or index.is_floating_point() or index.dtype == torch.bool:
@@ -134,8 +141,11 @@ class MIAEfficacy(Metric):
                 raise ValueError(f"`index` has {index.shape[0]} positions for {conf.shape[0]} samples: give one per sample.")
             if indexed != seen:
                 raise ValueError(f"MIAEfficacy: the {split!r} split got updates without `index` before: give `index` always or never.")
-            state = getattr(self, f"{split}_index")
-            setattr(self, f"{split}_index", torch.cat([state, index.to(device=state.device, dtype=torch.long)]))
+            if index.numel() and (int(index.min()) < 0 or int(index.max()) >= _INDEX_LIMIT):
+                raise ValueError(f"`index` positions must lie in [0, 2**46), got {int(index.min())}..{int(index.max())}.")
+            index = index.to(device=conf.device, dtype=torch.long)
+            getattr(self, f"{split}_index_high").append(torch.div(index, _INDEX_BASE, rounding_mode="floor").to(self.dtype))
+            getattr(self, f"{split}_index_low").append(torch.remainder(index, _INDEX_BASE).to(self.dtype))
         elif indexed:
             raise ValueError(f"MIAEfficacy: the {split!r} split got updates with `index` before: give `index` always or never.")
         getattr(self, f"{split}_conf").append(conf)
@@ -159,8 +169,9 @@ class MIAEfficacy(Metric):
                     "for every split before `compute()`."
                 )
             conf = dim_zero_cat(state)
-            index = getattr(self, f"{split}_index")
-            if index.numel() > 0:
+            high, low = getattr(self, f"{split}_index_high"), getattr(self, f"{split}_index_low")
+            if (isinstance(low, list) and len(low) > 0) or (isinstance(low, Tensor) and low.numel() > 0):
+                index = dim_zero_cat(high).long() * _INDEX_BASE + dim_zero_cat(low).long()
                 conf = _in_index_order(conf, index.to(conf.device))
             feats[split] = conf
         x_attack, y_attack, x_forget = _mia_efficacy_update(feats["retain"], feats["test"], feats["forget"])
