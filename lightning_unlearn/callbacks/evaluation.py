@@ -201,6 +201,10 @@ class UnlearningEvaluation(Callback):
         self._publish(trainer, {k: v for k, v in self.flat_metrics().items() if "/before/" in k or "/reference/" in k})
         self._start = time.perf_counter()
 
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self._own_guard and self._guard is not None:
+            self._guard.snapshot(trainer, pl_module)
+
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
         if self._own_guard and self._guard is not None:
             self._guard.check_loss(trainer, loss)

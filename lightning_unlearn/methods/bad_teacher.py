@@ -129,6 +129,8 @@ class BadTeacher(TeacherStudentMethod):
         incompetent_seed = check_int(incompetent_seed, "incompetent_seed")
         if "epoch_split" in kwargs:
             raise ValueError("BadTeacher's epoch is one pass over D_f (with its share of D_r): drop `epoch_split`.")
+        if "momentum" in kwargs:
+            raise ValueError("BadTeacher trains with Adam (no momentum argument): drop `momentum`, or pass `optimizer=`.")
         if incompetent is not None and not isinstance(incompetent, nn.Module):
             raise ValueError(
                 f"`incompetent` must be an nn.Module returning logits (or None for a re-initialised copy of"

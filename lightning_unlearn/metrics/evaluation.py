@@ -47,7 +47,8 @@ def evaluate_loaders(
         distributed: share the batches over the ranks of the default process group and gather
             the metrics (every rank must call); ``False``: this process evaluates everything alone.
         convert_input: applied to every input batch ``x`` before the forward, e.g. a Lightning
-            precision plugin's ``convert_input`` (``bf16-true`` feeds the model bfloat16 inputs).
+            precision plugin's ``convert_input`` (``bf16-true`` feeds the model bfloat16 inputs);
+            default: floating inputs are cast to the dtype of the model's weights.
         name: how errors call the model (``"model"``, ``"reference"``...).
         strict: non-finite logits raise (``True``); ``False``: the metrics they would enter are
             ``None`` (a diverged model's report still shows what could be measured).
@@ -64,8 +65,15 @@ def evaluate_loaders(
     missing = [s for s in EVAL_SPLITS if s not in loaders]
     if missing:
         raise ValueError(f"`loaders` lacks the {missing} split(s): pass loaders for {EVAL_SPLITS}.")
+    first = next(model.parameters())
     if device is None:
-        device = next(model.parameters()).device
+        device = first.device
+    if convert_input is None and first.is_floating_point():
+        dtype = first.dtype
+
+        def convert_input(x: Any) -> Any:
+            return x.to(dtype) if isinstance(x, Tensor) and x.is_floating_point() else x
+
     rank, world = _rank_and_world(distributed)
     sync = world > 1
     accuracy = {split: Accuracy(sync_on_compute=sync).to(device) for split in EVAL_SPLITS}

@@ -69,6 +69,10 @@ class ClassifierModule(L.LightningModule):
         """``None``, or where the fit diverged: ``{"reason", "step", "epoch", "loss"}``."""
         return self.divergence_guard.record
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> Optional[int]:
+        self.divergence_guard.snapshot(self.trainer, self)
+        return None
+
     def on_before_backward(self, loss: Tensor) -> None:
         self.divergence_guard.check_loss(self.trainer, loss)
 

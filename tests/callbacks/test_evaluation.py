@@ -147,22 +147,58 @@ def test_works_on_a_users_module_and_logs_to_csv(original, digits_classwise, tmp
     assert callback.results["before"]["forget_acc"] > 0.95
 
 
+def wandb_records(run_file: Path) -> list:
+    """The protobuf records of an offline ``.wandb`` file (a LevelDB-style log: a 7-byte header,
+    then 32 KiB blocks of chunks ``crc(4) length(2) type(1) data``, type 1 full, 2 first, 3
+    middle, 4 last), parsed with wandb's own ``Record`` message."""
+    from wandb.proto import wandb_internal_pb2
+
+    data, block, pos = run_file.read_bytes(), 32768, 7
+    assert data[:4] == b":W&B"
+    raws, pending = [], b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # block trailer
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        payload, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind == 1:
+            raws.append(payload)
+        elif kind == 2:
+            pending = payload
+        elif kind == 3:
+            pending += payload
+        elif kind == 4:
+            raws.append(pending + payload)
+        elif kind == 0:
+            break
+    records = []
+    for raw in raws:
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(raw)
+        records.append(record)
+    return records
+
+
 def _wandb_history(run_file: Path) -> dict:
-    """Reads history items (key -> value) out of an offline .wandb file: each item is a protobuf
-    message with the key as field 2 and the JSON value as field 16."""
-    data = run_file.read_bytes()
+    """Every logged history value (the last one per key) of an offline run."""
     items = {}
-    for match in re.finditer(rb"\x12([\x01-\x7f])", data):
-        n = match.group(1)[0]
-        start = match.end()
-        key = data[start:start + n]
-        rest = data[start + n:]
-        if rest[:2] == b"\x82\x01" and re.fullmatch(rb"[\w/.\-]+", key or b"-"):
-            try:
-                items[key.decode()] = json.loads(rest[3:3 + rest[2]])
-            except ValueError:
-                continue
+    for record in wandb_records(run_file):
+        if record.WhichOneof("record_type") == "history":
+            for item in record.history.item:
+                key = item.key or "/".join(item.nested_key)
+                items[key] = json.loads(item.value_json)
     return items
+
+
+def _wandb_config(run_file: Path) -> dict:
+    """The run's config (the last value per key) of an offline run."""
+    config = {}
+    for record in wandb_records(run_file):
+        if record.WhichOneof("record_type") == "config":
+            for item in record.config.update:
+                config[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+    return config
 
 
 def test_wandb_offline_run_is_read_back(original, digits_classwise, tmp_path, monkeypatch):
@@ -178,9 +214,15 @@ def test_wandb_offline_run_is_read_back(original, digits_classwise, tmp_path, mo
     trainer.fit(GradientAscent(original, lr=2e-3), datamodule=digits_classwise)
     wandb.finish()
     run_dir = next((tmp_path / "wandb").glob("offline-run-*"))
-    history = _wandb_history(next(run_dir.glob("run-*.wandb")))
+    run_file = next(run_dir.glob("run-*.wandb"))
+    history = _wandb_history(run_file)
     for key, value in callback.flat_metrics().items():
         assert history[key] == pytest.approx(value), key
+    config = _wandb_config(run_file)  # the report's recipe is the run's config
+    recipe = config["unlearn/recipe"]
+    recipe = recipe.get("value", recipe)
+    assert recipe == json.loads(json.dumps(callback.report["recipe"]))
+    assert recipe["method"]["name"] == "gradient_ascent" and recipe["model"]["sha256_after"]
     table = json.loads(next(run_dir.glob("files/media/table/unlearn/summary_*.table.json")).read_text())
     assert table["columns"] == ["metric", "before", "after", "reference", "gap"]
     rows = {row[0]: row for row in table["data"]}
