@@ -77,7 +77,9 @@ def test_fit_random_label_forgets_and_writes_report(original_ckpt: Path, tmp_pat
     out = workdir / "artifacts" / "digits"
     report = json.loads((out / "random_label_report.json").read_text())
     before, after = report["metrics"]["before"], report["metrics"]["after"]
-    assert report["method"] == "RandomLabel"
+    assert report["method"] == "RandomLabel" and report["status"] == "completed"
+    assert report["recipe"]["method"]["name"] == "random_label"
+    assert not any(k.startswith("_") for k in report["hyperparameters"])  # no LightningCLI internals
     assert before["forget_acc"] > 0.9, "the original should recognise class 3"
     assert after["forget_acc"] < before["forget_acc"] - 0.5, (before, after)
     assert after["unlearning_accuracy"] > 0.5
@@ -91,12 +93,19 @@ def test_fit_random_label_forgets_and_writes_report(original_ckpt: Path, tmp_pat
     assert "unlearn/forget_acc" in columns and "unlearn/before/forget_acc" in columns
 
 
-def test_fit_with_wandb_logger_by_class_name(original_ckpt: Path, tmp_path: Path) -> None:
+def test_fit_with_wandb_logger_by_class_name(original_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """W&B by class name, and provenance from the CLI: a LightningCLI ``--optimizer`` replaces the
+    method's SGD and the report says so; the resolved config is in the report and the recipe in the
+    W&B config; the printed summary names the report; the checkpoint verifies against it."""
     pytest.importorskip("wandb")
+    from lightning_unlearn.cli import main
+    from tests.callbacks.test_evaluation import _wandb_config
+
     workdir = workdir_with_original(tmp_path, original_ckpt)
-    check(run_cli(
+    proc = check(run_cli(
         "fit", "--config", str(DIGITS / "gradient_ascent.yaml"), "--trainer.max_epochs=1",
         "--trainer.enable_progress_bar=false", "--trainer.logger=WandbLogger", "--trainer.logger.save_dir=wb",
+        "--optimizer=Adam", "--optimizer.lr=0.0005",
         cwd=workdir, env={"WANDB_MODE": "offline", "WANDB_SILENT": "true"},
     ))
     runs = list((workdir / "wb" / "wandb").glob("offline-run-*"))
@@ -104,7 +113,22 @@ def test_fit_with_wandb_logger_by_class_name(original_ckpt: Path, tmp_path: Path
     tables = list(runs[0].rglob("*.table.json"))
     assert tables, "UnlearningEvaluation logs its summary table to W&B"
     assert "forget_acc" in tables[0].read_text()
-    assert (workdir / "artifacts" / "digits" / "gradient_ascent_report.json").is_file()
+    out = workdir / "artifacts" / "digits"
+    report = json.loads((out / "gradient_ascent_report.json").read_text())
+    assert report["recipe"]["optimizers"][0]["class"] == "torch.optim.Adam"
+    assert report["recipe"]["optimizers"][0]["param_groups"][0]["lr"] == 0.0005
+    hyperparameters = report["hyperparameters"]
+    assert hyperparameters["optimizer"] == "torch.optim.Adam" and hyperparameters["lr"] == 0.0005
+    assert "momentum" not in hyperparameters and not any(k.startswith("_") for k in hyperparameters)
+    config = report["recipe"]["config"]
+    assert config["optimizer"]["class_path"] == "torch.optim.Adam" and config["trainer"]["max_epochs"] == 1
+    assert config["model"]["class_path"] == "lightning_unlearn.methods.GradientAscent"
+    recipe = _wandb_config(next(runs[0].glob("run-*.wandb")))["unlearn/recipe"]
+    assert recipe.get("value", recipe)["optimizers"][0]["class"] == "torch.optim.Adam"
+    assert "UnlearningEvaluation: completed" in proc.stderr
+    assert "Report: artifacts/digits/gradient_ascent_report.json" in proc.stderr
+    main(["verify-report", str(out / "gradient_ascent_report.json"), "--checkpoint", str(out / "gradient_ascent.ckpt")])
+    assert capsys.readouterr().out.strip().endswith("VERIFIED: 4 of 4 checks passed")
 
 
 def test_missing_original_fails_with_the_fix(tmp_path: Path) -> None:

@@ -240,3 +240,120 @@ def test_sparse_models_get_topology_figures(original, digits_classwise, tmp_path
     topology = json.loads((tmp_path / "r.json").read_text())["metrics"]["topology"]
     assert topology and any(0.75 < v < 0.85 for k, v in topology.items() if "sparsity" in k and isinstance(v, float))
     assert any(k.startswith("unlearn/topology/") for k in callback.flat_metrics())
+
+
+# ---------------------------------------------------------------------------------- provenance
+def test_recipe_says_what_ran(original, digits_classwise, tmp_path):
+    """SalUn shows as RandomLabel + SaliencyMask; the optimiser and scheduler are those in force
+    (an Adam factory, not the SGD arguments); trainer settings and hashes are read back."""
+    from functools import partial
+
+    from lightning_unlearn.callbacks import SaliencyMask
+    from lightning_unlearn.methods import RandomLabel
+    from lightning_unlearn.models import weights_sha256
+
+    path = tmp_path / "r.json"
+    method = RandomLabel(original, optimizer=partial(torch.optim.Adam, lr=2e-4),
+                         lr_scheduler=partial(torch.optim.lr_scheduler.StepLR, step_size=3))
+    trainer = quiet_trainer(max_epochs=2, limit_train_batches=3, accumulate_grad_batches=2, gradient_clip_val=1.0,
+                            callbacks=[SaliencyMask(threshold=0.3), UnlearningEvaluation(report_path=str(path), verbose=False)])
+    trainer.fit(method, datamodule=digits_classwise)
+    report = json.loads(path.read_text())
+    recipe = report["recipe"]
+    assert recipe["method"] == {"name": "random_label", "class": "lightning_unlearn.methods.RandomLabel",
+                                "hyperparameters": recipe["method"]["hyperparameters"]}
+    assert [c["name"] for c in recipe["callbacks"]] == ["saliency_mask", "evaluation"]
+    assert recipe["callbacks"][0]["init_args"]["threshold"] == 0.3
+    assert recipe["optimizers"][0]["class"] == "torch.optim.Adam"
+    assert recipe["optimizers"][0]["param_groups"][0]["lr"] == 2e-4
+    assert recipe["lr_schedulers"][0]["class"] == "torch.optim.lr_scheduler.StepLR"
+    assert recipe["lr_schedulers"][0]["settings"]["step_size"] == 3
+    # the top-level hyper-parameters are those in force: Adam's lr, no SGD momentum
+    assert report["hyperparameters"]["lr"] == 2e-4 and "momentum" not in report["hyperparameters"]
+    assert report["hyperparameters"]["optimizer"] == "torch.optim.Adam"
+    t = recipe["trainer"]
+    assert (t["epochs_run"], t["steps_run"], t["accumulate_grad_batches"], t["gradient_clip_val"]) == (2, 4, 2, 1.0)
+    assert (t["precision"], t["strategy"], t["world_size"], t["accelerator"]) == ("32-true", "SingleDeviceStrategy", 1, "cpu")
+    d = recipe["data"]
+    assert (d["forget_count"], d["retain_count"], d["test_count"]) == (146, 1291, 360)
+    assert d["fingerprint"] == report["forget"]["fingerprint"] == digits_classwise.fingerprint
+    assert recipe["model"]["sha256_before"] == weights_sha256(original)
+    assert recipe["model"]["sha256_after"] == weights_sha256(method.model) != weights_sha256(original)
+    assert report["schema_version"] == 2 and report["status"] == "completed" and report["failure"] is None
+
+
+def test_a_users_module_is_named_by_class(original, digits_classwise, tmp_path):
+    from lightning_unlearn.callbacks import SparsityRegularization
+
+    callback = UnlearningEvaluation(datamodule=digits_classwise, verbose=False)
+    trainer = L.Trainer(**QUIET, max_epochs=1, callbacks=[SparsityRegularization(alpha=1e-4), callback])
+    trainer.fit(UserModule(original), train_dataloaders=digits_classwise.retain_dataloader())
+    recipe = callback.report["recipe"]
+    assert recipe["method"]["name"] is None and recipe["method"]["class"].endswith("test_evaluation.UserModule")
+    assert [c["name"] for c in recipe["callbacks"]] == ["sparsity_regularization", "evaluation"]
+    assert recipe["optimizers"][0]["param_groups"][0]["lr"] == 0.01
+
+
+# ---------------------------------------------------------------------------------- Lightning-visible
+def test_results_reach_callback_metrics_and_model_checkpoint(original, digits_classwise, tmp_path, caplog):
+    """With logger=False too: the numbers land in trainer.callback_metrics, every_n_epochs feeds
+    ModelCheckpoint(monitor=...), and rank 0 prints the table and the report's path."""
+    import logging
+
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, monitor="unlearn/forget_acc", mode="min", filename="best")
+    callback = UnlearningEvaluation(report_path=str(tmp_path / "r.json"), every_n_epochs=1)
+    trainer = L.Trainer(**{**QUIET, "enable_checkpointing": True}, max_epochs=2, callbacks=[callback, checkpoint])
+    with caplog.at_level(logging.INFO):
+        trainer.fit(GradientAscent(original, lr=2e-3), datamodule=digits_classwise)
+    for key, value in callback.flat_metrics().items():
+        assert float(trainer.callback_metrics[key]) == value, key
+    assert float(checkpoint.best_model_score) == pytest.approx(callback.results["after"]["forget_acc"], abs=1e-6)
+    assert (tmp_path / "best.ckpt").is_file()
+    printed = caplog.text
+    assert "UnlearningEvaluation: completed" in printed and f"Report: {tmp_path / 'r.json'}" in printed
+    assert re.search(r"forget_acc\s+1\.0000\s+0\.\d{4}", printed)
+
+
+# ---------------------------------------------------------------------------------- resume
+def test_resumed_run_reports_like_an_uninterrupted_one(original, digits_classwise, tmp_path):
+    """Epoch-boundary resume: the resumed run's report has the same before/after numbers as a
+    straight run (the before pass is not re-measured on resumed weights)."""
+
+    def run(epochs, ckpt=None, save=None):
+        L.seed_everything(0)
+        callback = UnlearningEvaluation(verbose=False)
+        trainer = quiet_trainer(max_epochs=epochs, limit_train_batches=2, callbacks=[callback])
+        trainer.fit(GradientAscent(copy.deepcopy(original), lr=2e-3), datamodule=digits_classwise, ckpt_path=ckpt)
+        if save:
+            trainer.save_checkpoint(save)
+        return callback
+
+    straight = run(2)
+    run(1, save=tmp_path / "mid.ckpt")
+    resumed = run(2, ckpt=str(tmp_path / "mid.ckpt"))
+    assert resumed.results["before"] == straight.results["before"]
+    assert resumed.results["after"] == straight.results["after"]
+    assert resumed.report["recipe"]["model"]["sha256_after"] == straight.report["recipe"]["model"]["sha256_after"]
+    assert resumed.report["recipe"]["trainer"]["resumed_from"].endswith("mid.ckpt")
+
+
+# ---------------------------------------------------------------------------------- verify-report
+def test_verify_report_command(original, digits_classwise, tmp_path, capsys):
+    from lightning_unlearn.cli import main
+
+    path = tmp_path / "r.json"
+    trainer = quiet_trainer(max_steps=2, callbacks=[UnlearningEvaluation(report_path=str(path), verbose=False)])
+    trainer.fit(GradientAscent(original), datamodule=digits_classwise)
+    trainer.save_checkpoint(tmp_path / "u.ckpt")
+    (tmp_path / "forget.txt").write_text("\n".join(map(str, digits_classwise.forget_indices.tolist())))
+    main(["verify-report", str(path), "--forget-indices", str(tmp_path / "forget.txt"), "--checkpoint", str(tmp_path / "u.ckpt")])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "PASS schema", "PASS arithmetic", "PASS status", "PASS fingerprint", "PASS weights", "VERIFIED"]
+    path.write_text(path.read_text().replace('"status": "completed"', '"status": "finished"'))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["verify-report", str(path)])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().out.startswith("FAIL schema: status 'finished' is not one of")
