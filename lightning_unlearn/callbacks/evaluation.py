@@ -31,6 +31,7 @@ from lightning_unlearn.report.recipe import (
     method_recipe,
     model_recipe,
     optimizers_recipe,
+    redact_indices,
     schedulers_recipe,
     trainer_recipe,
 )
@@ -314,7 +315,7 @@ class UnlearningEvaluation(Callback):
         )
 
     def _current_recipe(self, trainer: L.Trainer, pl_module: L.LightningModule, sha256_after: Optional[str]) -> dict[str, Any]:
-        return {
+        return redact_indices({
             "method": self._recipe.get("method"),
             "optimizers": self._recipe.get("optimizers", []),
             "lr_schedulers": self._recipe.get("lr_schedulers", []),
@@ -323,7 +324,7 @@ class UnlearningEvaluation(Callback):
             "data": self._recipe.get("data"),
             "model": model_recipe(network_of(pl_module), self._sha256_before, sha256_after),
             "config": self.run_config,
-        }
+        })
 
     def _hyperparameters(self, pl_module: L.LightningModule) -> dict[str, Any]:
         """The method's arguments, with the optimiser's in force (a CLI ``--optimizer`` or an
@@ -418,14 +419,14 @@ class UnlearningEvaluation(Callback):
         shown = [(name, block or {}) for name, block in blocks if block is not None or name in ("before", "after")]
 
         def cell(value: Any) -> str:
-            return f"{value:>10.4f}" if isinstance(value, (int, float)) else f"{'-':>10}"
+            return f"{value:>11.4f}" if isinstance(value, (int, float)) else f"{'-':>11}"
 
         status = results.get("status", "completed")
         if self.report is not None and self.report.get("failure"):
             failure = self.report["failure"]
             status += f" ({failure.get('reason')} at step {failure.get('step')})"
         lines = [f"UnlearningEvaluation: {status}, unlearning took {results.get('runtime_s', 0.0):.2f} s",
-                 f"{'metric':<22}" + "".join(f"{name:>10}" for name, _ in shown)]
+                 f"{'metric':<22}" + "".join(f"{name:>11}" for name, _ in shown)]
         for key in METRICS:
             lines.append(f"{key:<22}" + "".join(cell(block.get(key)) for _, block in shown))
         if (results.get("gap") or {}).get("avg_gap") is not None:

@@ -21,6 +21,7 @@ from lightning_unlearn.report.core import json_safe
 
 __all__ = [
     "callbacks_recipe",
+    "redact_indices",
     "class_path",
     "data_recipe",
     "init_args",
@@ -46,6 +47,20 @@ def class_path(obj: Any) -> str:
         if package is not None and getattr(package, cls.__name__, None) is cls:
             return f"{package.__name__}.{cls.__qualname__}"
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def redact_indices(value: Any) -> Any:
+    """``value`` with every ``indices`` entry that lists positions replaced by ``"<N indices>"``
+    (as :meth:`ForgetSpec.to_dict` does): a report never carries the index list, also not through
+    an embedded configuration (``data.init_args.forget.indices``)."""
+    if isinstance(value, Mapping):
+        return {
+            k: (f"<{len(v)} indices>" if k == "indices" and isinstance(v, (list, tuple, Tensor)) else redact_indices(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [redact_indices(v) for v in value]
+    return value
 
 
 def _registry_names() -> dict[type, str]:

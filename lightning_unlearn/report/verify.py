@@ -198,6 +198,8 @@ def _recipe_problems(recipe: Any, forget: Any, completed: bool) -> list[str]:
             problems.append(f"recipe.data.forget_count {data.get('forget_count')!r} != forget.count {forget.get('count')!r}")
         if data.get("fingerprint") != forget.get("fingerprint"):
             problems.append("recipe.data.fingerprint differs from forget.fingerprint")
+    if _lists_indices(recipe):
+        problems.append("the recipe lists forget indices: a report never carries them")
     model = recipe["model"]
     if not isinstance(model, dict):
         return problems + ["recipe.model is not an object"]
@@ -208,6 +210,14 @@ def _recipe_problems(recipe: Any, forget: Any, completed: bool) -> list[str]:
         if not isinstance(value, str) or not _HEX64.fullmatch(value):
             problems.append(f"recipe.model.{key} is not a SHA-256")
     return problems
+
+
+def _lists_indices(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any((k == "indices" and isinstance(v, list)) or _lists_indices(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_lists_indices(v) for v in value)
+    return False
 
 
 # ---------------------------------------------------------------------------------- the checks

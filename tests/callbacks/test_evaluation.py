@@ -16,7 +16,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from lightning_unlearn.callbacks import UnlearningEvaluation
 from lightning_unlearn.methods import GradientAscent, Retrain
-from lightning_unlearn.report import REPORT_KEYS
+from lightning_unlearn.report import REPORT_KEYS, verify_report
 from tests.conftest import QUIET, quiet_trainer
 
 
@@ -357,3 +357,20 @@ def test_verify_report_command(original, digits_classwise, tmp_path, capsys):
         main(["verify-report", str(path)])
     assert exit_info.value.code == 1
     assert capsys.readouterr().out.startswith("FAIL schema: status 'finished' is not one of")
+
+
+def test_the_report_never_lists_the_forget_indices(original, digits_classwise, tmp_path):
+    """Not in the spec, not through a configuration embedded by the CLI, not in callback arguments."""
+    from lightning_unlearn.data import ForgetSpec, UnlearningDataModule
+
+    indices = digits_classwise.forget_indices.tolist()
+    dm = UnlearningDataModule(digits_classwise.train_set, digits_classwise.test_set, ForgetSpec(indices=indices), batch_size=64)
+    callback = UnlearningEvaluation(report_path=str(tmp_path / "r.json"), verbose=False)
+    callback.run_config = {"data": {"init_args": {"forget": {"indices": indices[:5]}}}}
+    quiet_trainer(max_steps=1, callbacks=[callback]).fit(GradientAscent(original), datamodule=dm)
+    text = (tmp_path / "r.json").read_text()
+    report = json.loads(text)
+    assert report["forget"]["spec"]["indices"] == f"<{len(indices)} indices>"
+    assert report["recipe"]["config"]["data"]["init_args"]["forget"]["indices"] == "<5 indices>"
+    assert ",".join(map(str, indices[:3])) not in text.replace("\n", "").replace(" ", "")
+    assert all(check.ok for check in verify_report(tmp_path / "r.json"))
