@@ -93,13 +93,29 @@ def test_fit_random_label_forgets_and_writes_report(original_ckpt: Path, tmp_pat
     assert "unlearn/forget_acc" in columns and "unlearn/before/forget_acc" in columns
 
 
+def wandb_recipe(run_dir: Path, timeout: float = 60.0) -> dict:
+    """The ``unlearn/recipe`` entry of an offline run's config. W&B's service process may still be
+    writing the run's log after the command exited, so this waits for it (up to ``timeout`` s)."""
+    import time
+
+    from tests.callbacks.test_evaluation import _wandb_config
+
+    deadline = time.monotonic() + timeout
+    while True:
+        files = list(run_dir.glob("run-*.wandb"))
+        config = _wandb_config(files[0]) if files else {}
+        if "unlearn/recipe" in config or time.monotonic() > deadline:
+            assert "unlearn/recipe" in config, f"no recipe in the W&B config of {run_dir}: {sorted(config)}"
+            return config["unlearn/recipe"]
+        time.sleep(0.5)
+
+
 def test_fit_with_wandb_logger_by_class_name(original_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """W&B by class name, and provenance from the CLI: a LightningCLI ``--optimizer`` replaces the
     method's SGD and the report says so; the resolved config is in the report and the recipe in the
     W&B config; the printed summary names the report; the checkpoint verifies against it."""
     pytest.importorskip("wandb")
     from lightning_unlearn.cli import main
-    from tests.callbacks.test_evaluation import _wandb_config
 
     workdir = workdir_with_original(tmp_path, original_ckpt)
     proc = check(run_cli(
@@ -123,7 +139,7 @@ def test_fit_with_wandb_logger_by_class_name(original_ckpt: Path, tmp_path: Path
     config = report["recipe"]["config"]
     assert config["optimizer"]["class_path"] == "torch.optim.Adam" and config["trainer"]["max_epochs"] == 1
     assert config["model"]["class_path"] == "lightning_unlearn.methods.GradientAscent"
-    recipe = _wandb_config(next(runs[0].glob("run-*.wandb")))["unlearn/recipe"]
+    recipe = wandb_recipe(runs[0])
     assert recipe.get("value", recipe)["optimizers"][0]["class"] == "torch.optim.Adam"
     assert "UnlearningEvaluation: completed" in proc.stderr
     assert "Report: artifacts/digits/gradient_ascent_report.json" in proc.stderr

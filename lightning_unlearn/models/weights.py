@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import re
 from pathlib import Path
 from typing import Any, Mapping, Union
 
@@ -42,10 +43,9 @@ def read_state_dict(path: Union[str, Path], name: str = "weights") -> dict[str, 
     try:
         state: Any = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError, TypeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(
             f"{name}={str(path)!r} cannot be read as weights: torch.load(weights_only=True) refused it"
-            f" ({type(err).__name__}: {first[:200]}). The file is corrupt, truncated or holds more than tensors;"
+            f" ({_reason(err)}). The file is corrupt, truncated or holds more than tensors;"
             f" lightning-unlearn never unpickles arbitrary objects: {_SAVE_HINT}."
         ) from None
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
@@ -63,6 +63,15 @@ def read_state_dict(path: Union[str, Path], name: str = "weights") -> dict[str, 
             f"{name}={str(path)!r}: entry {bad!r} is a {type(state[bad]).__name__}, not a tensor: {_SAVE_HINT}."
         )
     return dict(state)
+
+
+def _reason(err: BaseException) -> str:
+    """The part of a ``torch.load`` error that says what was wrong with the file (torch's advice
+    to retry with ``weights_only=False`` is left out: that would run whatever the file holds)."""
+    text = str(err)
+    found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|\n|$)", text, flags=re.S)
+    reason = found.group(1).strip() if found else (text.strip().splitlines()[0] if text.strip() else "")
+    return f"{type(err).__name__}: {reason[:160]}" if reason else type(err).__name__
 
 
 def check_state_fits(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:

@@ -161,6 +161,8 @@ def wandb_records(run_file: Path) -> list:
             pos += block - pos % block
             continue
         length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        if pos + 7 + length > len(data):  # a record still being written
+            break
         payload, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
         if kind == 1:
             raws.append(payload)
