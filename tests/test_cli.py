@@ -20,6 +20,9 @@ SINGLE_RUN_CONFIGS = sorted(p for p in DIGITS.glob("*.yaml") if not p.name.start
 def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     """Runs ``python -m lightning_unlearn.cli ARGS`` in ``cwd`` (relative paths of the configs land there)."""
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    # a W&B service started by an in-process test of this session must not be shared: the command's
+    # own service writes (and flushes) its run log before the command exits
+    full_env.pop("WANDB_SERVICE", None)
     return subprocess.run(
         [sys.executable, "-m", "lightning_unlearn.cli", *args],
         cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,

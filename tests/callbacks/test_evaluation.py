@@ -4,6 +4,7 @@ loggers (CSV, W&B offline) receive what the callback computed."""
 import copy
 import json
 import re
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -217,6 +218,9 @@ def test_wandb_offline_run_is_read_back(original, digits_classwise, tmp_path, mo
     wandb.finish()
     run_dir = next((tmp_path / "wandb").glob("offline-run-*"))
     run_file = next(run_dir.glob("run-*.wandb"))
+    deadline = time.monotonic() + 60  # W&B's service process may still be flushing the run log
+    while not set(callback.flat_metrics()) <= set(_wandb_history(run_file)) and time.monotonic() < deadline:
+        time.sleep(0.5)
     history = _wandb_history(run_file)
     for key, value in callback.flat_metrics().items():
         assert history[key] == pytest.approx(value), key
