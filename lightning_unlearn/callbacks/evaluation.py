@@ -60,7 +60,8 @@ class UnlearningEvaluation(Callback):
     prints a before/after/reference table and the report's path. With ``every_n_epochs`` the
     current model is also measured at the end of those training epochs and its numbers logged
     with ``pl_module.log``, so ``ModelCheckpoint(monitor="unlearn/avg_gap")`` or
-    ``EarlyStopping`` can use them.
+    ``EarlyStopping`` can use them (the retrain-free methods edit the weights in their own
+    epoch-end hook, after this measurement: read their end-of-fit values).
 
     **Failures lose nothing.** A non-finite loss stops the fit cleanly (the module's
     :class:`~lightning_unlearn.models.divergence.DivergenceGuard`, or this callback's for a
@@ -439,9 +440,3 @@ def _global_seed() -> Optional[int]:
     seed = os.environ.get("PL_GLOBAL_SEED")
     return int(seed) if seed is not None and seed.lstrip("-").isdigit() else None
 
-
-def num_logits(model: nn.Module, datamodule: UnlearningDataModule, name: str, device: Optional[torch.device] = None) -> int:
-    """Checks ``model`` returns finite ``(batch, classes)`` logits on the data; returns the number of logits."""
-    x, _ = next(iter(datamodule.retain_dataloader()))
-    x = sample_like(model, x[:2]) if device is None else sample_like(model, x[:2]).to(device)
-    return check_logits(model, x, datamodule.num_classes, name)
