@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
+from torch.utils.data import Dataset, IterableDataset, TensorDataset
 
 from lightning_unlearn.callbacks import MagnitudePruning, UnlearningEvaluation
 from lightning_unlearn.data import DigitsDataModule, ForgetSpec, UnlearningDataModule
