@@ -10,6 +10,13 @@ logger is chosen by class name (``--trainer.logger=WandbLogger``).
 original, unlearns it with several methods, retrains, and prints the comparison table (see
 :mod:`lightning_unlearn.benchmark.compare`).
 
+``lightning-unlearn verify-report REPORT [--forget-indices FILE] [--checkpoint CKPT]`` checks a
+report (schema, arithmetic, status, the forget set's fingerprint, the weights' SHA-256) and
+exits 0 when every check passes, 1 otherwise (see :func:`lightning_unlearn.report.verify_report`).
+
+A ``fit`` embeds the resolved configuration (``--print_config``'s content) in the report of every
+:class:`~lightning_unlearn.callbacks.UnlearningEvaluation` on the trainer (``recipe.config``).
+
 jsonargparse, omegaconf and wandb are imported only when the command runs, so importing the
 package needs torch, lightning and torchmetrics alone.
 """
@@ -29,6 +36,10 @@ Single runs (LightningCLI):
 The whole story (original, every method, retrain, table):
   lightning-unlearn compare --config configs/quickstart.yaml --output results.json
   lightning-unlearn compare --help
+
+Check a report (schema, arithmetic, status, forget-set fingerprint, weights hash; exit 0/1):
+  lightning-unlearn verify-report artifacts/digits/random_label_report.json \
+      --forget-indices forget.json --checkpoint artifacts/digits/random_label.ckpt
 """
 
 
@@ -52,7 +63,13 @@ def cli_main(args: Optional[Sequence[str]] = None, run: bool = True) -> Any:
     class HelpFormatter(RawDescriptionHelpFormatter, DefaultHelpFormatter):
         """Keeps the line breaks of the top-level description (its command examples)."""
 
-    return LightningCLI(
+    class UnlearnCLI(LightningCLI):
+        """LightningCLI that hands the resolved configuration to the reports of the fit."""
+
+        def before_fit(self) -> None:
+            attach_config(self.trainer, self.parser, self.config, self.subcommand)
+
+    return UnlearnCLI(
         model_class=None,
         datamodule_class=None,
         subclass_mode_model=True,
@@ -68,10 +85,54 @@ def cli_main(args: Optional[Sequence[str]] = None, run: bool = True) -> Any:
     )
 
 
+def attach_config(trainer: Any, parser: Any, config: Any, subcommand: Optional[str]) -> Optional[dict]:
+    """Gives every :class:`~lightning_unlearn.callbacks.UnlearningEvaluation` on ``trainer`` the
+    resolved configuration of the run (what ``--print_config`` shows), for its report's
+    ``recipe.config``. Returns that configuration."""
+    import yaml
+
+    from lightning_unlearn.callbacks import UnlearningEvaluation
+
+    resolved = yaml.safe_load(parser.dump(config, skip_none=False, skip_link_targets=False, format="yaml"))
+    if subcommand is not None and isinstance(resolved, dict) and isinstance(resolved.get(subcommand), dict):
+        resolved = resolved[subcommand]
+    for callback in trainer.callbacks:
+        if isinstance(callback, UnlearningEvaluation):
+            callback.run_config = resolved
+    return resolved
+
+
+def verify_main(args: Sequence[str]) -> int:
+    """``lightning-unlearn verify-report``: prints one verdict per check and returns the exit
+    status (0: every check passed; 1: at least one failed)."""
+    import argparse
+
+    from lightning_unlearn.report import verify_report
+
+    parser = argparse.ArgumentParser(
+        prog="lightning-unlearn verify-report",
+        description="Verify an unlearning report: its schema and arithmetic, that the run completed, and optionally"
+        " that FILE's forget indices hash to its fingerprint and CKPT holds the weights it describes.",
+    )
+    parser.add_argument("report", metavar="REPORT", help="the JSON report written by UnlearningEvaluation")
+    parser.add_argument("--forget-indices", metavar="FILE", default=None,
+                        help="the forget-set positions (JSON list, .npy, .pt or whitespace/comma-separated text)")
+    parser.add_argument("--checkpoint", metavar="CKPT", default=None,
+                        help="the unlearned model (Lightning checkpoint or state_dict), read with weights_only=True")
+    options = parser.parse_args(list(args))
+    checks = verify_report(options.report, options.forget_indices, options.checkpoint)
+    for check in checks:
+        print(check.line(), flush=True)
+    failed = sum(not check.ok for check in checks)
+    print(f"{'NOT VERIFIED' if failed else 'VERIFIED'}: {len(checks) - failed} of {len(checks)} checks passed", flush=True)
+    return 1 if failed else 0
+
+
 def main(args: Optional[Sequence[str]] = None) -> None:
     """Entry point of the ``lightning-unlearn`` console script.
 
-    ``compare`` goes to :func:`lightning_unlearn.benchmark.compare.main`; every other subcommand
+    ``compare`` goes to :func:`lightning_unlearn.benchmark.compare.main`, ``verify-report`` to
+    :func:`verify_main` (a failed verification exits with status 1); every other subcommand
     (``fit``, ``validate``, ``test``, ``predict``) to :func:`cli_main`.
 
     Args:
@@ -85,6 +146,11 @@ def main(args: Optional[Sequence[str]] = None) -> None:
         from lightning_unlearn.benchmark.compare import main as compare_main
 
         compare_main(argv[1:])
+        return
+    if argv and argv[0] == "verify-report":
+        status = verify_main(argv[1:])
+        if status:
+            raise SystemExit(status)
         return
     # LightningCLI reads sys.argv itself when args is None (and warns when given both).
     cli_main(None if args is None else argv)

@@ -19,9 +19,20 @@ Example::
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Optional, Sequence
 
-__all__ = ["check_bool", "check_choice", "check_float", "check_fraction", "check_int", "check_optional_path"]
+__all__ = [
+    "check_bool",
+    "check_choice",
+    "check_float",
+    "check_fraction",
+    "check_int",
+    "check_optional_path",
+    "check_output_path",
+    "check_readable_file",
+    "check_str",
+]
 
 
 def _got(value: Any) -> str:
@@ -107,10 +118,15 @@ def check_bool(value: Any, name: str) -> bool:
     return value
 
 
+def check_str(value: Any, name: str, hint: str = "") -> str:
+    """``value`` if it is a non-empty string."""
+    if not isinstance(value, str) or not value:
+        raise _fail(name, "a non-empty string", value, hint)
+    return value
+
+
 def check_optional_path(value: Any, name: str, hint: str = "") -> Optional[str]:
     """``None`` or a non-empty path string (``os.PathLike`` accepted, returned as ``str``)."""
-    import os
-
     if value is None:
         return None
     if isinstance(value, os.PathLike):
@@ -118,3 +134,48 @@ def check_optional_path(value: Any, name: str, hint: str = "") -> Optional[str]:
     if not isinstance(value, str) or not value:
         raise _fail(name, "None or a file path", value, hint)
     return value
+
+
+def check_output_path(value: Any, name: str) -> str:
+    """``value`` as the path of a file this package may write now: a non-empty path string whose
+    target is not a folder, whose nearest existing parent is a folder (missing folders below it
+    are created at write time) and writable.
+
+    Raises:
+        ValueError: naming the argument, the value and the fix.
+    """
+    path = check_optional_path(value, name, "the path of the file to write, e.g. 'artifacts/report.json'")
+    if path is None:
+        raise _fail(name, "a file path", value, "the path of the file to write, e.g. 'artifacts/report.json'")
+    if os.path.isdir(path):
+        raise ValueError(f"`{name}`={path!r} is a folder: pass a file path inside it, e.g. {os.path.join(path, 'report.json')!r}.")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(
+            f"`{name}`={path!r} lies under {parent!r}, which is a file, not a folder: choose a path in a folder."
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"`{name}`={path!r}: the folder {parent!r} is not writable: choose a path you can write to.")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise ValueError(f"`{name}`={path!r} exists and is read-only: choose another path or make it writable.")
+    return path
+
+
+def check_readable_file(value: Any, name: str, hint: str = "") -> str:
+    """``value`` as the path of an existing, readable file.
+
+    Raises:
+        ValueError: a non-path value, a missing path, a folder or an unreadable file.
+    """
+    path = check_optional_path(value, name, hint)
+    if path is None:
+        raise _fail(name, "a file path", value, hint)
+    if not os.path.exists(path):
+        raise ValueError(f"`{name}`={path!r} does not exist" + (f": {hint}" if hint else "."))
+    if not os.path.isfile(path):
+        raise ValueError(f"`{name}`={path!r} is not a file" + (f": {hint}" if hint else "."))
+    if not os.access(path, os.R_OK):
+        raise ValueError(f"`{name}`={path!r} is not readable: fix its permissions.")
+    return path

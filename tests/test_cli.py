@@ -20,6 +20,9 @@ SINGLE_RUN_CONFIGS = sorted(p for p in DIGITS.glob("*.yaml") if not p.name.start
 def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     """Runs ``python -m lightning_unlearn.cli ARGS`` in ``cwd`` (relative paths of the configs land there)."""
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    # a W&B service started by an in-process test of this session must not be shared: the command's
+    # own service writes (and flushes) its run log before the command exits
+    full_env.pop("WANDB_SERVICE", None)
     return subprocess.run(
         [sys.executable, "-m", "lightning_unlearn.cli", *args],
         cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
@@ -77,7 +80,9 @@ def test_fit_random_label_forgets_and_writes_report(original_ckpt: Path, tmp_pat
     out = workdir / "artifacts" / "digits"
     report = json.loads((out / "random_label_report.json").read_text())
     before, after = report["metrics"]["before"], report["metrics"]["after"]
-    assert report["method"] == "RandomLabel"
+    assert report["method"] == "RandomLabel" and report["status"] == "completed"
+    assert report["recipe"]["method"]["name"] == "random_label"
+    assert not any(k.startswith("_") for k in report["hyperparameters"])  # no LightningCLI internals
     assert before["forget_acc"] > 0.9, "the original should recognise class 3"
     assert after["forget_acc"] < before["forget_acc"] - 0.5, (before, after)
     assert after["unlearning_accuracy"] > 0.5
@@ -91,12 +96,35 @@ def test_fit_random_label_forgets_and_writes_report(original_ckpt: Path, tmp_pat
     assert "unlearn/forget_acc" in columns and "unlearn/before/forget_acc" in columns
 
 
-def test_fit_with_wandb_logger_by_class_name(original_ckpt: Path, tmp_path: Path) -> None:
+def wandb_recipe(run_dir: Path, timeout: float = 60.0) -> dict:
+    """The ``unlearn/recipe`` entry of an offline run's config. W&B's service process may still be
+    writing the run's log after the command exited, so this waits for it (up to ``timeout`` s)."""
+    import time
+
+    from tests.callbacks.test_evaluation import _wandb_config
+
+    deadline = time.monotonic() + timeout
+    while True:
+        files = list(run_dir.glob("run-*.wandb"))
+        config = _wandb_config(files[0]) if files else {}
+        if "unlearn/recipe" in config or time.monotonic() > deadline:
+            assert "unlearn/recipe" in config, f"no recipe in the W&B config of {run_dir}: {sorted(config)}"
+            return config["unlearn/recipe"]
+        time.sleep(0.5)
+
+
+def test_fit_with_wandb_logger_by_class_name(original_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """W&B by class name, and provenance from the CLI: a LightningCLI ``--optimizer`` replaces the
+    method's SGD and the report says so; the resolved config is in the report and the recipe in the
+    W&B config; the printed summary names the report; the checkpoint verifies against it."""
     pytest.importorskip("wandb")
+    from lightning_unlearn.cli import main
+
     workdir = workdir_with_original(tmp_path, original_ckpt)
-    check(run_cli(
+    proc = check(run_cli(
         "fit", "--config", str(DIGITS / "gradient_ascent.yaml"), "--trainer.max_epochs=1",
         "--trainer.enable_progress_bar=false", "--trainer.logger=WandbLogger", "--trainer.logger.save_dir=wb",
+        "--optimizer=Adam", "--optimizer.lr=0.0005",
         cwd=workdir, env={"WANDB_MODE": "offline", "WANDB_SILENT": "true"},
     ))
     runs = list((workdir / "wb" / "wandb").glob("offline-run-*"))
@@ -104,7 +132,22 @@ def test_fit_with_wandb_logger_by_class_name(original_ckpt: Path, tmp_path: Path
     tables = list(runs[0].rglob("*.table.json"))
     assert tables, "UnlearningEvaluation logs its summary table to W&B"
     assert "forget_acc" in tables[0].read_text()
-    assert (workdir / "artifacts" / "digits" / "gradient_ascent_report.json").is_file()
+    out = workdir / "artifacts" / "digits"
+    report = json.loads((out / "gradient_ascent_report.json").read_text())
+    assert report["recipe"]["optimizers"][0]["class"] == "torch.optim.Adam"
+    assert report["recipe"]["optimizers"][0]["param_groups"][0]["lr"] == 0.0005
+    hyperparameters = report["hyperparameters"]
+    assert hyperparameters["optimizer"] == "torch.optim.Adam" and hyperparameters["lr"] == 0.0005
+    assert "momentum" not in hyperparameters and not any(k.startswith("_") for k in hyperparameters)
+    config = report["recipe"]["config"]
+    assert config["optimizer"]["class_path"] == "torch.optim.Adam" and config["trainer"]["max_epochs"] == 1
+    assert config["model"]["class_path"] == "lightning_unlearn.methods.GradientAscent"
+    recipe = wandb_recipe(runs[0])
+    assert recipe.get("value", recipe)["optimizers"][0]["class"] == "torch.optim.Adam"
+    assert "UnlearningEvaluation: completed" in proc.stderr
+    assert "Report: artifacts/digits/gradient_ascent_report.json" in proc.stderr
+    main(["verify-report", str(out / "gradient_ascent_report.json"), "--checkpoint", str(out / "gradient_ascent.ckpt")])
+    assert capsys.readouterr().out.strip().endswith("VERIFIED: 4 of 4 checks passed")
 
 
 def test_missing_original_fails_with_the_fix(tmp_path: Path) -> None:

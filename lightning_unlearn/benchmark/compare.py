@@ -14,18 +14,17 @@ Example::
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from lightning_unlearn.benchmark.config import REFERENCE, Config, build_parser, load_config
 from lightning_unlearn.benchmark.runner import RowRun, quiet_fit_warnings, run_row, train_original, trainer_options
 from lightning_unlearn.benchmark.table import format_table, percent, table_row
 from lightning_unlearn.metrics.evaluation import evaluate
-from lightning_unlearn.report import json_safe, versions
+from lightning_unlearn.report import json_safe, versions, write_json
+from lightning_unlearn.validation import check_output_path
 
 
 def run_compare(config: Config) -> dict[str, Any]:
@@ -99,6 +98,11 @@ def main(args: Optional[Sequence[str]] = None) -> None:
     """``lightning-unlearn compare``: parses the command line, runs :func:`run_compare`, prints the
     table and writes ``--output`` when given.
 
+    ``--output`` is checked before anything trains (a folder, a path under a file or an
+    unwritable folder is refused with the fix) and written atomically (a temporary file in the
+    same folder, then ``os.replace``): a fault never leaves a half-written file nor destroys an
+    earlier one.
+
     Args:
         args: the command line after ``compare`` (default: ``sys.argv[2:]``).
 
@@ -109,6 +113,11 @@ def main(args: Optional[Sequence[str]] = None) -> None:
 
     parser = build_parser()
     cfg = parser.parse_args(list(sys.argv[2:] if args is None else args))
+    if cfg.output is not None:
+        try:
+            check_output_path(cfg.output, "--output")
+        except ValueError as exc:
+            parser.error(str(exc))
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
     try:
@@ -117,7 +126,5 @@ def main(args: Optional[Sequence[str]] = None) -> None:
         parser.error(str(exc))
     print(format_table(result), flush=True)
     if cfg.output:
-        path = Path(cfg.output)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2) + "\n")
+        path = write_json(cfg.output, result)
         print(f"\nWrote {path}", flush=True)

@@ -10,6 +10,10 @@ gradient, scoring batches, the evaluation) asks here, in this order:
    data), read through Lightning's public API (``trainer.fit_loop.setup_data()`` and
    ``trainer.train_dataloader``).
 
+Batches come out as the trainer's precision plugin feeds the module (:func:`convert_input`):
+under ``precision="bf16-true"`` the inputs of a saliency pass or a retain gradient are bfloat16,
+like the training batches, so the extra passes run on the converted network.
+
 Errors name the part that asked and both ways to provide the data.
 """
 
@@ -26,7 +30,14 @@ from torch.utils.data import DataLoader, RandomSampler
 from lightning_unlearn.data.datamodule import UnlearningDataModule
 from lightning_unlearn.data.samplers import SeededBatchSampler, cycle
 
-__all__ = ["forget_batches", "require_unlearning_data", "retain_batches", "retain_stream", "unlearning_data"]
+__all__ = [
+    "convert_input",
+    "forget_batches",
+    "require_unlearning_data",
+    "retain_batches",
+    "retain_stream",
+    "unlearning_data",
+]
 
 _HOW = (
     "pass `datamodule=UnlearningDataModule(train, test, forget=ForgetSpec(...))` (or"
@@ -62,18 +73,51 @@ def require_unlearning_data(
     return data
 
 
+def convert_input(trainer: Optional[L.Trainer], data: Any) -> Any:
+    """``data`` (a tensor, a batch or any collection) converted as the trainer's precision plugin
+    converts training batches: floating tensors become bfloat16 / float16 under
+    ``"bf16-true"`` / ``"16-true"`` (and float64 under ``"64-true"``); unchanged under full and
+    mixed precision, and without a trainer. The one place where extra passes (saliency, retain
+    gradients, scoring, evaluation) meet the fit's precision.
+
+    Example::
+
+        >>> import torch
+        >>> trainer = L.Trainer(precision="bf16-true", accelerator="cpu", logger=False)
+        >>> convert_input(trainer, (torch.zeros(2), torch.tensor([1, 2])))[0].dtype
+        torch.bfloat16
+    """
+    if trainer is None:
+        return data
+    return trainer.precision_plugin.convert_input(data)
+
+
+class _Converted:
+    """An iterable of batches passed through :func:`convert_input` (the length of the loader kept)."""
+
+    def __init__(self, loader: Iterable, trainer: Optional[L.Trainer]) -> None:
+        self.loader, self.trainer = loader, trainer
+
+    def __iter__(self) -> Iterator[Any]:
+        return (convert_input(self.trainer, batch) for batch in self.loader)
+
+    def __len__(self) -> int:
+        return len(self.loader)  # type: ignore[arg-type]
+
+
 def forget_batches(trainer: Optional[L.Trainer], who: str, dataloader: Optional[Iterable] = None) -> Iterable:
     """Forget-set ``(x, y)`` batches: the :class:`UnlearningDataModule`'s ``forget_dataloader()``
-    (dataset order, test-time transforms), else ``dataloader``.
+    (dataset order, test-time transforms), else ``dataloader``; converted to the fit's precision
+    (:func:`convert_input`).
 
     Raises:
         ValueError: neither exists (the message names ``who`` and the ``dataloader=`` fix).
     """
     data = unlearning_data(trainer)
     if data is not None:
-        return data.forget_dataloader()
+        return _Converted(data.forget_dataloader(), trainer)
     if dataloader is not None:
-        return dataloader
+        return _Converted(dataloader, trainer)
     raise ValueError(
         f"{who} needs forget data: train with an UnlearningDataModule"
         f" (`trainer.fit(module, datamodule=UnlearningDataModule(...))`) or pass"
@@ -94,7 +138,8 @@ def retain_batches(
     trainer: L.Trainer, count: int, seed: int, device: torch.device, who: str = "Scoring",
     dataloader: Optional[Iterable] = None,
 ) -> list[tuple[Tensor, Tensor]]:
-    """Up to ``count`` retained ``(x, y)`` batches on ``device``, torch's global random state untouched.
+    """Up to ``count`` retained ``(x, y)`` batches on ``device`` (converted to the fit's precision,
+    :func:`convert_input`), torch's global random state untouched.
 
     From an :class:`UnlearningDataModule`: a random subset of D_r (test-time transforms,
     evaluation batch size) drawn from a generator seeded by ``seed``. Else the first batches of
@@ -115,7 +160,7 @@ def retain_batches(
             loader = _training_loader(trainer)
         out = []
         for batch in loader:
-            x, y = _xy(batch, who)
+            x, y = _xy(convert_input(trainer, batch), who)
             out.append((x.to(device), y.to(device)))
             if len(out) == count:
                 break
@@ -141,7 +186,8 @@ def _training_loader(trainer: L.Trainer) -> Iterable:
 def retain_stream(
     trainer: L.Trainer, who: str, seed: int, start: int = 0, dataloader: Optional[Iterable] = None
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """An endless stream of retained ``(x, y)`` batches (on the CPU), resumable after ``start`` draws.
+    """An endless stream of retained ``(x, y)`` batches (on the CPU, converted to the fit's precision
+    by :func:`convert_input`), resumable after ``start`` draws.
 
     From an :class:`UnlearningDataModule`: D_r with training transforms, its batch size and
     workers, reshuffled per pass from ``seed`` (:class:`SeededBatchSampler`); under DDP the ranks
@@ -163,4 +209,4 @@ def retain_stream(
             f"{who} needs retained data, but the trainer has {_given(trainer)}: {_HOW}, or pass"
             f" `{who}(dataloader=<DataLoader of retained (x, y)>)`."
         )
-    return (_xy(batch, who) for batch in batches)
+    return (_xy(convert_input(trainer, batch), who) for batch in batches)

@@ -54,9 +54,16 @@ class UnlearningDataModule(L.LightningDataModule):
         shuffle_seed: seed of the training order. Each epoch's order depends only on this seed and
             the epoch number, so a run resumed from a checkpoint sees the same batches as an
             uninterrupted one.
+        keys: for datasets whose items are dicts (e.g. Hugging Face datasets), the keys of the input
+            and of the label, e.g. ``("image", "label")``; items are then served as ``(x, y)``.
+
+    Every dataset must be map-style (indexable) and yield ``(x, y)`` pairs (or dicts holding
+    ``keys``) with ``y`` a class index: the first item of each is checked at construction, and the
+    labels of ``train`` must be class indices (one-hot or probability rows are refused with the fix).
 
     Raises:
-        ValueError: for an invalid request (see :meth:`ForgetSpec.resolve`) or non-positive sizes.
+        ValueError: for an invalid request (see :meth:`ForgetSpec.resolve`), non-positive sizes,
+            a dataset whose items are not ``(x, y)`` pairs, or labels that are not class indices.
     """
 
     def __init__(
@@ -71,11 +78,15 @@ class UnlearningDataModule(L.LightningDataModule):
         val: Optional[Dataset] = None,
         train_eval: Optional[Dataset] = None,
         shuffle_seed: int = 0,
+        keys: Optional[tuple[str, str]] = None,
     ) -> None:
         super().__init__()
         if forget is None:
             raise ValueError("`forget` is required: pass e.g. forget=ForgetSpec(classes=[3]) or ForgetSpec(ratio=0.1).")
         if isinstance(forget, dict):
+            unknown = sorted(set(forget) - {"indices", "classes", "ratio", "seed"})
+            if unknown:
+                raise ValueError(f"`forget` has unknown field(s) {unknown}: ForgetSpec takes indices, classes, ratio and seed.")
             forget = ForgetSpec(**forget)
         if not isinstance(forget, ForgetSpec):
             raise ValueError(f"`forget` must be a ForgetSpec (or a mapping of its fields), got {type(forget).__name__}.")
@@ -89,6 +100,18 @@ class UnlearningDataModule(L.LightningDataModule):
         self.eval_batch_size = int(eval_batch_size or batch_size)
         self.num_workers = check_int(num_workers, "num_workers", minimum=0, hint="0 loads in the main process")
         self.shuffle_seed = check_int(shuffle_seed, "shuffle_seed")
+        if keys is not None and (
+            not isinstance(keys, (tuple, list)) or len(keys) != 2 or not all(isinstance(k, str) and k for k in keys)
+            or keys[0] == keys[1]
+        ):
+            raise ValueError(f"`keys` must be None or two different key names (input, label), got {keys!r}: e.g. keys=('image', 'label').")
+        self.keys = None if keys is None else (keys[0], keys[1])
+        for name, dataset in (("train", train), ("test", test), ("val", val), ("train_eval", train_eval)):
+            if dataset is not None and not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
+                raise ValueError(
+                    f"`{name}` must be a map-style Dataset (with __getitem__ and __len__), got {type(dataset).__name__}:"
+                    " the forget/retain split indexes it."
+                )
         self.train_set, self.test_set, self.val_set, self.train_eval_set = train, test, val, train_eval
         self._forget_indices: Optional[Tensor] = None
         self._retain_indices: Optional[Tensor] = None
@@ -131,7 +154,12 @@ class UnlearningDataModule(L.LightningDataModule):
     def _split(self) -> None:
         if self.test_set is None:
             raise ValueError("`test` is required: MIA-efficacy and test accuracy need held-out data.")
-        targets = dataset_targets(self.train_set)
+        self.train_set, self.test_set, self.val_set, self.train_eval_set = (
+            None if dataset is None else checked_dataset(dataset, name, self.keys)
+            for name, dataset in (("train", self.train_set), ("test", self.test_set), ("val", self.val_set),
+                                  ("train_eval", self.train_eval_set))
+        )
+        targets = dataset_targets(self.train_set, "train")
         if self.train_eval_set is not None and len(self.train_eval_set) != len(self.train_set):
             raise ValueError("`train_eval` must hold the same examples as `train` (same length, same order).")
         forget = self.forget.resolve(targets)
@@ -258,18 +286,102 @@ class UnlearningDataModule(L.LightningDataModule):
         return {"forget": self.forget_dataloader(), "retain": self.retain_dataloader(), "test": self.test_dataloader()}
 
 
-def dataset_targets(dataset: Dataset) -> Tensor:
+def dataset_targets(dataset: Dataset, name: str = "dataset") -> Tensor:
     """The labels of a dataset of ``(x, y)`` pairs as a ``(N,)`` long tensor.
 
     Uses ``dataset.targets`` (torchvision style), ``TensorDataset`` tensors and ``Subset`` indices
     when available, else reads the dataset once.
+
+    Raises:
+        ValueError: labels that are not class indices (one-hot or probability rows, fractional or
+            negative values), naming ``name`` and the fix.
     """
     if isinstance(dataset, Subset):
-        return dataset_targets(dataset.dataset)[torch.as_tensor(dataset.indices, dtype=torch.long)]
+        return dataset_targets(dataset.dataset, name)[torch.as_tensor(dataset.indices, dtype=torch.long)]
     targets = getattr(dataset, "targets", None)
     if targets is None and hasattr(dataset, "tensors") and len(dataset.tensors) >= 2:
         targets = dataset.tensors[1]
     if targets is not None and len(targets) == len(dataset):
-        return torch.as_tensor(targets).long().flatten().cpu()
-    labels = [torch.as_tensor(y).reshape(-1) for _, y in DataLoader(dataset, batch_size=512)]
-    return torch.cat(labels).long()
+        return _class_indices(torch.as_tensor(targets), name)
+    labels = [torch.as_tensor(batch[1]) for batch in DataLoader(dataset, batch_size=512)]
+    return _class_indices(torch.cat(labels), name)
+
+
+def _class_indices(targets: Tensor, name: str) -> Tensor:
+    """``targets`` as a ``(N,)`` long CPU tensor of class indices, or a ValueError with the fix."""
+    if targets.ndim > 1 and targets[0].numel() > 1:
+        raise ValueError(
+            f"The labels of `{name}` have shape {tuple(targets.shape)}: they look one-hot (or like probabilities),"
+            f" but class indices are needed: convert them with `y.argmax(dim=1)` (e.g."
+            f" TensorDataset(x, y_onehot.argmax(1)))."
+        )
+    targets = targets.reshape(-1).cpu()
+    if targets.dtype == torch.bool or targets.is_complex():
+        raise ValueError(f"The labels of `{name}` are {targets.dtype}, not class indices: pass integer labels 0..C-1.")
+    if targets.is_floating_point():
+        if targets.numel() and not bool((targets == targets.round()).all()):
+            raise ValueError(
+                f"The labels of `{name}` are fractional floats, not class indices: pass integer labels 0..C-1"
+                " (for soft labels, `y.argmax(dim=1)`)."
+            )
+    targets = targets.long()
+    if targets.numel() and int(targets.min()) < 0:
+        raise ValueError(f"The labels of `{name}` contain {int(targets.min())}: class indices must be 0..C-1.")
+    return targets
+
+
+class _KeyedItems(Dataset):
+    """A dataset of dicts served as ``(item[input_key], item[label_key])`` pairs."""
+
+    def __init__(self, dataset: Dataset, keys: tuple[str, str]) -> None:
+        self.dataset, self.keys = dataset, keys
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        item = self.dataset[index]
+        return item[self.keys[0]], item[self.keys[1]]
+
+
+def checked_dataset(dataset: Dataset, name: str, keys: Optional[tuple[str, str]] = None) -> Dataset:
+    """``dataset`` after checking its first item is an ``(x, y)`` pair with a class-index label
+    (with ``keys``: a dict holding both keys, served as ``(x, y)`` from then on).
+
+    Raises:
+        ValueError: an empty dataset, items of another shape, or a label that is not a class
+            index, naming ``name`` and the fix.
+    """
+    if isinstance(dataset, _KeyedItems):
+        return dataset
+    if len(dataset) == 0:
+        raise ValueError(f"`{name}` is empty: pass a dataset with at least one example.")
+    item = dataset[0]
+    if isinstance(item, dict):
+        if keys is None:
+            raise ValueError(
+                f"`{name}` yields dicts (keys {sorted(map(str, item))}), not (x, y) pairs: declare the input and label keys,"
+                f" e.g. UnlearningDataModule(..., keys=('image', 'label'))."
+            )
+        missing = [k for k in keys if k not in item]
+        if missing:
+            raise ValueError(f"`{name}` items lack the key(s) {missing} of keys={keys!r}; they have {sorted(map(str, item))}.")
+        dataset, item = _KeyedItems(dataset, keys), (item[keys[0]], item[keys[1]])
+    elif keys is not None:
+        raise ValueError(f"`keys`={keys!r} was given but `{name}` yields {type(item).__name__}, not dicts: drop `keys`.")
+    if not isinstance(item, (tuple, list)) or len(item) < 2:
+        got = type(item).__name__ if not isinstance(item, (tuple, list)) else f"a {type(item).__name__} of {len(item)}"
+        raise ValueError(
+            f"`{name}` must yield (x, y) pairs (input, class index), got {got}: wrap the data, e.g."
+            " TensorDataset(x, y), or return `x, y` from __getitem__."
+        )
+    label = torch.as_tensor(item[1]) if not isinstance(item[1], (str, bytes)) else None
+    if label is None or label.numel() != 1 or label.dtype == torch.bool or (
+        label.is_floating_point() and float(label) != round(float(label))
+    ):
+        shown = tuple(label.shape) if label is not None and label.numel() != 1 else repr(item[1])[:40]
+        raise ValueError(
+            f"`{name}` yields labels like {shown}, not class indices: each item must be (x, y) with y an integer"
+            " class 0..C-1 (one-hot labels: `y.argmax()`)."
+        )
+    return dataset

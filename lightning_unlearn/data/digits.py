@@ -9,6 +9,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from lightning_unlearn.data.datamodule import UnlearningDataModule
 from lightning_unlearn.data.spec import ForgetSpec
+from lightning_unlearn.validation import check_fraction, check_int
 
 
 class DigitsDataModule(UnlearningDataModule):
@@ -45,10 +46,8 @@ class DigitsDataModule(UnlearningDataModule):
         test_fraction: float = 0.2,
         split_seed: int = 0,
     ) -> None:
-        if not 0.0 < test_fraction < 1.0:
-            raise ValueError(f"`test_fraction` must be in (0, 1), got {test_fraction}.")
-        self.test_fraction = test_fraction
-        self.split_seed = split_seed
+        self.test_fraction = check_fraction(test_fraction, "test_fraction", allow_one=False, hint="e.g. 0.2 for 20 % held out")
+        self.split_seed = check_int(split_seed, "split_seed", hint="the seed of the train/test split, e.g. 0")
         super().__init__(
             forget=forget, batch_size=batch_size, forget_batch_size=forget_batch_size,
             eval_batch_size=eval_batch_size, num_workers=num_workers,

@@ -13,6 +13,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from lightning_unlearn.data.datamodule import UnlearningDataModule
 from lightning_unlearn.data.spec import ForgetSpec
+from lightning_unlearn.validation import check_bool, check_int, check_optional_path
 
 DEBIAN_PATH = "/usr/share/datasets/fashion-mnist"
 MEAN, STD = 0.2860, 0.3530
@@ -58,8 +59,12 @@ class FashionMNISTDataModule(UnlearningDataModule):
         num_workers: int = 0,
         shuffle_seed: int = 0,
     ) -> None:
-        self.root, self.download = root, download
-        self.train_size, self.test_size = train_size, test_size
+        self.root = check_optional_path(root, "root", "a folder holding the Fashion-MNIST IDX files, or None")
+        self.download = check_bool(download, "download")
+        self.train_size, self.test_size = (
+            None if v is None else check_int(v, n, minimum=1, hint="a positive number of images, or None for all")
+            for n, v in (("train_size", train_size), ("test_size", test_size))
+        )
         super().__init__(
             forget=forget, batch_size=batch_size, forget_batch_size=forget_batch_size,
             eval_batch_size=eval_batch_size, num_workers=num_workers,

@@ -129,15 +129,23 @@ def fingerprint(indices: Tensor) -> str:
 
 
 def _as_int_list(value: Any, name: str) -> list[int]:
+    fix = f"pass the positions to forget, e.g. {name}=mask.nonzero().flatten().tolist() for a boolean mask"
+    kind = getattr(getattr(value, "dtype", None), "kind", None)  # numpy arrays
+    if (isinstance(value, Tensor) and value.dtype == torch.bool) or kind == "b":
+        raise ValueError(f"`{name}` got a boolean array (a mask?), not positions: {fix}.")
     if isinstance(value, Tensor):
         if value.is_floating_point() or value.is_complex():
-            raise ValueError(f"`{name}` must hold integers, got a {value.dtype} tensor.")
+            raise ValueError(f"`{name}` must hold integers, got a {value.dtype} tensor: convert with `.long()` if they are whole numbers.")
         return [int(v) for v in value.flatten().tolist()]
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-        raise ValueError(f"`{name}` must be a list of integers, got {value!r}.")
+    if kind is not None and kind not in "iu":
+        raise ValueError(f"`{name}` must hold integers, got an array of dtype {value.dtype}: convert with `.astype(int)` if they are whole numbers.")
+    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
+        raise ValueError(f"`{name}` must be a list of integers, got {value!r} ({type(value).__name__}).")
     out = []
     for v in value:
-        if isinstance(v, bool) or not (isinstance(v, int) or (hasattr(v, "__index__") and not isinstance(v, float))):
+        if isinstance(v, bool) or getattr(getattr(v, "dtype", None), "kind", None) == "b":
+            raise ValueError(f"`{name}` holds booleans ({v!r}), not positions: {fix}.")
+        if not (isinstance(v, int) or (hasattr(v, "__index__") and not isinstance(v, float))):
             raise ValueError(f"`{name}` must hold integers, got {v!r} ({type(v).__name__}).")
         out.append(int(v))
     return out

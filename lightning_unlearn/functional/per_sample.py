@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
+import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
@@ -23,7 +24,9 @@ def per_sample_gradients(
     with ``torch.func`` (``vmap(grad(...))`` over the batch, no per-sample Python loop).
 
     The model is called functionally on one sample at a time (under ``vmap``), so it must be in
-    eval mode when it has BatchNorm (batch statistics of one sample are undefined).
+    eval mode when it has BatchNorm (batch statistics of one sample are undefined). It runs in the
+    dtype of the weights with autocast off (under mixed precision the per-sample gradients are
+    float32; ``vmap``'s batch norm cannot mix a bfloat16 input with float32 statistics).
 
     Args:
         model: the network; its trainable parameters and buffers are read, not modified.
@@ -42,7 +45,11 @@ def per_sample_gradients(
     def sample_loss(p: dict[str, Tensor], xi: Tensor, yi: Tensor) -> Tensor:
         return loss(functional_call(model, (p, buffers), (xi.unsqueeze(0),)), yi.unsqueeze(0))
 
-    return vmap(grad(sample_loss), in_dims=(None, 0, 0), chunk_size=chunk_size)(params, x, y)
+    dtype = next(iter(params.values())).dtype if params else x.dtype
+    if x.is_floating_point():
+        x = x.to(dtype)
+    with torch.autocast(x.device.type, enabled=False):
+        return vmap(grad(sample_loss), in_dims=(None, 0, 0), chunk_size=chunk_size)(params, x, y)
 
 
 def check_chunk_size(chunk_size: Optional[int]) -> None:

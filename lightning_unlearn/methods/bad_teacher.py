@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from lightning_unlearn.methods.base import Batch
 from lightning_unlearn.methods.teachers import TeacherStudentMethod, distillation_kl
 from lightning_unlearn.models.classifier import OptimizerCallable
-from lightning_unlearn.models.network import check_logits, reinitialise
+from lightning_unlearn.models.network import check_logits, reinitialise, sample_like
 from lightning_unlearn.registry import register
 from lightning_unlearn.validation import check_float, check_fraction, check_int
 
@@ -129,6 +129,8 @@ class BadTeacher(TeacherStudentMethod):
         incompetent_seed = check_int(incompetent_seed, "incompetent_seed")
         if "epoch_split" in kwargs:
             raise ValueError("BadTeacher's epoch is one pass over D_f (with its share of D_r): drop `epoch_split`.")
+        if "momentum" in kwargs:
+            raise ValueError("BadTeacher trains with Adam (no momentum argument): drop `momentum`, or pass `optimizer=`.")
         if incompetent is not None and not isinstance(incompetent, nn.Module):
             raise ValueError(
                 f"`incompetent` must be an nn.Module returning logits (or None for a re-initialised copy of"
@@ -160,11 +162,13 @@ class BadTeacher(TeacherStudentMethod):
         """The frozen competent teacher (the original model)."""
         return self._teachers["competent"]
 
-    def on_fit_start(self) -> None:
-        super().on_fit_start()
+    def setup(self, stage: str) -> None:
+        super().setup(stage)  # checks run here, before any callback changes a weight
+        if stage != "fit":
+            return
         datamodule = self.trainer.datamodule
         x, _ = next(iter(datamodule.forget_dataloader()))
-        check_logits(self.incompetent, x[:2].to(self.device), datamodule.num_classes, "incompetent")
+        check_logits(self.incompetent, sample_like(self.incompetent, x[:2]), datamodule.num_classes, "incompetent")
         forget_size = len(datamodule.forget_indices)
         subset = int(self.retain_fraction * len(datamodule.retain_indices))
         if subset == 0:

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from lightning_unlearn.data.access import require_unlearning_data, unlearning_data
 from lightning_unlearn.data.datamodule import LONGEST
 from lightning_unlearn.models.classifier import ClassifierModule, LRScheduler, OptimizerCallable
-from lightning_unlearn.models.network import check_logits
+from lightning_unlearn.models.network import check_logits, sample_like
 from lightning_unlearn.models.weights import load_weights
 from lightning_unlearn.validation import check_bool, check_choice, check_optional_path
 
@@ -24,9 +24,15 @@ class UnlearningMethod(ClassifierModule):
 
     Wraps the user's trained classifier (``model``: any ``nn.Module`` whose forward returns
     ``(batch, classes)`` logits; a LightningModule works as that network, its hooks are not run).
-    The network is deep-copied unless ``inplace=True``, so the user's model is never modified;
-    after ``trainer.fit`` the unlearned classifier is ``method.model`` and the untouched one
-    ``method.original_model``.
+    The network is deep-copied unless ``inplace=True``, so the user's model is never modified
+    (also when ``weights=`` is given: the file is loaded into the copy); after ``trainer.fit`` the
+    unlearned classifier is ``method.model`` and the original one ``method.original_model`` (the
+    user's object, or with ``weights=`` a copy holding the loaded weights).
+
+    Every check that can refuse the input (the network returns finite ``(batch, classes)``
+    logits on the data; the data the method needs is there) runs in ``setup``, before any
+    callback changes a weight. A non-finite loss stops the fit cleanly (see
+    :class:`~lightning_unlearn.models.ClassifierModule`).
 
     A subclass declares the data it trains on in ``unlearning_inputs`` (``"forget"``,
     ``"retain"``), the split that defines an epoch in ``default_epoch_split``, and implements
@@ -38,8 +44,9 @@ class UnlearningMethod(ClassifierModule):
 
     Args:
         model: the trained classifier to unlearn.
-        weights: optional path of weights to load into ``model`` first (a ``state_dict`` or a
-            Lightning checkpoint of ``ImageClassifier``/a method), loaded with ``weights_only=True``.
+        weights: optional path of weights to load into the copy of ``model`` (a ``state_dict`` or a
+            Lightning checkpoint of ``ImageClassifier``/a method), loaded strictly with
+            ``weights_only=True``; every key and shape is checked before any value is copied.
         lr: SGD learning rate (ignored when ``optimizer`` is given).
         momentum: SGD momentum.
         weight_decay: SGD weight decay.
@@ -73,15 +80,17 @@ class UnlearningMethod(ClassifierModule):
             epoch_split or self.default_epoch_split, "epoch_split", (*self.unlearning_inputs, LONGEST),
             f"the splits {type(self).__name__} trains on, or 'longest'",
         )
+        network = model if inplace else copy.deepcopy(model)
+        original = None if inplace else model
         if weights is not None:
-            load_weights(model, weights)
+            load_weights(network, weights)  # strict: a file that does not fit leaves `network` untouched
+            original = None if inplace else copy.deepcopy(network)  # the loaded original, kept for "before"
         super().__init__(
-            model if inplace else copy.deepcopy(model), lr=lr, momentum=momentum, weight_decay=weight_decay,
-            optimizer=optimizer, lr_scheduler=lr_scheduler,
+            network, lr=lr, momentum=momentum, weight_decay=weight_decay, optimizer=optimizer, lr_scheduler=lr_scheduler,
         )
         self.epoch_split = epoch_split
         # The untouched original, kept out of the module tree (not trained, not checkpointed).
-        object.__setattr__(self, "original_model", None if inplace else model)
+        object.__setattr__(self, "original_model", original)
         self.save_hyperparameters(ignore=["model", "optimizer", "lr_scheduler"])
 
     # ------------------------------------------------------------------ what subclasses write
@@ -96,15 +105,17 @@ class UnlearningMethod(ClassifierModule):
         return loss
 
     def setup(self, stage: str) -> None:
-        if stage == "fit" and self._trainer is not None and "forget" in self.unlearning_inputs:
+        """Refuses what cannot run, before any callback's ``on_fit_start`` changes a weight: forget
+        data missing for a method that trains on it, a network that does not return finite
+        ``(batch, classes)`` logits on the data."""
+        if stage != "fit" or self._trainer is None:
+            return
+        if "forget" in self.unlearning_inputs:
             require_unlearning_data(self.trainer, f"{type(self).__name__} (it trains on forget data)")
-
-    def on_fit_start(self) -> None:
-        super().on_fit_start()
         datamodule = unlearning_data(self.trainer)
         if datamodule is not None:
             x, _ = next(iter(datamodule.retain_dataloader()))
-            check_logits(self.model, x[:2].to(self.device), datamodule.num_classes, "model")
+            check_logits(self.model, sample_like(self.model, x[:2]), datamodule.num_classes, "model")
 
     # ------------------------------------------------------------------ helpers
     def _as_splits(self, batch: Any) -> Batch:

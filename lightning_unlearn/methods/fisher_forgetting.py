@@ -100,7 +100,7 @@ class FisherForgetting(OneShotEdit):
         classes = torch.arange(num_logits, device=y.device).repeat_interleave(len(x))
         inputs = x.repeat(num_logits, *([1] * (x.ndim - 1)))
         grads = list(per_sample_gradients(self.model, F.cross_entropy, inputs, classes, self.chunk_size).values())
-        weights = logits.softmax(dim=1).T.reshape(-1)  # p(c | x_i) in the same order
+        weights = logits.softmax(dim=1).T.reshape(-1).to(grads[0].dtype)  # p(c | x_i) in the same order
         for acc, sq in zip(self.statistics["fisher"], torch._foreach_mul(grads, grads)):
             acc.add_(torch.tensordot(weights, sq, dims=1))  # sum_i sum_c p(c|x_i) * (d log p(c|x_i))^2
         self.statistics["num_logits"] = int(num_logits)

@@ -170,6 +170,10 @@ class OneShotEdit(UnlearningMethod):
             pass_batches={name: self._pass_batches[name] or batches[name] for name in names},
         )
         statistics = self.reduce_statistics(self.statistics)
+        if not _all_finite(statistics):  # a NaN/inf loss or gradient in the pass: the edit would write NaN
+            self.edited, self.statistics = True, None
+            self.divergence_guard.stop(self.trainer, "non-finite statistics (a NaN/inf loss or gradient in the pass)")
+            return
         with torch.no_grad():
             logs = self.apply_edit(statistics, pass_counts)
         self.edited, self.statistics = True, None
@@ -204,3 +208,14 @@ class OneShotEdit(UnlearningMethod):
         """Gradient of ``loss`` w.r.t. the trainable parameters (zeros for unused ones), without
         touching ``.grad``."""
         return torch.autograd.grad(loss, self.trainable_parameters(), materialize_grads=True)
+
+
+def _all_finite(value: Any) -> bool:
+    """Whether every floating tensor in ``value`` (a tensor or a collection) is finite."""
+    if isinstance(value, Tensor):
+        return not value.is_floating_point() or bool(torch.isfinite(value).all())
+    if isinstance(value, dict):
+        return all(_all_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(_all_finite(v) for v in value)
+    return True

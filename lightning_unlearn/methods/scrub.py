@@ -112,8 +112,10 @@ class SCRUB(TeacherStudentMethod):
         """The frozen original model."""
         return self._teachers["teacher"]
 
-    def on_fit_start(self) -> None:
-        super().on_fit_start()
+    def setup(self, stage: str) -> None:
+        super().setup(stage)  # checks run here, before any callback changes a weight
+        if stage != "fit":
+            return
         datamodule = self.trainer.datamodule
         forget_size, batch = len(datamodule.forget_indices), datamodule.forget_batch_size
         self._max_batches = math.ceil(forget_size / batch)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Literal, Mapping, Union
+from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Optional, Union
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
 
 from lightning_unlearn.metrics.accuracy import Accuracy
 from lightning_unlearn.metrics.mia import MIAEfficacy
@@ -19,41 +20,99 @@ def evaluate_loaders(
     loaders: Mapping[str, Iterable],
     device: Union[str, torch.device, None] = None,
     mia_backend: Literal["torch", "sklearn"] = "torch",
-) -> dict[str, float]:
+    *,
+    distributed: bool = False,
+    convert_input: Optional[Callable[[Any], Any]] = None,
+    name: str = "model",
+    strict: bool = True,
+) -> dict[str, Optional[float]]:
     """Measures ``model`` on ``{"forget": ..., "retain": ..., "test": ...}`` loaders of ``(x, y)``.
 
     One forward pass per example in eval mode (BatchNorm running statistics, no dropout) feeds
     both the accuracies and the MIA-efficacy features; the model's train/eval mode is restored.
+    The loaders must be deterministic (unshuffled), as the evaluation loaders of an
+    :class:`~lightning_unlearn.data.UnlearningDataModule` are.
+
+    Under DDP (``distributed=True``, every rank calls this with the same loaders) rank ``r``
+    forwards batches ``r, r + W, r + 2W, ...`` of each loader — the very batches one process
+    forms, so the logits are the same — and the metrics gather every rank's samples by position
+    before computing (:class:`~lightning_unlearn.metrics.MIAEfficacy` with ``index``). Every rank
+    returns the numbers one process would compute on the same weights, exactly.
+
+    Args:
+        model: the classifier (its forward returns ``(batch, classes)`` logits).
+        loaders: one loader per split.
+        device: where to run (default: the device of the model's first parameter).
+        mia_backend: ``"torch"`` or ``"sklearn"`` (see :class:`~lightning_unlearn.metrics.MIAEfficacy`).
+        distributed: share the batches over the ranks of the default process group and gather
+            the metrics (every rank must call); ``False``: this process evaluates everything alone.
+        convert_input: applied to every input batch ``x`` before the forward, e.g. a Lightning
+            precision plugin's ``convert_input`` (``bf16-true`` feeds the model bfloat16 inputs);
+            default: floating inputs are cast to the dtype of the model's weights.
+        name: how errors call the model (``"model"``, ``"reference"``...).
+        strict: non-finite logits raise (``True``); ``False``: the metrics they would enter are
+            ``None`` (a diverged model's report still shows what could be measured).
 
     Returns:
         ``forget_acc``, ``retain_acc``, ``test_acc``, ``unlearning_accuracy`` (1 - forget_acc) and
         ``mia_efficacy`` (OPTML definition, see :class:`~lightning_unlearn.metrics.MIAEfficacy`),
-        all fractions in [0, 1].
+        all fractions in [0, 1] (``None`` only when ``strict=False`` and the logits were not finite).
 
     Raises:
-        ValueError: when a split is missing from ``loaders``.
+        ValueError: a split missing from ``loaders``, a batch that is not an ``(x, y)`` pair, or
+            (``strict``) non-finite logits, naming ``name`` and the split.
     """
     missing = [s for s in EVAL_SPLITS if s not in loaders]
     if missing:
         raise ValueError(f"`loaders` lacks the {missing} split(s): pass loaders for {EVAL_SPLITS}.")
+    first = next(model.parameters())
     if device is None:
-        device = next(model.parameters()).device
-    accuracy = {split: Accuracy().to(device) for split in EVAL_SPLITS}
-    mia = MIAEfficacy(backend=mia_backend).to(device)
+        device = first.device
+    if convert_input is None and first.is_floating_point():
+        dtype = first.dtype
+
+        def convert_input(x: Any) -> Any:
+            return x.to(dtype) if isinstance(x, Tensor) and x.is_floating_point() else x
+
+    rank, world = _rank_and_world(distributed)
+    sync = world > 1
+    accuracy = {split: Accuracy(sync_on_compute=sync).to(device) for split in EVAL_SPLITS}
+    mia = MIAEfficacy(backend=mia_backend, sync_on_compute=sync).to(device)
+    finite = {split: True for split in EVAL_SPLITS}
     was_training = model.training
     model.eval()
     try:
         for split in EVAL_SPLITS:
-            for x, y in loaders[split]:
+            for offset, x, y in _batches_of_rank(loaders[split], split, rank, world):
+                if convert_input is not None:
+                    x = convert_input(x)
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 logits = model(x)
+                if not finite[split]:
+                    continue
+                if not bool(torch.isfinite(logits).all()):
+                    finite[split] = False
+                    continue
                 accuracy[split].update(logits, y)
-                mia.update(logits, y, split)
+                mia.update(logits, y, split, index=torch.arange(offset, offset + len(y), device=device))
     finally:
         model.train(was_training)
-    out = {f"{split}_acc": float(accuracy[split].compute()) for split in EVAL_SPLITS}
-    out["unlearning_accuracy"] = 1.0 - out["forget_acc"]
-    out["mia_efficacy"] = float(mia.compute())
+    if sync:  # every rank takes the same decisions below (each compute() is a collective)
+        flags = torch.tensor([int(not finite[s]) for s in EVAL_SPLITS], device=device)
+        torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+        finite = {s: not bool(flag) for s, flag in zip(EVAL_SPLITS, flags.tolist())}
+    bad = [s for s in EVAL_SPLITS if not finite[s]]
+    if bad and strict:
+        raise ValueError(
+            f"`{name}` returned non-finite logits (NaN or inf) on the {', '.join(bad)} set(s): its weights or its"
+            " forward overflow. Check the network (e.g. `all(p.isfinite().all() for p in net.parameters())`),"
+            " reload its trained weights, or lower the learning rate if it diverged in training."
+        )
+    out: dict[str, Optional[float]] = {
+        f"{split}_acc": float(accuracy[split].compute()) if finite[split] else None for split in EVAL_SPLITS
+    }
+    out["unlearning_accuracy"] = None if out["forget_acc"] is None else 1.0 - out["forget_acc"]
+    out["mia_efficacy"] = float(mia.compute()) if not bad else None
     return out
 
 
@@ -62,7 +121,61 @@ def evaluate(
     datamodule: Any,
     device: Union[str, torch.device, None] = None,
     mia_backend: Literal["torch", "sklearn"] = "torch",
-) -> dict[str, float]:
+    **kwargs: Any,
+) -> dict[str, Optional[float]]:
     """:func:`evaluate_loaders` on the evaluation loaders of ``datamodule`` (anything with
-    ``evaluation_dataloaders()``, e.g. an :class:`~lightning_unlearn.data.UnlearningDataModule`)."""
-    return evaluate_loaders(model, datamodule.evaluation_dataloaders(), device, mia_backend)
+    ``evaluation_dataloaders()``, e.g. an :class:`~lightning_unlearn.data.UnlearningDataModule`);
+    ``kwargs`` (``distributed``, ``convert_input``, ``name``, ``strict``) go to :func:`evaluate_loaders`."""
+    return evaluate_loaders(model, datamodule.evaluation_dataloaders(), device, mia_backend, **kwargs)
+
+
+def _rank_and_world(distributed: bool) -> tuple[int, int]:
+    if not distributed or not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return 0, 1
+    return torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
+def _xy(batch: Any, split: str) -> tuple[Tensor, Tensor]:
+    if not isinstance(batch, (tuple, list)) or len(batch) < 2 or not isinstance(batch[0], Tensor):
+        raise ValueError(
+            f"The {split!r} evaluation loader must yield (x, y) pairs of tensors, got {type(batch).__name__}: make the"
+            " dataset return (input, label) (or declare the keys of its dict items, `UnlearningDataModule(keys=...)`)."
+        )
+    return batch[0], torch.as_tensor(batch[1])
+
+
+def _batches_of_rank(loader: Iterable, split: str, rank: int, world: int) -> Iterator[tuple[int, Tensor, Tensor]]:
+    """``(position of the first sample, x, y)`` for the batches of ``loader`` this rank evaluates:
+    all of them on one process; batches ``rank, rank + world, ...`` under DDP (a DataLoader with a
+    batch sampler is re-built over those batches only, so the others are not even loaded)."""
+    if world == 1:
+        offset = 0
+        for batch in loader:
+            x, y = _xy(batch, split)
+            yield offset, x, y
+            offset += len(y)
+        return
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    if isinstance(loader, DataLoader) and batch_sampler is not None:
+        batches = [list(b) for b in batch_sampler]
+        offsets = [0]
+        for b in batches:
+            offsets.append(offsets[-1] + len(b))
+        mine = list(range(rank, len(batches), world))
+        if not mine:
+            return
+        shard = DataLoader(
+            loader.dataset, batch_sampler=[batches[i] for i in mine], num_workers=loader.num_workers,
+            collate_fn=loader.collate_fn, pin_memory=loader.pin_memory, worker_init_fn=loader.worker_init_fn,
+            multiprocessing_context=loader.multiprocessing_context if loader.num_workers > 0 else None,
+        )
+        for i, batch in zip(mine, shard):
+            x, y = _xy(batch, split)
+            yield offsets[i], x, y
+        return
+    offset = 0
+    for i, batch in enumerate(loader):
+        x, y = _xy(batch, split)
+        if i % world == rank:
+            yield offset, x, y
+        offset += len(y)

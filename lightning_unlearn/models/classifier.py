@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler as LRSchedulerBase
 
+from lightning_unlearn.models.divergence import DivergenceGuard
 from lightning_unlearn.validation import check_float
 
 # Same shapes as lightning.pytorch.cli.OptimizerCallable / LRSchedulerCallable, defined here so
@@ -32,6 +33,10 @@ class ClassifierModule(L.LightningModule):
     string ``"cosine"``: cosine annealing from ``lr`` to 0 over the whole fit, stepped after every
     optimizer step (``T_max = trainer.estimated_stepping_batches``), the schedule of the
     reference Retrain recipes, usable from YAML where a callable is not.
+
+    A non-finite loss (NaN or inf) stops the fit cleanly: that optimiser step and every later
+    one are refused, so the weights stay those of the last finite step, and
+    :attr:`divergence` says where it happened (see :class:`~lightning_unlearn.models.divergence.DivergenceGuard`).
     """
 
     def __init__(
@@ -57,6 +62,22 @@ class ClassifierModule(L.LightningModule):
         self.model = model
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
         self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
+        self.divergence_guard = DivergenceGuard()
+
+    @property
+    def divergence(self) -> Optional[dict[str, Any]]:
+        """``None``, or where the fit diverged: ``{"reason", "step", "epoch", "loss"}``."""
+        return self.divergence_guard.record
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> Optional[int]:
+        self.divergence_guard.snapshot(self.trainer, self)
+        return None
+
+    def on_before_backward(self, loss: Tensor) -> None:
+        self.divergence_guard.check_loss(self.trainer, loss)
+
+    def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
+        self.divergence_guard.before_optimizer_step(self.trainer, optimizer)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from lightning_unlearn.validation import check_int
+
 
 class SmallCNN(nn.Module):
     """Three conv-BN-ReLU stages (the second and third downsample by 2), global average pooling
@@ -25,8 +27,10 @@ class SmallCNN(nn.Module):
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 16, pool_size: int = 1) -> None:
         super().__init__()
-        if min(in_channels, num_classes, width, pool_size) <= 0:
-            raise ValueError("`in_channels`, `num_classes`, `width` and `pool_size` must be positive integers.")
+        in_channels, num_classes, width, pool_size = (
+            check_int(v, n, minimum=1, hint="a positive integer")
+            for n, v in (("in_channels", in_channels), ("num_classes", num_classes), ("width", width), ("pool_size", pool_size))
+        )
 
         def stage(c_in: int, c_out: int, stride: int) -> nn.Sequential:
             return nn.Sequential(

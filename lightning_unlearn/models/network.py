@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from lightning_unlearn.functional.pruning import eval_mode
 
-__all__ = ["buffers_restored", "check_logits", "eval_mode", "network_of", "reinitialise"]
+__all__ = ["buffers_restored", "check_logits", "eval_mode", "network_of", "reinitialise", "sample_like"]
 
 
 def network_of(module: nn.Module) -> nn.Module:
@@ -20,14 +20,27 @@ def network_of(module: nn.Module) -> nn.Module:
     return inner if isinstance(inner, nn.Module) else module
 
 
+def sample_like(model: nn.Module, x: Tensor) -> Tensor:
+    """``x`` on the device of ``model``'s first parameter and, when floating, in its dtype (a
+    network held in bfloat16 gets bfloat16 inputs): for checks that run before Lightning's
+    precision plugin has converted anything."""
+    param = next(model.parameters(), None)
+    if param is None:
+        return x
+    return x.to(device=param.device, dtype=param.dtype if x.is_floating_point() and param.is_floating_point() else x.dtype)
+
+
 @torch.no_grad()
 def check_logits(model: nn.Module, x: Tensor, num_classes: int, name: str) -> int:
-    """Checks that ``model`` maps a batch to ``(batch, classes)`` logits covering the labels, in eval
-    mode (BatchNorm statistics untouched). Returns the number of logits.
+    """Checks that ``model`` maps a batch to finite ``(batch, classes)`` logits covering the labels,
+    in eval mode (BatchNorm statistics untouched). Returns the number of logits.
+
+    ``x`` is fed as it is: pass it in the dtype of the model's weights (see
+    :func:`lightning_unlearn.data.access.convert_input` under ``precision="bf16-true"``).
 
     Raises:
-        ValueError: the output is not a ``(batch, classes)`` tensor, or has fewer than
-            ``num_classes`` columns.
+        ValueError: the output is not a ``(batch, classes)`` tensor, has fewer than
+            ``num_classes`` columns, or holds NaN or inf (naming ``name``).
     """
     with eval_mode(model):
         out = model(x)
@@ -41,6 +54,12 @@ def check_logits(model: nn.Module, x: Tensor, num_classes: int, name: str) -> in
         raise ValueError(
             f"`{name}` returns {out.shape[1]} logits but the data has {num_classes} classes: use a network with"
             f" {num_classes} outputs."
+        )
+    if not bool(torch.isfinite(out).all()):
+        raise ValueError(
+            f"`{name}` returns non-finite logits (NaN or inf) for a batch of {x.shape[0]} training examples, before any"
+            " training: its weights hold NaN/inf or its forward overflows. Load its trained weights again (check"
+            " `all(p.isfinite().all() for p in net.parameters())`)."
         )
     return int(out.shape[1])
 

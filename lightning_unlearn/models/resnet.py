@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from lightning_unlearn.validation import check_int
+
 
 class BasicBlock(nn.Module):
     """Two 3x3 conv-BN layers with an identity (or 1x1 projection) shortcut."""
@@ -43,8 +45,10 @@ class ResNet18(nn.Module):
 
     def __init__(self, in_channels: int = 3, num_classes: int = 10, width: int = 64) -> None:
         super().__init__()
-        if min(in_channels, num_classes, width) <= 0:
-            raise ValueError("`in_channels`, `num_classes` and `width` must be positive integers.")
+        in_channels, num_classes, width = (
+            check_int(v, n, minimum=1, hint="a positive integer")
+            for n, v in (("in_channels", in_channels), ("num_classes", num_classes), ("width", width))
+        )
         self.conv1 = nn.Conv2d(in_channels, width, 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU()

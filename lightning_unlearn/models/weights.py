@@ -1,44 +1,143 @@
-"""Loading a user's weights safely (``weights_only=True``) into a network."""
+"""Loading a user's weights safely (``weights_only=True``) into a network, and identifying weights
+by their SHA-256."""
 
 from __future__ import annotations
 
+import hashlib
+import pickle
+import re
 from pathlib import Path
-from typing import Union
+from typing import Any, Mapping, Union
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+
+__all__ = ["check_state_fits", "load_weights", "read_state_dict", "weights_sha256"]
+
+_SAVE_HINT = "save it with `torch.save(net.state_dict(), path)` or use a Lightning checkpoint of a method/ImageClassifier"
 
 
-def load_weights(model: nn.Module, path: Union[str, Path]) -> nn.Module:
-    """Loads weights into ``model`` with ``torch.load(..., weights_only=True)``.
+def read_state_dict(path: Union[str, Path], name: str = "weights") -> dict[str, Tensor]:
+    """Reads a network's ``state_dict`` from ``path`` with ``torch.load(..., weights_only=True)``.
 
     Accepts a plain ``state_dict`` file or a Lightning checkpoint of any module that holds the
-    network as ``self.model`` (``ImageClassifier``, every unlearning method): the ``model.``
-    prefix is stripped.
+    network as ``self.model`` (``ImageClassifier``, every unlearning method): its ``state_dict``
+    entries under ``model.`` are returned without that prefix (a checkpoint of a module without
+    ``model.`` entries is returned whole). Nothing is ever unpickled beyond tensors and containers.
+
+    Args:
+        path: the file.
+        name: the argument the path came from (named in errors).
 
     Raises:
-        FileNotFoundError: when ``path`` does not exist (with how to produce it).
-        ValueError: when the keys do not match the network.
+        FileNotFoundError: ``path`` does not exist (with how to produce it).
+        ValueError: ``path`` is not a file ``torch.load(weights_only=True)`` can read (corrupt,
+            truncated, or holding arbitrary objects), or does not hold a mapping of names to tensors.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"weights={str(path)!r} does not exist: train the original model first, e.g."
+            f"{name}={str(path)!r} does not exist: train the original model first, e.g."
             " `lightning-unlearn fit --config configs/digits/original.yaml`."
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:
+    try:
+        state: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError, TypeError) as err:
+        raise ValueError(
+            f"{name}={str(path)!r} cannot be read as weights: torch.load(weights_only=True) refused it"
+            f" ({_reason(err)}). The file is corrupt, truncated or holds more than tensors;"
+            f" lightning-unlearn never unpickles arbitrary objects: {_SAVE_HINT}."
+        ) from None
+    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
         state = state["state_dict"]
+    if not isinstance(state, Mapping) or not state or not all(isinstance(k, str) for k in state):
+        raise ValueError(
+            f"{name}={str(path)!r} holds a {type(state).__name__}, not a state_dict (a mapping of parameter names to"
+            f" tensors): {_SAVE_HINT}."
+        )
     if any(key.startswith("model.") for key in state):
         state = {key[len("model."):]: value for key, value in state.items() if key.startswith("model.")}
-    fix = "Build `model` with the architecture the weights were trained with."
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as err:  # shape mismatches
-        raise ValueError(f"weights={str(path)!r} do not fit {type(model).__name__}: {fix}\n{err}") from None
-    if missing or unexpected:
+    bad = next((key for key, value in state.items() if not isinstance(value, Tensor)), None)
+    if bad is not None:
         raise ValueError(
-            f"weights={str(path)!r} do not fit {type(model).__name__}: missing {missing[:5]}, unexpected"
-            f" {unexpected[:5]}. {fix}"
+            f"{name}={str(path)!r}: entry {bad!r} is a {type(state[bad]).__name__}, not a tensor: {_SAVE_HINT}."
         )
+    return dict(state)
+
+
+def _reason(err: BaseException) -> str:
+    """The part of a ``torch.load`` error that says what was wrong with the file (torch's advice
+    to retry with ``weights_only=False`` is left out: that would run whatever the file holds)."""
+    text = str(err)
+    found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|\n|$)", text, flags=re.S)
+    reason = found.group(1).strip() if found else (text.strip().splitlines()[0] if text.strip() else "")
+    return f"{type(err).__name__}: {reason[:160]}" if reason else type(err).__name__
+
+
+def check_state_fits(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
+    """Checks that ``state`` has exactly the keys and shapes of ``model.state_dict()``, without
+    touching ``model``.
+
+    Raises:
+        ValueError: naming ``source`` and the first mismatched key (missing, unexpected or of
+            another shape).
+    """
+    own = model.state_dict()
+    fix = f"build the network with the architecture {source} was saved from"
+    for key, value in own.items():
+        if key not in state:
+            raise ValueError(
+                f"{source} do not fit {type(model).__name__}: it lacks {key!r}"
+                f" ({len(own)} entries expected, {len(state)} found): {fix}."
+            )
+        if tuple(state[key].shape) != tuple(value.shape):
+            raise ValueError(
+                f"{source} do not fit {type(model).__name__}: {key!r} has shape {tuple(state[key].shape)} in the file"
+                f" but {tuple(value.shape)} in the network: {fix}."
+            )
+    unexpected = next((key for key in state if key not in own), None)
+    if unexpected is not None:
+        raise ValueError(f"{source} do not fit {type(model).__name__}: it has the unexpected entry {unexpected!r}: {fix}.")
+
+
+def load_weights(model: nn.Module, path: Union[str, Path], name: str = "weights") -> nn.Module:
+    """Loads weights into ``model``, strictly, with ``torch.load(..., weights_only=True)``.
+
+    Every key and shape is checked before a single value is copied, so a file that does not fit
+    leaves ``model`` exactly as it was. See :func:`read_state_dict` for the accepted files.
+
+    Args:
+        model: the network to load into (changed in place).
+        path: a ``state_dict`` file or a Lightning checkpoint.
+        name: the argument the path came from (named in errors).
+
+    Raises:
+        FileNotFoundError: when ``path`` does not exist (with how to produce it).
+        ValueError: an unreadable file, or keys/shapes that do not match the network (the
+            message names the file and the first mismatched key).
+    """
+    state = read_state_dict(path, name)
+    check_state_fits(model, state, f"{name}={str(path)!r}")
+    model.load_state_dict(state, strict=True)
     return model
+
+
+def weights_sha256(weights: Union[nn.Module, Mapping[str, Tensor]]) -> str:
+    """SHA-256 of a network's weights: over every ``state_dict`` entry in key order, its name,
+    dtype, shape and raw bytes. Identical weights give the same digest on any device; one bit
+    changed anywhere gives another. Compare the ``recipe.model.sha256_*`` of a report with a
+    checkpoint's (``lightning-unlearn verify-report REPORT --checkpoint CKPT``).
+
+    Example::
+
+        >>> net = nn.Linear(2, 2)
+        >>> weights_sha256(net) == weights_sha256(net.state_dict())
+        True
+    """
+    state = weights.state_dict() if isinstance(weights, nn.Module) else weights
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        data = state[key].detach().cpu().contiguous()
+        digest.update(f"{key}:{str(data.dtype).replace('torch.', '')}:{tuple(data.shape)};".encode())
+        digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -242,3 +242,23 @@ def test_metric_rejects_bad_split_and_arguments():
         MIAEfficacy(gamma="none")
     assert MIAEfficacy.higher_is_better is True
     assert all(metric._reductions[f"{s}_conf"].__name__ == "dim_zero_cat" for s in ("retain", "test", "forget"))
+
+
+def test_positions_make_the_metric_independent_of_order_and_padding():
+    """With ``index``, batches may arrive in any order (ranks of a DDP run) and padded duplicates
+    (a DistributedSampler's) count once: the value equals the in-order, duplicate-free one."""
+    g = torch.Generator().manual_seed(0)
+    logits = {s: torch.randn(n, 4, generator=g) * 3 for s, n in (("retain", 50), ("test", 20), ("forget", 15))}
+    target = {s: torch.randint(0, 4, (len(v),), generator=g) for s, v in logits.items()}
+    plain = MIAEfficacy()
+    for split in logits:
+        plain.update(logits[split], target[split], split)
+    shuffled = MIAEfficacy()
+    for split in logits:
+        order = torch.randperm(len(logits[split]), generator=g)
+        order = torch.cat([order, order[:3]])  # padding: three samples twice
+        for chunk in order.split(7):
+            shuffled.update(logits[split][chunk], target[split][chunk], split, index=chunk)
+    assert shuffled.compute() == plain.compute()
+    with pytest.raises(ValueError, match="always or never"):
+        shuffled.update(logits["test"][:2], target["test"][:2], "test")

@@ -17,6 +17,8 @@ import math
 import torch
 from torch import Tensor
 
+from lightning_unlearn.validation import check_float
+
 
 def _probabilities(x: Tensor, from_logits: bool, name: str) -> Tensor:
     x = x.to(torch.promote_types(x.dtype, torch.float32))
@@ -46,7 +48,8 @@ def jensen_shannon(p: Tensor, q: Tensor, log_base: float = 2.0) -> Tensor:
 
 
 def _check_log_base(log_base: float) -> None:
-    if not log_base > 0 or log_base == 1:
+    check_float(log_base, "log_base", minimum=0.0, open_minimum=True, hint="use 2.0 (ZRF in [0, 1]) or math.e")
+    if log_base == 1:
         raise ValueError(f"`log_base` must be > 0 and != 1, got {log_base}: use 2.0 (ZRF in [0, 1]) or math.e.")
 
 

@@ -1,0 +1,38 @@
+"""The unlearning report: one machine-readable JSON file per run, never any raw data.
+
+* :mod:`~lightning_unlearn.report.core`: the schema, :func:`build_report`, atomic
+  :func:`write_report`/:func:`write_json`, :func:`read_report`;
+* :mod:`~lightning_unlearn.report.recipe`: the ``recipe`` (what was run), read back from a trainer;
+* :mod:`~lightning_unlearn.report.verify`: :func:`verify_report` (``lightning-unlearn verify-report``).
+"""
+
+from lightning_unlearn.report.core import (
+    LEGACY_KEYS,
+    METRIC_BLOCKS,
+    REPORT_KEYS,
+    SCHEMA_VERSION,
+    STATUSES,
+    build_report,
+    json_safe,
+    read_report,
+    versions,
+    write_json,
+    write_report,
+)
+from lightning_unlearn.report.verify import Check, verify_report
+
+__all__ = [
+    "Check",
+    "LEGACY_KEYS",
+    "METRIC_BLOCKS",
+    "REPORT_KEYS",
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "build_report",
+    "json_safe",
+    "read_report",
+    "verify_report",
+    "versions",
+    "write_json",
+    "write_report",
+]
