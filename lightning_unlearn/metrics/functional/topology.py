@@ -17,16 +17,24 @@ produces on a model trained on the retained data only.
 
 from __future__ import annotations
 
+import importlib
+import math
 import os
-from typing import Mapping, Sequence, Union
+import re
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
 # The torch.nn.utils.prune interop lives with the pruning core; the metrics read masks through it.
+from lightning_unlearn.functional.masks import unpack_mask
 from lightning_unlearn.functional.pruning import PRUNE_SUFFIX, canonical_name, prunable_weights, prune_reparametrisation
 
 MaskSource = Union[Mapping[str, Tensor], Sequence[Tensor], nn.Module, str, os.PathLike]
+#: Where a topology comes from (see :func:`resolve_topology`).
+TopologySource = Union[str, os.PathLike, Mapping[str, Tensor], nn.Module, Callable[[nn.Module], Mapping[str, Tensor]]]
+#: Key under which the mask callbacks store their masks in a Lightning checkpoint.
+CHECKPOINT_MASKS = "lightning_unlearn_masks"
 
 
 @torch.no_grad()
@@ -79,8 +87,29 @@ def weights_from_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 
 def masks_from_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Kept-weight masks (non-zero entries) of :func:`weights_from_state_dict`."""
+    """Kept-weight masks of a saved model: the pruning masks recorded in a Lightning checkpoint by
+    the mask callbacks that pin pruned weights at zero (``MagnitudePruning``, ``UnPruning``: their
+    intersection, by canonical parameter name) when the checkpoint holds any, else the non-zero
+    entries of :func:`weights_from_state_dict` (``torch.nn.utils.prune`` masks applied)."""
+    recorded = _recorded_pruning_masks(state)
+    if recorded:
+        return recorded
     return {name: w != 0 for name, w in weights_from_state_dict(state).items()}
+
+
+def _recorded_pruning_masks(state: Mapping[str, Any]) -> dict[str, Tensor]:
+    """The masks the zero-anchored mask callbacks saved in a Lightning checkpoint (intersected)."""
+    holders = state.get(CHECKPOINT_MASKS) if isinstance(state, Mapping) else None
+    masks: dict[str, Tensor] = {}
+    for entry in (holders or {}).values():
+        saved = entry.get("masks") if isinstance(entry, Mapping) else None
+        if not isinstance(saved, Mapping) or not saved.get("anchor_zero"):
+            continue  # value-anchored masks (saliency) say what may change, not what is pruned
+        for name, packed, shape in zip(saved["names"], saved["masks"], saved["shapes"]):
+            mask = unpack_mask(packed, shape)
+            key = canonical_name(name)
+            masks[key] = masks[key] & mask if key in masks else mask
+    return masks
 
 
 def load_masks(path: Union[str, os.PathLike]) -> dict[str, Tensor]:
@@ -97,6 +126,68 @@ def load_masks(path: Union[str, os.PathLike]) -> dict[str, Tensor]:
             " data only (e.g. Retrain + MagnitudePruning) and save its checkpoint there."
         )
     return masks_from_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+
+
+_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+
+
+def resolve_topology(source: TopologySource, network: Optional[nn.Module] = None) -> dict[str, Tensor]:
+    """A topology (kept-weight masks by canonical parameter name) from any of the places one lives.
+
+    Args:
+        source: ``"model"`` (the topology ``network`` carries: its zero conv/linear weights and
+            ``torch.nn.utils.prune`` masks, :func:`masks_of`); a path to a saved model or Lightning
+            checkpoint (:func:`load_masks`: the masks a ``MagnitudePruning``/``UnPruning`` run
+            recorded, else the non-zero weights); a network (its :func:`masks_of`); a mapping
+            ``{name: bool mask}``; a callable ``network -> mapping`` (called with ``network``), or
+            the dotted import path of one (``"package.module.function"``, for YAML).
+        network: the network ``"model"`` and callables read.
+
+    Returns:
+        ``{canonical parameter name: bool mask}`` (``True`` = kept), detached.
+
+    Raises:
+        ValueError: an unknown string, a callable returning no masks, ``"model"`` or a callable
+            without ``network``.
+        FileNotFoundError: a path that does not exist.
+
+    Example::
+
+        >>> net = nn.Linear(2, 2)
+        >>> with torch.no_grad():
+        ...     net.weight[0, 0] = 0.0
+        >>> resolve_topology("model", net)["weight"].tolist()
+        [[False, True], [True, True]]
+    """
+    if isinstance(source, str) and source == "model":
+        if network is None:
+            raise ValueError("mask='model' reads the topology of a network: pass the network.")
+        return masks_of(network)
+    if isinstance(source, nn.Module):
+        return masks_of(source)
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if os.path.isfile(path) or not _DOTTED.match(path):
+            return load_masks(path)
+        module_name, _, attribute = path.rpartition(".")
+        try:
+            source = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as err:
+            raise ValueError(
+                f"mask={path!r} is neither 'model', an existing checkpoint nor an importable 'package.module.function' ({err})."
+            ) from None
+    if isinstance(source, Mapping):
+        return _as_masks(source, "mask")
+    if callable(source):
+        if network is None:
+            raise ValueError("A mask callable is called with the network: pass the network.")
+        masks = source(network)
+        if not isinstance(masks, Mapping) or not masks:
+            raise ValueError(f"The mask callable {source!r} must return a non-empty mapping parameter name -> bool mask.")
+        return _as_masks(masks, "mask")
+    raise ValueError(
+        f"`mask` must be 'model', a checkpoint path, a mapping name -> bool mask, a network or a callable, got {type(source).__name__}."
+    )
 
 
 def _as_masks(source: MaskSource, argument: str) -> dict[str, Tensor]:
