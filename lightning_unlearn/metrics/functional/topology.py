@@ -315,18 +315,53 @@ def mask_iou(masks_a: MaskSource, masks_b: MaskSource, per_layer: bool = False) 
     return _mask_iou_compute(intersection, union)
 
 
-def topology_gap(unpruned_masks: MaskSource, original_masks: MaskSource, reference_masks: MaskSource) -> dict[str, float]:
-    """How much closer un-pruning brought the topology to the retain-only reference.
+def gap_closed(before: float, after: float, floor: float) -> float:
+    """The fraction of the topology gap beyond the noise floor that un-pruning closed:
+    ``(after - before) / (floor - before)``.
+
+    ``before`` is IoU(original mask, reference), ``after`` IoU(un-pruned mask, reference) and
+    ``floor`` IoU(reference, reference') with reference' the same pipeline on D_r in another data
+    order: the overlap chance alone leaves between two equally valid references. 1 means the
+    un-pruned topology is as close to the reference as another retrain is; 0 that nothing moved;
+    above 1, closer than the noise floor. NaN when ``floor <= before``: the deleted data left no
+    gap beyond the noise floor, there is nothing to close.
+
+    Example:
+        >>> gap_closed(before=0.5, after=0.6, floor=0.7)
+        0.5
+        >>> gap_closed(before=0.7, after=0.6, floor=0.7)
+        nan
+    """
+    before, after, floor = float(before), float(after), float(floor)
+    if not floor > before:
+        return math.nan
+    return round((after - before) / (floor - before), 12)
+
+
+def topology_gap(
+    unpruned_masks: MaskSource,
+    original_masks: MaskSource,
+    reference_masks: MaskSource,
+    noise_references: Sequence[MaskSource] = (),
+) -> dict[str, float]:
+    """How much closer un-pruning brought the topology to the retain-only reference, and how that
+    compares with the noise floor.
 
     Args:
         unpruned_masks: the mask after un-pruning (or after any unlearning).
         original_masks: the mask before it (the model pruned with the deleted data).
-        reference_masks: the mask of the same pruning pipeline run on a model trained on the
-            retained data only.
+        reference_masks: the mask of the same pruning pipeline, from the same initialisation, on
+            the retained data only.
+        noise_references: more such references that differ from ``reference_masks`` only in the
+            data order (reference'): they define the noise floor.
 
     Returns:
         ``{"iou_unpruned": IoU(unpruned, reference), "iou_original": IoU(original, reference),
-        "gain": iou_unpruned - iou_original}`` (positive gain: closer to the reference).
+        "gain": iou_unpruned - iou_original}`` (positive gain: closer to the reference); with
+        ``noise_references``, also ``"floor"`` (the mean IoU over all pairs of references: with
+        one reference' exactly IoU(reference, reference')), ``"before"`` and ``"after"`` (the mean
+        IoU of the original and of the un-pruned mask with every reference) and ``"gap_closed"``
+        (:func:`gap_closed` of those three).
 
     Example:
         >>> import torch
@@ -334,7 +369,19 @@ def topology_gap(unpruned_masks: MaskSource, original_masks: MaskSource, referen
         >>> gap = topology_gap([torch.tensor([True, True, False, False])], [torch.tensor([True, False, True, False])], ref)
         >>> {k: round(v, 4) for k, v in gap.items()}
         {'iou_unpruned': 1.0, 'iou_original': 0.3333, 'gain': 0.6667}
+        >>> ref2 = [torch.tensor([True, True, True, False])]
+        >>> gap = topology_gap(ref, [torch.tensor([False, False, True, True])], ref, [ref2])
+        >>> {k: round(gap[k], 4) for k in ("before", "after", "floor", "gap_closed")}
+        {'before': 0.125, 'after': 0.8333, 'floor': 0.6667, 'gap_closed': 1.3077}
     """
     iou_unpruned = float(mask_iou(unpruned_masks, reference_masks))
     iou_original = float(mask_iou(original_masks, reference_masks))
-    return {"iou_unpruned": iou_unpruned, "iou_original": iou_original, "gain": iou_unpruned - iou_original}
+    result = {"iou_unpruned": iou_unpruned, "iou_original": iou_original, "gain": iou_unpruned - iou_original}
+    if noise_references:
+        references = [reference_masks, *noise_references]
+        pairs = [(a, b) for i, a in enumerate(references) for b in references[i + 1:]]
+        floor = sum(float(mask_iou(a, b)) for a, b in pairs) / len(pairs)
+        before = sum(float(mask_iou(original_masks, r)) for r in references) / len(references)
+        after = sum(float(mask_iou(unpruned_masks, r)) for r in references) / len(references)
+        result.update(before=before, after=after, floor=floor, gap_closed=gap_closed(before, after, floor))
+    return result
