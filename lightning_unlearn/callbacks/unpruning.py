@@ -11,6 +11,7 @@ the :class:`~lightning_unlearn.callbacks.masking.TopologyCallback` protocol
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, ClassVar, Literal, Optional
 
 import lightning as L
@@ -19,7 +20,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.nn import Parameter
 
-from lightning_unlearn.callbacks.masking import TopologyCallback, pruning_callbacks
+from lightning_unlearn.callbacks.masking import TopologyCallback, pruning_callbacks, topology_callbacks
 from lightning_unlearn.data.access import retain_batches, retain_stream, unlearning_data
 from lightning_unlearn.functional.masks import ParameterFilter, Scope, check_scope, pack_mask, select_parameters, unpack_mask
 from lightning_unlearn.functional.pruning import canonical_name, prunable_weights, sync_prune_buffers
@@ -258,6 +259,8 @@ class UnPruning(TopologyCallback):
             if self.mode != "one_shot":
                 raise ValueError("UnPruning(score='replay') re-derives the topology once at fit start: use mode='one_shot'.")
         self.updates = 0
+        #: Wall time of the fit-start topology change (the replay, the scoring and the swap), seconds.
+        self.topology_time_s = 0.0
         self._resolved: dict[str, Any] = {}
         self._before: Optional[list[Tensor]] = None
         self._pruned_values: Optional[list[Tensor]] = None
@@ -302,12 +305,15 @@ class UnPruning(TopologyCallback):
             raise ValueError(f"`init`={self.init!r} does not exist: give the path of the pipeline's initial weights.")
 
     def change_topology(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Reads the topology and swaps it (one-shot) on a fresh run."""
+        """Reads the topology and swaps it (one-shot) on a fresh run; its wall time is
+        :attr:`topology_time_s` (fit-start work, which an evaluation started after it does not time)."""
+        tic = time.perf_counter()
         self.masked.set_anchor_zero()
         self._before = [m.clone() for m in self.masked.masks]
         self._resolve(trainer)
         if self.mode == "one_shot":
             self._update(trainer, pl_module, 1.0, step=0)
+        self.topology_time_s = time.perf_counter() - tic
 
     def build_masks(self, trainer: L.Trainer, pl_module: L.LightningModule, named: list[tuple[str, Parameter]]) -> list[Tensor]:
         masks_by_name: dict[str, Tensor] = {}
@@ -407,8 +413,9 @@ class UnPruning(TopologyCallback):
         masked = self.masked
         dropped, revived, self._pruned_values = swap_topology(masked, new, self._pruned_values, self.revive)
         by_name = masked.by_name()
-        for pruning in pruning_callbacks(trainer):
-            pruning.adopt_topology(by_name)
+        for holder in topology_callbacks(trainer):  # pruning callbacks and those keeping a topology take the new one
+            if holder is not self and holder.masked is not None:
+                holder.adopt_topology(by_name)
         sync_prune_buffers(network_of(pl_module), masked)
         masked.restore_frozen(trainer.optimizers)
         self.write_through(trainer, {id(p): d | r for p, d, r in zip(masked.params, dropped, revived)})

@@ -359,7 +359,8 @@ def topology_gap(
         ``{"iou_unpruned": IoU(unpruned, reference), "iou_original": IoU(original, reference),
         "gain": iou_unpruned - iou_original}`` (positive gain: closer to the reference); with
         ``noise_references``, also ``"floor"`` (the mean IoU over all pairs of references: with
-        one reference' exactly IoU(reference, reference')), ``"before"`` and ``"after"`` (the mean
+        one reference' exactly IoU(reference, reference')), ``"floor_spread"`` (the standard
+        deviation of those pair IoUs, 0 for one pair), ``"before"`` and ``"after"`` (the mean
         IoU of the original and of the un-pruned mask with every reference) and ``"gap_closed"``
         (:func:`gap_closed` of those three).
 
@@ -371,7 +372,7 @@ def topology_gap(
         {'iou_unpruned': 1.0, 'iou_original': 0.3333, 'gain': 0.6667}
         >>> ref2 = [torch.tensor([True, True, True, False])]
         >>> gap = topology_gap(ref, [torch.tensor([False, False, True, True])], ref, [ref2])
-        >>> {k: round(gap[k], 4) for k in ("before", "after", "floor", "gap_closed")}
+        >>> {k: round(gap[k], 4) for k in ("before", "after", "floor", "gap_closed")}  # one pair: floor_spread 0
         {'before': 0.125, 'after': 0.8333, 'floor': 0.6667, 'gap_closed': 1.3077}
     """
     iou_unpruned = float(mask_iou(unpruned_masks, reference_masks))
@@ -380,8 +381,10 @@ def topology_gap(
     if noise_references:
         references = [reference_masks, *noise_references]
         pairs = [(a, b) for i, a in enumerate(references) for b in references[i + 1:]]
-        floor = sum(float(mask_iou(a, b)) for a, b in pairs) / len(pairs)
+        ious = [float(mask_iou(a, b)) for a, b in pairs]
+        floor = sum(ious) / len(ious)
+        spread = math.sqrt(sum((v - floor) ** 2 for v in ious) / (len(ious) - 1)) if len(ious) > 1 else 0.0
         before = sum(float(mask_iou(original_masks, r)) for r in references) / len(references)
         after = sum(float(mask_iou(unpruned_masks, r)) for r in references) / len(references)
-        result.update(before=before, after=after, floor=floor, gap_closed=gap_closed(before, after, floor))
+        result.update(before=before, after=after, floor=floor, floor_spread=spread, gap_closed=gap_closed(before, after, floor))
     return result
