@@ -29,12 +29,12 @@ def omp_config() -> dict:
         "data": {"class_path": "lightning_unlearn.data.DigitsDataModule",
                  "init_args": {"forget": {"ratio": 0.1, "seed": 0}, "batch_size": 64}},
         "model": {"class_path": "lightning_unlearn.models.SmallCNN", "init_args": {"in_channels": 1, "num_classes": 10}},
-        "original": {"max_epochs": 3, "lr": 0.05},
+        "original": {"max_epochs": 2, "lr": 0.05},
         "originals": {"omp80": {"pipeline": "omp", "amount": 0.8, "parameters": r"features\.\d+\.0\.weight", "rewind_epoch": 1}},
         "methods": {
-            "retrain": {"method": "retrain", "max_epochs": 3, "init_args": {"lr": 0.05}},
+            "retrain": {"method": "retrain", "max_epochs": 2, "init_args": {"lr": 0.05}},
             "finetune": {"method": "finetune", "max_epochs": 1, "init_args": {"lr": 0.01}},
-            "retrain_omp80": {"method": "retrain", "original": "omp80", "max_epochs": 3, "init_args": {"lr": 0.05}},
+            "retrain_omp80": {"method": "retrain", "original": "omp80", "max_epochs": 2, "init_args": {"lr": 0.05}},
             "finetune_omp80": {"method": "finetune", "original": "omp80", "max_epochs": 1, "init_args": {"lr": 0.05}},
         },
     }
@@ -113,8 +113,26 @@ def test_presets_parse_and_check(path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------- running
-def test_dense_and_sparse_rows_in_one_table_each_against_its_own_retrain() -> None:
-    result = run_compare(omp_config())
+@pytest.fixture(scope="module")
+def omp_run():
+    """One compare run of :func:`omp_config`, with the networks every row started from and ended with."""
+    from lightning_unlearn.benchmark import compare, runner
+
+    seen = {}
+
+    def recording(spec, original, datamodule, seed, **kwargs):
+        run = runner.run_row(spec, original, datamodule, seed, **kwargs)
+        seen[(spec.method, spec.original)] = (original, run.model)
+        return run
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(compare, "run_row", recording)
+        result = run_compare(omp_config())
+    return result, seen
+
+
+def test_dense_and_sparse_rows_in_one_table_each_against_its_own_retrain(omp_run) -> None:
+    result, _ = omp_run
     rows = {r["name"]: r for r in result["rows"]}
     assert {n: (r["original"], r["reference"]) for n, r in rows.items()} == {
         "retrain": (DENSE, "retrain"), "finetune": (DENSE, "retrain"),
@@ -126,35 +144,30 @@ def test_dense_and_sparse_rows_in_one_table_each_against_its_own_retrain() -> No
     assert rows["retrain_omp80"]["avg_gap"] == 0.0 and "omp80" in result["originals"]
     table = format_table(result)
     assert "| omp80 original (before) |" in table and "| Reference |" in table
+    assert result["topology"] == {}  # omp: the Retrain keeps the original's mask, the topology is fixed by construction
 
 
-def test_omp_pipeline_sparse_rows_keep_the_mask_and_the_retrain_uses_it(monkeypatch) -> None:
-    from lightning_unlearn.benchmark import compare, runner
-
-    models = {}
-    real = runner.run_row
-
-    def spy(spec, original, datamodule, seed, **kwargs):
-        run = real(spec, original, datamodule, seed, **kwargs)
-        models[spec.original if hasattr(spec, "original") else None] = None
-        models[id(run)] = (spec, original, run.model)
-        return run
-
-    monkeypatch.setattr(compare, "run_row", spy)
-    run_compare(omp_config())
-    by_row = {s.method + ("_sparse" if s.original != DENSE else ""): (o, m) for s, o, m in (v for v in models.values() if v)}
-    sparse_original, retrained = by_row["retrain_sparse"]
-    _, finetuned = by_row["finetune_sparse"]
-    kept = masks_of(sparse_original)
-    conv = {n: m for n, m in kept.items() if n.startswith("features")}
-    assert 0.19 < sum(int(m.sum()) for m in conv.values()) / sum(m.numel() for m in conv.values()) < 0.21  # 80 % of the conv weights
+def test_omp_pipeline_sparse_rows_keep_the_mask_and_the_retrain_uses_it(omp_run) -> None:
+    _, seen = omp_run
+    sparse_original, retrained = seen[("retrain", "omp80")]
+    _, finetuned = seen[("finetune", "omp80")]
+    dense_original, _ = seen[("finetune", DENSE)]
+    conv = {n: m for n, m in masks_of(sparse_original).items() if n.startswith("features")}
+    assert 0.19 < sum(int(m.sum()) for m in conv.values()) / sum(m.numel() for m in conv.values()) < 0.21  # 80 % pruned
+    assert all(bool(m.all()) for n, m in masks_of(sparse_original).items() if n not in conv)  # conv weights only
     assert float(mask_iou(masks_of(retrained), conv)) == 1.0  # the sparse Retrain trains under the same mask
     assert float(mask_iou(masks_of(finetuned), conv)) == 1.0  # the method unlearns under it (KeepTopology)
     assert not torch.equal(retrained.features[0][0].weight, sparse_original.features[0][0].weight)  # from fresh weights
+    assert all(bool(m.all()) for m in masks_of(dense_original).values())  # the dense rows' original stays dense
 
 
-def test_lottery_protocol_topology_gap_and_noise_floor_on_digits() -> None:
-    result = run_compare(lottery_config())
+@pytest.fixture(scope="module")
+def lottery_run():
+    return run_compare(lottery_config())
+
+
+def test_lottery_protocol_topology_gap_and_noise_floor_on_digits(lottery_run) -> None:
+    result = lottery_run
     topology = result["topology"]
     assert set(topology) == {"retrain_order", "finetune", "finetune_replay"}
     for name in ("finetune", "finetune_replay"):
@@ -169,3 +182,32 @@ def test_lottery_protocol_topology_gap_and_noise_floor_on_digits() -> None:
     assert t["floor"] > t["before"] + 0.02
     assert t["gap_closed"] > 0.5 and t["topology_time_s"] > 0
     assert "| finetune_replay | lt |" in format_table(result)
+
+
+# ---------------------------------------------------------------------------------- benchmarks/sparse.py
+def test_sparse_benchmark_configs_and_tables(omp_run, lottery_run, tmp_path) -> None:
+    """benchmarks/sparse.py without its long runs: the per-seed configs it builds, and its tables and
+    plot from the compare results above (the runs themselves are run_compare, tested above)."""
+    pytest.importorskip("matplotlib")
+    from benchmarks import sparse
+
+    base = omp_config()
+    cfg = sparse.sparsity_config(base, 3, [0.5, 0.8])
+    assert cfg["seed"] == 3 and cfg["data"]["init_args"]["forget"] == {"ratio": 0.1, "seed": 3}
+    assert set(cfg["originals"]) == {"omp50", "omp80"} and cfg["originals"]["omp50"]["amount"] == 0.5
+    assert cfg["methods"]["finetune_omp50"]["original"] == "omp50" and "retrain_omp80" in cfg["methods"]
+    payload = {"densities": [0.8], "runs": [{"seed": 0, "result": omp_run[0]}]}
+    assert "| finetune | 6.83 / 5.97 |" in sparse.paper_vs_ours(payload, ["retrain", "finetune"])
+    assert "| finetune Avg. Gap |" in sparse.sweep_table(payload, ["retrain", "finetune"])
+    sparse.sweep_plot(payload, ["retrain", "finetune"], str(tmp_path / "sweep.png"))
+    assert (tmp_path / "sweep.png").stat().st_size > 1000
+
+    cfg = sparse.unpruning_config(lottery_config(), "random10", "structured", 4)
+    assert cfg["data"]["init_args"]["forget"] == {"ratio": 0.1, "seed": 4} and cfg["originals"]["lt"]["init_seed"] == 4
+    assert cfg["originals"]["lt"]["structured"] is True and cfg["methods"]["retrain_order"]["shuffle_seed"] == 1004
+    payload = {"runs": [{"scenario": "classwise", "structure": "unstructured", "seed": 0, "result": lottery_run}]}
+    topology, metrics, summary = sparse.unpruning_tables(payload)
+    assert "| classwise | unstructured | 0 | finetune_replay |" in topology
+    assert summary["classwise/unstructured/finetune"]["gap_closed"] == [pytest.approx(0.0)]
+    assert "| classwise | unstructured | retrain |" in metrics
+    assert "1 of 1" in sparse.unpruning_summary_table(summary)

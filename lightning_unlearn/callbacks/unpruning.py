@@ -51,9 +51,10 @@ REPLAY = "replay"
 # ---------------------------------------------------------------------------------- the callback
 @register(
     "unpruning", kind="callback",
-    cost="one-shot: `batches` F/B on D_r once at fit start; gradual: the same every `update_every` steps;"
-    " per step: one masked multiply + one restore",
-    paper="Xiao et al., The Right to be Forgotten in Pruning, arXiv 2507.18725 (workflow; the scoring rule here is our design)",
+    cost="replay: `replay_rounds` x `replay_epochs` epochs of D_r once at fit start; scores: `batches` F/B on D_r"
+    " once (gradual: every `update_every` steps); per step: one masked multiply + one restore",
+    paper="Xiao et al., The Right to be Forgotten in Pruning, arXiv 2507.18725 (workflow; the rule here is our design:"
+    " replay of the pruning pipeline on D_r)",
 )
 class UnPruning(TopologyCallback):
     """Un-pruning: the sparse topology is re-derived from the retained data only, so that the
