@@ -80,7 +80,17 @@ def sparsity_config(config: dict[str, Any], seed: int, densities: list[float]) -
     return cfg
 
 
-def run_model_sparsity(config: dict[str, Any], seeds: list[int], densities: list[float], rows: Optional[list[str]]) -> dict:
+def checkpoint(payload: dict, partial: Optional[str]) -> None:
+    """Writes the runs so far to ``partial`` (a long benchmark keeps what it measured if stopped)."""
+    if partial:
+        import json
+
+        with open(partial, "w") as handle:
+            json.dump(payload, handle)
+
+
+def run_model_sparsity(config: dict[str, Any], seeds: list[int], densities: list[float], rows: Optional[list[str]],
+                       partial: Optional[str] = None) -> dict:
     if rows:
         config = {**config, "methods": {k: v for k, v in config["methods"].items() if k in rows or v["method"] == "retrain"}}
     runs = []
@@ -89,6 +99,7 @@ def run_model_sparsity(config: dict[str, Any], seeds: list[int], densities: list
         result = run_compare(sparsity_config(config, seed, densities))
         runs.append({"seed": seed, "result": result, "wall_s": round(time.perf_counter() - tic, 1)})
         print(f"[model_sparsity] seed {seed} done in {runs[-1]['wall_s']} s", flush=True)
+        checkpoint({"seeds": seeds, "densities": densities, "runs": runs}, partial)
     return {"seeds": seeds, "densities": densities, "runs": runs}
 
 
@@ -203,7 +214,8 @@ def unpruning_config(config: dict[str, Any], scenario: str, structure: str, seed
     return cfg
 
 
-def run_unpruning(config: dict[str, Any], scenarios: list[str], structures: list[str], seeds: list[int]) -> dict:
+def run_unpruning(config: dict[str, Any], scenarios: list[str], structures: list[str], seeds: list[int],
+                  partial: Optional[str] = None) -> dict:
     runs = []
     for scenario in scenarios:
         for structure in structures:
@@ -213,6 +225,7 @@ def run_unpruning(config: dict[str, Any], scenarios: list[str], structures: list
                 runs.append({"scenario": scenario, "structure": structure, "seed": seed, "result": result,
                              "wall_s": round(time.perf_counter() - tic, 1)})
                 print(f"[unpruning] {scenario} {structure} seed {seed} done in {runs[-1]['wall_s']} s", flush=True)
+                checkpoint({"seeds": seeds, "runs": runs}, partial)
     return {"seeds": seeds, "runs": runs}
 
 
@@ -291,7 +304,8 @@ def main() -> None:
     parser.add_argument("--structures", nargs="+", default=list(STRUCTURES), choices=list(STRUCTURES))
     parser.add_argument("--plot", default=None, help="model_sparsity: where to write the density-sweep plot (PNG).")
     parser.add_argument("--out", default=None)
-    parser.add_argument("--tables-from", default=None, help="Re-render the tables (and --plot) of a JSON written by --out, without running.")
+    parser.add_argument("--tables-from", nargs="+", default=None,
+                        help="Re-render the tables (and --plot) from JSONs written by --out (runs merged, e.g. one per seed), without running.")
     args = parser.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
@@ -299,20 +313,23 @@ def main() -> None:
     warnings.filterwarnings("ignore", ".*does not know the values of the pruned weights.*")
     with open(args.config) as handle:
         config = yaml.safe_load(handle)
+    partial = f"{args.out}.partial" if args.out else None
     loaded = None
     if args.tables_from:
         import json
 
-        loaded = json.loads(open(args.tables_from).read())
+        parts = [json.loads(open(path).read()) for path in args.tables_from]
+        loaded = {**parts[0], "runs": [run for part in parts for run in part["runs"]],
+                  "seeds": sorted({s for part in parts for s in part["seeds"]})}
     if args.protocol == "model_sparsity":
-        payload = loaded or run_model_sparsity(config, args.seeds, args.densities, args.rows)
+        payload = loaded or run_model_sparsity(config, args.seeds, args.densities, args.rows, partial)
         methods = [name for name in config["methods"] if args.rows is None or name in args.rows or name == "retrain"]
         table = "Paper (CIFAR-10, ResNet-18) vs ours (Fashion-MNIST, SmallCNN), random 10 %:\n\n" + paper_vs_ours(payload, methods)
         table += "\n\nDensity sweep (mean ± std over seeds):\n\n" + sweep_table(payload, methods)
         if args.plot:
             sweep_plot(payload, methods, args.plot)
     else:
-        payload = loaded or run_unpruning(config, args.scenarios, args.structures, args.seeds)
+        payload = loaded or run_unpruning(config, args.scenarios, args.structures, args.seeds, partial)
         topo, metrics, summary = unpruning_tables(payload)
         payload["summary"] = summary
         table = "Topology (per run):\n\n" + topo + "\n\nTopology (over seeds):\n\n" + unpruning_summary_table(summary)

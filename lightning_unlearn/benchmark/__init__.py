@@ -22,7 +22,7 @@ from lightning_unlearn.benchmark.config import (
 )
 from lightning_unlearn.benchmark.runner import (
     EpochSnapshots, RowRun, build_callbacks, build_method, effective_spec, quiet_fit_warnings, reference_rows, row_topologies,
-    row_trainer, run_row, train_original, train_pipeline_original, trainer_options, with_shuffle_seed,
+    row_trainer, run_row, topology_of, train_original, train_pipeline_original, trainer_options, with_shuffle_seed,
 )
 from lightning_unlearn.benchmark.table import format_table, gaps, percent, table_row, topology_table
 
@@ -52,6 +52,7 @@ __all__ = [
     "run_compare",
     "run_row",
     "table_row",
+    "topology_of",
     "topology_table",
     "train_original",
     "train_pipeline_original",

@@ -24,8 +24,8 @@ from typing import Any, Optional, Sequence
 
 from lightning_unlearn.benchmark.config import DENSE, REFERENCE, Config, build_parser, check_originals, load_config
 from lightning_unlearn.benchmark.runner import (
-    EpochSnapshots, RowRun, effective_spec, quiet_fit_warnings, reference_rows, row_topologies, run_row, train_original,
-    train_pipeline_original, trainer_options, with_shuffle_seed,
+    EpochSnapshots, RowRun, effective_spec, quiet_fit_warnings, reference_rows, row_topologies, run_row, topology_of,
+    train_original, train_pipeline_original, trainer_options, with_shuffle_seed,
 )
 from lightning_unlearn.benchmark.table import format_table, percent, table_row
 from lightning_unlearn.models.network import copy_network
@@ -113,8 +113,8 @@ def run_compare(config: Config) -> dict[str, Any]:
             row.update(original=specs[name].original, reference=references[name] or name)
         rows.append(row)
     if pipelines:
-        models = {name: run.model for name, run in runs.items()}
-        topology = row_topologies(specs, references, originals, models)
+        topologies = {name: topology_of(run.model, run.method.trainer.callbacks) for name, run in runs.items()}
+        topology = row_topologies(specs, references, originals, topologies)
         for name, values in topology.items():  # fit-start topology work (un-pruning), which the row's RTE does not time
             values["topology_time_s"] = round(sum(float(getattr(cb, "topology_time_s", 0.0) or 0.0)
                                                   for cb in runs[name].method.trainer.callbacks), 3)

@@ -88,7 +88,9 @@ class MethodSpec:
         original: the original this row unlearns: ``"dense"`` (the one ``original`` trains) or a
             name in ``originals``. A Retrain row of a sparse original is that original's Retrain:
             the same mask (``omp``: ``mask: model``) or the same pipeline from the same
-            initialisation on D_r (``lottery``), filled in by compare.
+            initialisation on D_r (``lottery``: its pruning callback, ``init_seed``, epochs and
+            optimiser), filled in by compare; every other row of a sparse original unlearns under its
+            mask (``KeepTopology``, added by compare).
         reference: the Retrain row every gap of this row is measured to (default: the first
             Retrain row of the same original). A Retrain row with a reference is a noise-floor row
             (e.g. another data order): its gaps are what chance alone gives.

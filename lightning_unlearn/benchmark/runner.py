@@ -24,6 +24,7 @@ from lightning_unlearn.benchmark.config import DENSE, REFERENCE, MethodSpec, Ori
 from lightning_unlearn.callbacks.evaluation import UnlearningEvaluation
 from lightning_unlearn.callbacks.magnitude_pruning import MagnitudePruning
 from lightning_unlearn.data.datamodule import UnlearningDataModule
+from lightning_unlearn.functional.pruning import canonical_name
 from lightning_unlearn.metrics.functional.topology import masks_of, topology_gap
 from lightning_unlearn.models import ImageClassifier
 from lightning_unlearn.models.network import copy_network, reinitialise
@@ -205,37 +206,51 @@ def with_shuffle_seed(datamodule: UnlearningDataModule, seed: Optional[int]) -> 
     return twin
 
 
-def pruned_masks(network: nn.Module, like: Optional[Mapping[str, Tensor]] = None) -> dict[str, Tensor]:
-    """The kept masks of the layers ``like`` prunes (those with a pruned entry), read from ``network``."""
+def topology_of(network: nn.Module, holders: Sequence[Any] = ()) -> dict[str, Tensor]:
+    """The kept masks of ``network`` by canonical name: those the topology callbacks of its fit hold
+    (``topology_masks()``, intersected; a kept weight may be exactly 0, e.g. revived at 0), else its
+    non-zero conv/linear weights."""
     masks = masks_of(network)
+    held: dict[str, Tensor] = {}
+    for holder in holders:
+        get = getattr(holder, "topology_masks", None)
+        for name, mask in (get() if callable(get) else {}).items():
+            key = canonical_name(name)
+            held[key] = held[key] & mask.cpu() if key in held else mask.detach().cpu()
+    return {n: held.get(n, m.cpu()) for n, m in masks.items()}
+
+
+def pruned_masks(masks: Mapping[str, Tensor], like: Optional[Mapping[str, Tensor]] = None) -> dict[str, Tensor]:
+    """``masks`` restricted to the layers ``like`` prunes (those with a pruned entry; default: ``masks`` itself)."""
     names = [n for n, m in (like or masks).items() if not bool(m.all())]
     return {n: masks[n] for n in names}
 
 
 def row_topologies(
     specs: Mapping[str, MethodSpec], references: Mapping[str, Optional[str]], originals: Mapping[str, nn.Module],
-    models: Mapping[str, nn.Module],
+    topologies: Mapping[str, Mapping[str, Tensor]],
 ) -> dict[str, dict[str, float]]:
     """The topology gap of every row of a sparse original (``dense`` rows are skipped): IoU of the
-    original's and the row's masks with the reference row's, and with the noise-floor rows (Retrain
-    rows of the same original that name that reference) the floor and the gap closed (see
+    original's and the row's masks (``topologies``, by row: see :func:`topology_of`) with the
+    reference row's, and with the noise-floor rows (Retrain rows of the same original that name
+    that reference) the floor and the gap closed (see
     :func:`~lightning_unlearn.metrics.functional.topology_gap`); over the layers the original prunes."""
     out: dict[str, dict[str, float]] = {}
     for name, spec in specs.items():
         if spec.original == DENSE:
             continue
         reference = references[name] or name
-        before = pruned_masks(originals[spec.original])
+        before = pruned_masks(topology_of(originals[spec.original]))
         if not before:
             continue
-        ref = pruned_masks(models[reference], before)
-        noise = [pruned_masks(models[n], before) for n, r in references.items()
+        ref = pruned_masks(topologies[reference], before)
+        noise = [pruned_masks(topologies[n], before) for n, r in references.items()
                  if r == reference and specs[n].method == REFERENCE and n != name]
         if name == reference:
             continue
         if all(torch.equal(before[n], ref[n]) for n in before):
             continue  # the reference keeps the original's mask (omp): the topology is fixed by construction
-        gap = topology_gap(pruned_masks(models[name], before), before, ref, noise)
+        gap = topology_gap(pruned_masks(topologies[name], before), before, ref, noise)
         out[name] = {"density": float(sum(int(m.sum()) for m in before.values()) / sum(m.numel() for m in before.values())), **gap}
     return out
 

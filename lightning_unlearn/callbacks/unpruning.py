@@ -105,7 +105,8 @@ class UnPruning(TopologyCallback):
     score). Then
 
     * ``mode="one_shot"``: at fit start, before any step, ``M <- M'``: dropped weights are set to
-      0, revived weights to their value before pruning (``revive="original"``, else 0);
+      0, revived weights to their value before pruning (``revive="original"``, else 0; the replay's
+      default ``revive="init"``: their values in the initialisation, as a lottery ticket's);
     * ``mode="gradual"``: every ``update_every`` optimiser steps until ``stop_fraction`` of the
       run, re-score at the current weights and move ``turnover`` of the way: of the ``d`` kept
       weights outside ``M'`` the ``ceil(turnover * d)`` lowest-scored are dropped and as many of
@@ -162,7 +163,9 @@ class UnPruning(TopologyCallback):
         batches: retain batches per scoring.
         scope: ``"global"`` or ``"layer"`` (default: the pruning callback's, else global).
         structured: rank rows (default: the pruning callback's, else detected from the mask).
-        revive: initial value of revived weights, ``"original"`` (before pruning, 0 if unknown) or ``"zero"``.
+        revive: initial value of revived weights: ``"original"`` (before pruning, 0 if unknown),
+            ``"zero"``, or ``"init"`` (replay only: the initialisation the pipeline rewinds to, the
+            lottery ticket's own values); default: ``"init"`` for the replay, else ``"original"``.
         update_every: optimiser steps between gradual updates.
         turnover: fraction of the remaining topology difference moved per gradual update, in (0, 1].
         stop_fraction: gradual updates stop after this fraction of the run's steps, in (0, 1].
@@ -207,7 +210,7 @@ class UnPruning(TopologyCallback):
         batches: int = 8,
         scope: Optional[Scope] = None,
         structured: Optional[bool] = None,
-        revive: Revive = "original",
+        revive: Optional[Literal["original", "zero", "init"]] = None,
         update_every: int = 50,
         turnover: float = 0.5,
         stop_fraction: float = 0.8,
@@ -234,7 +237,14 @@ class UnPruning(TopologyCallback):
         )
         self.scope = None if scope is None else check_scope(scope)
         self.structured = structured
-        self.revive = check_choice(revive, "revive", REVIVE, hint="'original' revives weights at their values before pruning, 'zero' at 0.")
+        if revive is None:
+            revive = "init" if score == REPLAY else "original"
+        self.revive = check_choice(
+            revive, "revive", (*REVIVE, "init"),
+            hint="'original' revives weights at their values before pruning, 'zero' at 0, 'init' (replay) at the initialisation.",
+        )
+        if self.revive == "init" and score != REPLAY:
+            raise ValueError("revive='init' takes the values of the replay's initialisation: use it with score='replay'.")
         self.batches = check_int(batches, "batches", minimum=1, hint="the number of retain batches each scoring reads.")
         self.update_every = check_int(update_every, "update_every", minimum=1, hint="optimiser steps between two gradual updates.")
         self.lr = check_float(lr, "lr", minimum=0.0, open_minimum=True)
@@ -395,6 +405,11 @@ class UnPruning(TopologyCallback):
             network, masked.names, masked.masks, init_state, stream, self.replay_rounds, steps, optimizer,
             self._resolved["scope"], self._resolved["structured"],
         )
+        if self.revive == "init":  # revived weights start from the ticket's own values (not 0: a zero row stays dead)
+            self._pruned_values = [
+                torch.where(m, v, init_state[n].to(v))
+                for n, m, v in zip(masked.names, masked.masks, self._pruned_values)
+            ]
         return trainer.strategy.broadcast(masks, src=0)
 
     def _update(self, trainer: L.Trainer, pl_module: L.LightningModule, turnover: float, step: int) -> None:
@@ -412,7 +427,8 @@ class UnPruning(TopologyCallback):
     @torch.no_grad()
     def _swap(self, trainer: L.Trainer, pl_module: L.LightningModule, new: list[Tensor]) -> None:
         masked = self.masked
-        dropped, revived, self._pruned_values = swap_topology(masked, new, self._pruned_values, self.revive)
+        revive = "original" if self.revive == "init" else self.revive  # "init": the remembered values are the initialisation's
+        dropped, revived, self._pruned_values = swap_topology(masked, new, self._pruned_values, revive)
         by_name = masked.by_name()
         for holder in topology_callbacks(trainer):  # pruning callbacks and those keeping a topology take the new one
             if holder is not self and holder.masked is not None:
