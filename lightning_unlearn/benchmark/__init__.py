@@ -17,14 +17,19 @@ when a config is parsed).
 
 from lightning_unlearn.benchmark.compare import run_compare
 from lightning_unlearn.benchmark.config import (
-    REFERENCE, MethodSpec, OriginalSpec, build_parser, check_methods, load_config, parse_config,
+    DENSE, REFERENCE, MethodSpec, OriginalSpec, PipelineSpec, build_parser, check_methods, check_originals, load_config,
+    parse_config,
 )
 from lightning_unlearn.benchmark.runner import (
-    RowRun, build_callbacks, build_method, quiet_fit_warnings, row_trainer, run_row, train_original, trainer_options,
+    EpochSnapshots, RowRun, build_callbacks, build_method, effective_spec, quiet_fit_warnings, reference_rows, row_topologies,
+    row_trainer, run_row, topology_of, train_original, train_pipeline_original, trainer_options, with_shuffle_seed,
 )
-from lightning_unlearn.benchmark.table import format_table, gaps, percent, table_row
+from lightning_unlearn.benchmark.table import format_table, gaps, percent, table_row, topology_table
 
 __all__ = [
+    "DENSE",
+    "EpochSnapshots",
+    "PipelineSpec",
     "REFERENCE",
     "MethodSpec",
     "OriginalSpec",
@@ -33,16 +38,24 @@ __all__ = [
     "build_method",
     "build_parser",
     "check_methods",
+    "check_originals",
+    "effective_spec",
     "format_table",
     "gaps",
     "load_config",
     "parse_config",
     "percent",
     "quiet_fit_warnings",
+    "reference_rows",
+    "row_topologies",
     "row_trainer",
     "run_compare",
     "run_row",
     "table_row",
+    "topology_of",
+    "topology_table",
     "train_original",
+    "train_pipeline_original",
     "trainer_options",
+    "with_shuffle_seed",
 ]
