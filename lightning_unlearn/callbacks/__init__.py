@@ -14,10 +14,12 @@ from lightning_unlearn.callbacks.sparsity_regularization import SparsityRegulari
 from lightning_unlearn.callbacks.gradient_projection import GradientProjection
 from lightning_unlearn.callbacks.magnitude_pruning import MagnitudePruning
 from lightning_unlearn.callbacks.unpruning import UnPruning
+from lightning_unlearn.callbacks.keep_forgotten import KeepForgotten
 
 __all__ = [
     "DynamicMask",
     "GradientProjection",
+    "KeepForgotten",
     "MagnitudePruning",
     "MaskedUpdateCallback",
     "SaliencyMask",
