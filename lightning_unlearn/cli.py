@@ -29,6 +29,9 @@ Single runs (LightningCLI):
 The whole story (original, every method, retrain, table):
   lightning-unlearn compare --config configs/quickstart.yaml --output results.json
   lightning-unlearn compare --help
+
+Sequential deletion requests (a chain; relapse on earlier forget sets; chained reports):
+  lightning-unlearn sequential --config configs/sequential_digits.yaml --output results_sequential.json
 """
 
 
@@ -85,6 +88,11 @@ def main(args: Optional[Sequence[str]] = None) -> None:
         from lightning_unlearn.benchmark.compare import main as compare_main
 
         compare_main(argv[1:])
+        return
+    if argv and argv[0] == "sequential":
+        from lightning_unlearn.benchmark.sequential import main as sequential_main
+
+        sequential_main(argv[1:])
         return
     # LightningCLI reads sys.argv itself when args is None (and warns when given both).
     cli_main(None if args is None else argv)

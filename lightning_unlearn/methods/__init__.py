@@ -14,8 +14,10 @@ from lightning_unlearn.methods.one_shot import OneShotEdit
 from lightning_unlearn.methods.ssd import LFSSD, SSD
 from lightning_unlearn.methods.fisher_forgetting import FisherForgetting
 from lightning_unlearn.methods.influence_unlearning import InfluenceUnlearning
+from lightning_unlearn.methods.acu import ACU
 
 __all__ = [
+    "ACU",
     "BadTeacher",
     "FineTune",
     "FisherForgetting",
