@@ -15,6 +15,7 @@ from lightning_unlearn.methods.ssd import LFSSD, SSD
 from lightning_unlearn.methods.fisher_forgetting import FisherForgetting
 from lightning_unlearn.methods.influence_unlearning import InfluenceUnlearning
 from lightning_unlearn.methods.acu import ACU
+from lightning_unlearn.methods.oracle_matching import OracleMatching
 
 __all__ = [
     "ACU",
@@ -27,6 +28,7 @@ __all__ = [
     "LFSSD",
     "NegGradPlus",
     "OneShotEdit",
+    "OracleMatching",
     "RandomLabel",
     "Retrain",
     "SCRUB",
