@@ -15,6 +15,7 @@ from lightning_unlearn.callbacks.gradient_projection import GradientProjection
 from lightning_unlearn.callbacks.magnitude_pruning import MagnitudePruning
 from lightning_unlearn.callbacks.unpruning import UnPruning
 from lightning_unlearn.callbacks.keep_forgotten import KeepForgotten
+from lightning_unlearn.callbacks.hardness import UnlearningHardness
 
 __all__ = [
     "DynamicMask",
@@ -26,5 +27,6 @@ __all__ = [
     "SparsityRegularization",
     "TopologyCallback",
     "UnPruning",
+    "UnlearningHardness",
     "UnlearningEvaluation",
 ]

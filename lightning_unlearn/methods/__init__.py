@@ -16,11 +16,13 @@ from lightning_unlearn.methods.fisher_forgetting import FisherForgetting
 from lightning_unlearn.methods.influence_unlearning import InfluenceUnlearning
 from lightning_unlearn.methods.acu import ACU
 from lightning_unlearn.methods.oracle_matching import OracleMatching
+from lightning_unlearn.methods.hamu import HAMU
 
 __all__ = [
     "ACU",
     "BadTeacher",
     "FineTune",
+    "HAMU",
     "FisherForgetting",
     "GradientAscent",
     "ImplicitGradientSurgery",
