@@ -16,6 +16,7 @@ from lightning_unlearn.callbacks.magnitude_pruning import MagnitudePruning
 from lightning_unlearn.callbacks.unpruning import UnPruning
 from lightning_unlearn.callbacks.keep_forgotten import KeepForgotten
 from lightning_unlearn.callbacks.hardness import UnlearningHardness
+from lightning_unlearn.callbacks.parameter_repulsion import ParameterRepulsion
 
 __all__ = [
     "DynamicMask",
@@ -23,10 +24,11 @@ __all__ = [
     "KeepForgotten",
     "MagnitudePruning",
     "MaskedUpdateCallback",
+    "ParameterRepulsion",
     "SaliencyMask",
     "SparsityRegularization",
     "TopologyCallback",
     "UnPruning",
-    "UnlearningHardness",
     "UnlearningEvaluation",
+    "UnlearningHardness",
 ]

@@ -17,14 +17,16 @@ from lightning_unlearn.methods.influence_unlearning import InfluenceUnlearning
 from lightning_unlearn.methods.acu import ACU
 from lightning_unlearn.methods.oracle_matching import OracleMatching
 from lightning_unlearn.methods.hamu import HAMU
+from lightning_unlearn.methods.adapt_then_unlearn import AdaptThenUnlearn
 
 __all__ = [
     "ACU",
+    "AdaptThenUnlearn",
     "BadTeacher",
     "FineTune",
-    "HAMU",
     "FisherForgetting",
     "GradientAscent",
+    "HAMU",
     "ImplicitGradientSurgery",
     "InfluenceUnlearning",
     "LFSSD",
