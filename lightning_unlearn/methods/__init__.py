@@ -18,6 +18,7 @@ from lightning_unlearn.methods.acu import ACU
 from lightning_unlearn.methods.oracle_matching import OracleMatching
 from lightning_unlearn.methods.hamu import HAMU
 from lightning_unlearn.methods.adapt_then_unlearn import AdaptThenUnlearn
+from lightning_unlearn.methods.npo import NPO
 
 __all__ = [
     "ACU",
@@ -31,6 +32,7 @@ __all__ = [
     "InfluenceUnlearning",
     "LFSSD",
     "NegGradPlus",
+    "NPO",
     "OneShotEdit",
     "OracleMatching",
     "RandomLabel",

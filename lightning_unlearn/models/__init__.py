@@ -4,6 +4,7 @@ from lightning_unlearn.models.classifier import ClassifierModule, ImageClassifie
 from lightning_unlearn.models.cnn import SmallCNN
 from lightning_unlearn.models.network import buffers_restored, check_logits, eval_mode, network_of, reinitialise
 from lightning_unlearn.models.resnet import ResNet18
+from lightning_unlearn.models.tiny_lm import TinyCausalLM
 from lightning_unlearn.models.weights import load_weights
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "ImageClassifier",
     "ResNet18",
     "SmallCNN",
+    "TinyCausalLM",
     "buffers_restored",
     "check_logits",
     "eval_mode",
