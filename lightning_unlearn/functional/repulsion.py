@@ -65,9 +65,9 @@ def repulsion_term(params: Sequence[Tensor], anchors: Sequence[Tensor], form: Re
 
         >>> import torch
         >>> p = torch.tensor([3.0, 4.0], requires_grad=True)
-        >>> term, d = repulsion_term([p], [torch.zeros(2)], "inverse_l2")
-        >>> float(d), float(term)
-        (25.0, 0.04)
+        >>> term, d = repulsion_term([p], [torch.zeros(2)], "negative_l2", gamma=2.0)
+        >>> d.item(), term.item(), term.requires_grad
+        (25.0, -50.0, True)
     """
     d = sum(((p.float() - a.detach().float()) ** 2).sum() for p, a in zip(params, anchors))
     if form == "negative_l2":
