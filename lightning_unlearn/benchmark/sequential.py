@@ -327,7 +327,7 @@ def format_sequential_tables(result: Mapping[str, Any]) -> str:
 
 
 def _describe(request: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in request.items() if v is not None and k != "seed" or (k == "seed" and request.get("ratio")))
+    return ", ".join(f"{k}={v}" for k, v in request.items() if v is not None and (k != "seed" or request.get("ratio") is not None))
 
 
 def main(args: Optional[Sequence[str]] = None) -> None:

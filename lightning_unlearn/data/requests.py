@@ -102,4 +102,7 @@ def resolve_requests(requests: Sequence[ForgetSpec], targets: Tensor) -> list[Te
 
 
 def _describe(request: ForgetSpec) -> str:
-    return ", ".join(f"{k}={v}" for k, v in request.to_dict().items() if v is not None)
+    fields = request.to_dict()
+    if request.ratio is None:
+        fields.pop("seed")
+    return ", ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
