@@ -54,7 +54,7 @@ from lightning_unlearn.data.datamodule import UnlearningDataModule
 from lightning_unlearn.data.requests import as_requests
 from lightning_unlearn.metrics.evaluation import evaluate
 from lightning_unlearn.metrics.keys import GAP_METRICS
-from lightning_unlearn.metrics.relapse import relapse_metrics
+from lightning_unlearn.metrics.relapse import RELAPSE_ROW_KEYS, relapse_metrics, relapse_rows
 from lightning_unlearn.report import build_report, chain_report, json_safe, report_sha256, versions, write_report
 from lightning_unlearn.validation import check_int
 
@@ -189,12 +189,7 @@ def _run_chain(
         own.append(run.after)
         row = table_row(name, spec, run.after, reference_metrics[k], run.runtime_s)
         row["step"] = k
-        row["relapse"] = [
-            {"request": j, **percent(r, ("forget_acc", "mia_efficacy")),
-             "delta_forget_acc": round(100 * (r["forget_acc"] - own[j]["forget_acc"]), 2),
-             "delta_mia": round(100 * (r["mia_efficacy"] - own[j]["mia_efficacy"]), 2)}
-            for j, r in enumerate(relapse)
-        ]
+        row["relapse"] = relapse_rows(relapse, own)
         row["relapse_mean"] = _relapse_mean(row["relapse"])
         report = dict(run.evaluation.report)
         report["metrics"] = {**report["metrics"], "relapse": [dict(r, request=j) for j, r in enumerate(relapse)]}
@@ -217,12 +212,7 @@ def _reference_chain(
     for k, data in enumerate(steps):
         row = table_row(name, spec, metrics[k], metrics[k], runtime.get(k, 0.0))
         row["step"] = k
-        row["relapse"] = [
-            {"request": j, **percent(r, ("forget_acc", "mia_efficacy")),
-             "delta_forget_acc": round(100 * (r["forget_acc"] - metrics[j]["forget_acc"]), 2),
-             "delta_mia": round(100 * (r["mia_efficacy"] - metrics[j]["mia_efficacy"]), 2)}
-            for j, r in enumerate(relapse[k])
-        ]
+        row["relapse"] = relapse_rows(relapse[k], metrics)
         row["relapse_mean"] = _relapse_mean(row["relapse"])
         gap = {key: 0.0 for key in metrics[k]}
         report = build_report("Retrain", spec.init_args, data.forget_summary(), original_metrics, metrics[k],
@@ -240,8 +230,7 @@ def _reference_chain(
 def _relapse_mean(relapse: Sequence[Mapping[str, float]]) -> Optional[dict[str, float]]:
     if not relapse:
         return None
-    keys = ("forget_acc", "mia_efficacy", "delta_forget_acc", "delta_mia")
-    return {key: round(sum(r[key] for r in relapse) / len(relapse), 2) for key in keys}
+    return {key: round(sum(r[key] for r in relapse) / len(relapse), 2) for key in RELAPSE_ROW_KEYS}
 
 
 class _RetrainCache:
@@ -316,7 +305,8 @@ def format_sequential_tables(result: Mapping[str, Any]) -> str:
         cells = [name]
         for row in chain[1:]:
             m = row["relapse_mean"]
-            cells.append(f"{m['forget_acc']:.2f} / {m['mia_efficacy']:.2f} ({m['delta_forget_acc']:+.2f} / {m['delta_mia']:+.2f})")
+            acc, mia, delta_acc, delta_mia = (m[key] for key in RELAPSE_ROW_KEYS)
+            cells.append(f"{acc:.2f} / {mia:.2f} ({delta_acc:+.2f} / {delta_mia:+.2f})")
         relapse.append("| " + " | ".join(cells) + " |")
     caption = (
         f"{steps} requests ({'; '.join(_describe(r) for r in result['requests'])}); metrics in %, (|gap| to Retrain of"

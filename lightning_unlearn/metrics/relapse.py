@@ -26,7 +26,10 @@ from torch import Tensor, nn
 from lightning_unlearn.metrics._svc import fit_rbf_svc
 from lightning_unlearn.metrics.functional.mia import _check_mia_args, _mia_efficacy_update, true_class_confidence
 
-__all__ = ["relapse_deltas", "relapse_metrics"]
+__all__ = ["RELAPSE_ROW_KEYS", "relapse_deltas", "relapse_metrics", "relapse_rows"]
+
+#: The numbers of a relapse row (:func:`relapse_rows`), in percent / points.
+RELAPSE_ROW_KEYS = ("forget_acc", "mia_efficacy", "delta_forget_acc", "delta_mia")
 
 
 @torch.no_grad()
@@ -123,6 +126,26 @@ def relapse_deltas(per_step: Sequence[Sequence[Mapping[str, float]]], own: Seque
          for j, row in enumerate(rows)]
         for rows in per_step
     ]
+
+
+def relapse_rows(relapse: Sequence[Mapping[str, float]], own: Sequence[Mapping[str, float]]) -> list[dict[str, float]]:
+    """Table rows of one step's relapse, in percent (2 decimals): per earlier request ``j``,
+    ``request``, ``forget_acc``, ``mia_efficacy`` and their changes since request ``j`` was
+    unlearned, ``delta_forget_acc`` (up = relapse) and ``delta_mia`` (down = relapse).
+
+    Args:
+        relapse: :func:`relapse_metrics` of the step (fractions).
+        own: ``own[j]`` = request ``j``'s metrics right after its own step (fractions).
+    """
+    out = []
+    for j, row in enumerate(relapse):
+        out.append({
+            "request": j,
+            "forget_acc": round(100 * row["forget_acc"], 2), "mia_efficacy": round(100 * row["mia_efficacy"], 2),
+            "delta_forget_acc": round(100 * (row["forget_acc"] - own[j]["forget_acc"]), 2),
+            "delta_mia": round(100 * (row["mia_efficacy"] - own[j]["mia_efficacy"]), 2),
+        })
+    return out
 
 
 def _confidence(model: nn.Module, x: Tensor, y: Tensor, device: Union[str, torch.device]) -> Tensor:
