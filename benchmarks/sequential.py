@@ -1,7 +1,7 @@
 """Sequential deletion requests: every row of a sequential config over a chain of requests, with
 relapse on the earlier forget sets after each step, plotted per step.
 
-    python -m benchmarks.sequential --config benchmarks/configs/fmnist_sequential_cpu.yaml \
+    python -m benchmarks.sequential --config benchmarks/configs/sequential/fmnist_cpu.yaml \
         --out results/sequential_fmnist.json --plot results/sequential_fmnist.png \
         [--reports-dir results/sequential_fmnist_reports]
 
@@ -63,7 +63,7 @@ def plot(result: Mapping[str, Any], path: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--config", default="benchmarks/configs/fmnist_sequential_cpu.yaml")
+    parser.add_argument("--config", default="benchmarks/configs/sequential/fmnist_cpu.yaml")
     parser.add_argument("--reports-dir", default=None)
     parser.add_argument("--out", default=None)
     parser.add_argument("--plot", default=None)

@@ -107,3 +107,15 @@ def test_sequential_command_line(tmp_path, capsys):
     assert "after step 1" in capsys.readouterr().out
     assert json.loads((tmp_path / "out.json").read_text())["requests"] == [{"indices": None, "classes": [3], "ratio": None, "seed": 0},
                                                                           {"indices": None, "classes": [5], "ratio": None, "seed": 0}]
+
+
+@pytest.mark.parametrize("path", [ROOT / "configs" / "sequential_digits.yaml",
+                                  *sorted((ROOT / "benchmarks" / "configs" / "sequential").glob("*.yaml"))],
+                         ids=lambda p: p.stem)
+def test_sequential_configs_parse(path):
+    from lightning_unlearn.benchmark import check_methods
+    from lightning_unlearn.benchmark.sequential import _parse
+    from lightning_unlearn.data.requests import as_requests
+
+    _, cfg = _parse(path)
+    assert "retrain" in check_methods(cfg.methods) and len(as_requests(cfg.requests)) >= 2
