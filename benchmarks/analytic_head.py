@@ -2,7 +2,7 @@
 
     python -m benchmarks.analytic_head --dims 64 128 256 512 1024 --remove 512 --out results/analytic_head.json
 
-Synthetic float64 features (N = 4 d examples, C = 10 classes); a memory ``R, Q`` is built once,
+Synthetic float64 features (N = max(4 d, 2 x removed) examples, C = 10 classes); a memory ``R, Q`` is built once,
 then ``--remove`` examples are removed with :func:`lightning_unlearn.functional.forget_rows`, one
 row at a time (``chunk_size=1``: Sherman-Morrison, ``O(d^2)`` each) and in chunks of ``d + 1``
 rows (Woodbury). Against it: refitting the head by least squares on what remains
@@ -37,7 +37,7 @@ def run(dims: list[int], remove: int, repeats: int = 3, classes: int = 10) -> tu
     rows = []
     for d in dims:
         g = torch.Generator().manual_seed(d)
-        n = 4 * d
+        n = max(4 * d, 2 * remove)
         x = torch.randn(n, d, generator=g, dtype=torch.float64)
         y = torch.randint(classes, (n,), generator=g)
         memory = analytic_memory(x, y, classes, gamma=1.0)

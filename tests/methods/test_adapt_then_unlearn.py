@@ -17,14 +17,22 @@ def distance(a, b):
     return float(squared_distance(list(a.parameters()), list(b.parameters())))
 
 
+@pytest.fixture(scope="module")
+def plain(original_digits_model):
+    """FineTune with stage 2's recipe and no repulsion."""
+    from lightning_unlearn.data import DigitsDataModule, ForgetSpec
+
+    L.seed_everything(0)
+    method = FineTune(copy.deepcopy(original_digits_model), lr=0.05)
+    quiet_trainer(max_epochs=3).fit(method, datamodule=DigitsDataModule(forget=ForgetSpec(classes=[3])))
+    return method
+
+
 @pytest.mark.parametrize("form, weight", [("exponential_l2", 1.0), ("inverse_l2", 1.0), ("negative_l2", 0.02)])
-def test_repulsion_moves_away_from_the_adapted_model_and_keeps_retain(original, digits_classwise, form, weight):
+def test_repulsion_moves_away_from_the_adapted_model_and_keeps_retain(original, digits_classwise, plain, form, weight):
     L.seed_everything(0)
     method = AdaptThenUnlearn(copy.deepcopy(original), form=form, weight=weight, lr=0.05, adapt_lr=0.05)
     quiet_trainer(max_epochs=3).fit(method, datamodule=digits_classwise)
-    L.seed_everything(0)
-    plain = FineTune(copy.deepcopy(original), lr=0.05)
-    quiet_trainer(max_epochs=3).fit(plain, datamodule=digits_classwise)
     start = distance(original, method.adapted)
     assert start > 0 and method.gamma_used == pytest.approx(1 / start, rel=1e-5)
     assert distance(method.model, method.adapted) > 2 * distance(plain.model, method.adapted)
