@@ -4,6 +4,7 @@ relapse on the earlier forget sets after each step, plotted per step.
     python -m benchmarks.sequential --config benchmarks/configs/sequential/fmnist_cpu.yaml \
         --out results/sequential_fmnist.json --plot results/sequential_fmnist.png \
         [--reports-dir results/sequential_fmnist_reports]
+    python -m benchmarks.sequential --from-json results/sequential_fmnist.json --plot results/sequential_fmnist.png
 
 The pipeline is :func:`lightning_unlearn.benchmark.sequential.run_sequential` (also
 ``lightning-unlearn sequential``); this script adds the JSON envelope and the relapse plot: per
@@ -13,6 +14,7 @@ step, the mean forget accuracy and MIA-efficacy on the earlier forget sets, one 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
@@ -33,29 +35,36 @@ def run(config: Any, reports_dir: str | None = None) -> tuple[dict, str]:
 
 
 def plot(result: Mapping[str, Any], path: str) -> None:
-    """Relapse per step: mean accuracy (left) and MIA-efficacy (right) on the earlier forget sets."""
+    """Per step: relapse as the mean change since each earlier request was unlearned, of the
+    accuracy (left; up = relapse) and of the MIA-efficacy (middle; down = relapse) on the earlier
+    forget sets, and the current request's Avg. Gap to that step's Retrain (right). A row and its
+    KeepForgotten variant (name containing "keep") share a colour; the variant is dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     steps = list(range(1, len(result["steps"])))
+    colours: dict[str, Any] = {}
     for name, chain in result["rows"].items():
+        base = name.split("_keep")[0]
+        colour = colours.setdefault(base, f"C{len(colours)}")
         style = "--" if "keep" in name else "-"
-        acc = [row["relapse_mean"]["forget_acc"] for row in chain[1:]]
-        mia = [row["relapse_mean"]["mia_efficacy"] for row in chain[1:]]
-        axes[0].plot(steps, acc, style, marker="o", label=name)
-        axes[1].plot(steps, mia, style, marker="o", label=name)
-        axes[2].plot(range(len(chain)), [row["avg_gap"] for row in chain], style, marker="o", label=name)
-    axes[0].set_ylabel("accuracy on earlier forget sets (%)")
-    axes[1].set_ylabel("MIA-efficacy on earlier forget sets (%)")
+        kwargs = dict(color=colour, linestyle=style, marker="o", label=name)
+        axes[0].plot(steps, [row["relapse_mean"]["delta_forget_acc"] for row in chain[1:]], **kwargs)
+        axes[1].plot(steps, [row["relapse_mean"]["delta_mia"] for row in chain[1:]], **kwargs)
+        axes[2].plot(range(len(chain)), [row["avg_gap"] for row in chain], **kwargs)
+    axes[0].set_ylabel("change of accuracy on earlier forget sets (points)")
+    axes[1].set_ylabel("change of MIA-efficacy on earlier forget sets (points)")
     axes[2].set_ylabel("Avg. Gap to Retrain of the step (points)")
-    for ax, title in zip(axes, ("relapse: accuracy (up = relapse)", "relapse: MIA-efficacy (down = relapse)",
-                                "current request")):
+    titles = ("relapse: accuracy (up = relapse)", "relapse: MIA-efficacy (down = relapse)", "the current request")
+    for ax, title in zip(axes, titles):
         ax.set_xlabel("after step")
         ax.set_title(title)
         ax.grid(alpha=0.3)
+        ax.axhline(0, color="black", linewidth=0.6)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axes[2].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -67,9 +76,16 @@ def main() -> None:
     parser.add_argument("--reports-dir", default=None)
     parser.add_argument("--out", default=None)
     parser.add_argument("--plot", default=None)
+    parser.add_argument("--from-json", default=None, help="Re-plot and re-print a previous --out file (no training).")
     args = parser.parse_args()
-    result, table = run(args.config, args.reports_dir)
-    emit("sequential", result, table, args.out)
+    if args.from_json:
+        import json
+
+        result = json.loads(Path(args.from_json).read_text())
+        print(format_sequential_tables(result))
+    else:
+        result, table = run(args.config, args.reports_dir)
+        emit("sequential", result, table, args.out)
     if args.plot:
         plot(result, args.plot)
 
