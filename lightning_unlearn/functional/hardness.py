@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 from torch.nn import Parameter
 
-from lightning_unlearn.validation import check_float
+from lightning_unlearn.validation import check_choice, check_float
 
 __all__ = ["HAMUStep", "Hardness", "hamu_update", "hardness_thresholds", "mean_gradient", "request_hardness"]
 
@@ -195,7 +195,8 @@ class HAMUStep:
     kappa: float
 
 
-def hamu_update(retain: Sequence[Tensor], forget: Sequence[Tensor], radius: float, constraint: float) -> HAMUStep:
+def hamu_update(retain: Sequence[Tensor], forget: Sequence[Tensor], radius: float, constraint: float,
+                infeasible: str = "radius") -> HAMUStep:
     """HAMU-Q's update of a block: the step of length at most ``radius`` that raises the forget loss
     by at least ``constraint`` (first order) and lowers the retain loss most.
 
@@ -204,7 +205,11 @@ def hamu_update(retain: Sequence[Tensor], forget: Sequence[Tensor], radius: floa
     ``g_r_perp = g_r - (<g_r, g_f> / ||g_f||^2) g_f`` (reference ``compute_hamu_update``):
 
     * ``<g_r, g_f> <= -B ||g_r|| / R`` (``kappa <= kappa_1``): ``delta = -R g_r / ||g_r||`` (direct);
-    * ``R^2 < B^2 / ||g_f||^2``: infeasible, ``delta = (B / ||g_f||^2) g_f`` (the least step that forgets);
+    * ``R^2 < B^2 / ||g_f||^2``: infeasible. ``infeasible="reference"``: ``delta = (B / ||g_f||^2) g_f``
+      (the reference: the least step that forgets ``B``, arbitrarily long when ``g_f`` is small);
+      ``"radius"`` (default): ``delta = R g_f / ||g_f||``, the most forgetting a step of length
+      ``R`` allows (our deviation: keeps a well-trained model, whose forget gradient is tiny, from
+      diverging);
     * ``g_r_perp = 0``: ``delta = (B / ||g_f||^2) g_f`` (colinear);
     * else ``delta = (B / ||g_f||^2) g_f - sqrt(R^2 - B^2 / ||g_f||^2) g_r_perp / ||g_r_perp||`` (rectified).
 
@@ -217,6 +222,7 @@ def hamu_update(retain: Sequence[Tensor], forget: Sequence[Tensor], radius: floa
         >>> step.branch, step.delta[0].tolist()
         ('colinear', [0.5, 0.0])
     """
+    check_choice(infeasible, "infeasible", ("radius", "reference"))
     radius = check_float(radius, "radius", minimum=0.0, hint="the step length R")
     constraint = check_float(constraint, "constraint", minimum=0.0, hint="the forget-loss increase B")
     dot = float(_dot(retain, forget))
@@ -230,6 +236,8 @@ def hamu_update(retain: Sequence[Tensor], forget: Sequence[Tensor], radius: floa
     ascent = [(constraint / f_sq) * g for g in forget]
     discriminant = radius * radius - constraint * constraint / f_sq
     if discriminant < 0:
+        if infeasible == "radius":
+            return HAMUStep([(radius / f_norm) * g for g in forget], "infeasible", kappa)
         return HAMUStep(ascent, "infeasible", kappa)
     if r_norm > _EPS and dot <= -constraint * r_norm / max(radius, _EPS):
         return HAMUStep([-(radius / r_norm) * g for g in retain], "direct", kappa)

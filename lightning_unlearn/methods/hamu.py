@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Optional
 
 import torch
 from torch import Tensor, nn
@@ -34,7 +34,10 @@ class HAMU(UnlearningMethod):
     * harder: ``(B / ||g_f||^2) g_f - sqrt(R^2 - B^2 / ||g_f||^2) g_r_perp / ||g_r_perp||``, i.e. the
       forget gradient weighted by ``B / ||g_f||^2`` plus retain descent orthogonal to it -- the
       weight of the forget objective is set by the hardness instead of a fixed coefficient;
-    * infeasible (``R < B / ||g_f||``): the least step that forgets ``B``.
+    * infeasible (``R < B / ||g_f||``): by default the step of length ``R`` along ``g_f`` (the most
+      forgetting the radius allows); ``infeasible="reference"``: the reference's
+      ``(B / ||g_f||^2) g_f``, the least step that forgets ``B`` -- unbounded when ``g_f`` is small,
+      which diverges on a well-trained digits model.
 
     As the reference's defaults (``scripts/experiments/cifar/hamu_unlearn.sh``): the radius is
     ``R = lr * ||g_r||`` (``--use_lr_radius``: on easy blocks HAMU is plain SGD on D_r), the
@@ -56,7 +59,8 @@ class HAMU(UnlearningMethod):
     the step), per-tensor dot products. Data: D_f and D_r with labels. Manual optimisation:
     Lightning rejects trainer-level gradient clipping and accumulation.
 
-    Deviations: no gradient clipping (the reference clips at ``max_grad_norm = 1``); the
+    Deviations: infeasible blocks step ``R`` along ``g_f`` by default (above); a step whose
+    gradients are not finite is skipped; no gradient clipping (the reference clips at ``max_grad_norm = 1``); the
     reference's optional stopping criterion (stop once the constraint exceeds ``R ||g_f|| sin theta``
     summed over blocks, i.e. collateral forgetting is unavoidable) is only logged
     (``train/collateral``), not acted upon; HAMU-U (the reciprocal variant) is not offered.
@@ -64,6 +68,9 @@ class HAMU(UnlearningMethod):
     Args:
         constraint_ratio: ``B / lr`` (>= 0).
         scope: ``"layer"`` (per parameter tensor) or ``"global"``.
+        infeasible: ``"radius"`` (default) or ``"reference"`` (see above).
+        radius: a fixed step length ``R`` per block (the reference's ``--hamu_radius``), or ``None``:
+            ``lr * ||g_r||`` (``--use_lr_radius``, the reference's scripts).
         lr: the SGD learning rate (also sets ``R`` and ``B``).
         Other arguments: see :class:`~lightning_unlearn.methods.UnlearningMethod` (momentum and
         weight decay are fixed at 0: the step is HAMU's).
@@ -82,11 +89,16 @@ class HAMU(UnlearningMethod):
         model: nn.Module,
         constraint_ratio: float = 0.5,
         scope: Literal["layer", "global"] = "layer",
+        infeasible: Literal["radius", "reference"] = "radius",
+        radius: Optional[float] = None,
         lr: float = 1e-4,
         **kwargs: Any,
     ) -> None:
         self.constraint_ratio = check_float(constraint_ratio, "constraint_ratio", minimum=0.0, hint="B / lr, e.g. 0.5")
         self.scope = check_choice(scope, "scope", ("layer", "global"))
+        self.infeasible = check_choice(infeasible, "infeasible", ("radius", "reference"))
+        self.radius = None if radius is None else check_float(radius, "radius", minimum=0.0, open_minimum=True,
+                                                              hint="a step length, or None: lr * ||g_r||")
         for name in ("momentum", "weight_decay", "optimizer"):
             if kwargs.get(name):
                 raise ValueError(f"HAMU applies its own step with plain SGD: drop `{name}`.")
@@ -109,6 +121,9 @@ class HAMU(UnlearningMethod):
             retain_ce, logs = self.unlearning_loss(splits)
             g_r = torch.autograd.grad(retain_ce, params, materialize_grads=True)
             g_f = torch.autograd.grad(logs["forget_ce"], params, materialize_grads=True)
+        if not all(torch.isfinite(g).all() for g in (*g_r, *g_f)):  # fp16 overflow or a diverged batch: skip
+            self.log("train/skipped", 1.0)
+            return retain_ce.detach()
         constraint = self.constraint_ratio * lr
         blocks = [(list(range(len(params))))] if self.scope == "global" else [[i] for i in range(len(params))]
         shares = self._constraint_shares(blocks, g_r, g_f)
@@ -117,8 +132,8 @@ class HAMU(UnlearningMethod):
         collateral = 0
         for block, share in zip(blocks, shares):
             gr, gf = [g_r[i] for i in block], [g_f[i] for i in block]
-            radius = lr * float(sum(g.double().pow(2).sum() for g in gr)) ** 0.5
-            step = hamu_update(gr, gf, radius, constraint * share)
+            radius = self.radius if self.radius is not None else lr * float(sum(g.double().pow(2).sum() for g in gr)) ** 0.5
+            step = hamu_update(gr, gf, radius, constraint * share, self.infeasible)
             forget_norm = float(sum(g.double().pow(2).sum() for g in gf)) ** 0.5
             kappa_2 = hardness_thresholds(constraint * share, radius, forget_norm)[1]
             collateral += int(not kappa_2 == kappa_2 or step.kappa >= kappa_2)  # nan: infeasible

@@ -21,8 +21,10 @@ def test_update_branches_follow_the_reference_formulas():
     assert torch.allclose(step.delta[0], expected)
     delta = step.delta[0]
     assert abs(float(delta @ g_f[0]) - 0.5) < 1e-6 and abs(float(delta.norm()) - 1.0) < 1e-6  # constraint tight, on the sphere
-    # infeasible: the radius cannot reach B
-    assert hamu_update(g_r, g_f, radius=0.1, constraint=0.5).branch == "infeasible"
+    # infeasible: the radius cannot reach B -- capped at R by default, the reference's B/||g_f||^2 g_f on request
+    capped = hamu_update(g_r, g_f, radius=0.1, constraint=0.5)
+    assert capped.branch == "infeasible" and torch.allclose(capped.delta[0], torch.tensor([0.1, 0.0, 0.0]))
+    assert torch.allclose(hamu_update(g_r, g_f, 0.1, 0.5, infeasible="reference").delta[0], torch.tensor([0.5, 0.0, 0.0]))
     assert abs(step.kappa - 1 / math.sqrt(2)) < 1e-9
 
 

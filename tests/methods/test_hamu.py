@@ -12,7 +12,7 @@ from tests.conftest import quiet_trainer
 
 def test_hamu_forgets_a_digits_class_and_keeps_retain(original, digits_classwise):
     L.seed_everything(0)
-    method = HAMU(copy.deepcopy(original), lr=0.05, constraint_ratio=1.0)
+    method = HAMU(copy.deepcopy(original), lr=0.05, constraint_ratio=1.0, radius=0.03)
     trainer = quiet_trainer(max_epochs=5)
     trainer.fit(method, datamodule=digits_classwise)
     metrics = evaluate(method.model, digits_classwise)
