@@ -40,6 +40,9 @@ The whole story (original, every method, retrain, table):
 Check a report (schema, arithmetic, status, forget-set fingerprint, weights hash; exit 0/1):
   lightning-unlearn verify-report artifacts/digits/random_label_report.json \
       --forget-indices forget.json --checkpoint artifacts/digits/random_label.ckpt
+
+Sequential deletion requests (a chain; relapse on earlier forget sets; chained reports):
+  lightning-unlearn sequential --config configs/sequential_digits.yaml --output results_sequential.json
 """
 
 
@@ -151,6 +154,11 @@ def main(args: Optional[Sequence[str]] = None) -> None:
         status = verify_main(argv[1:])
         if status:
             raise SystemExit(status)
+        return
+    if argv and argv[0] == "sequential":
+        from lightning_unlearn.benchmark.sequential import main as sequential_main
+
+        sequential_main(argv[1:])
         return
     # LightningCLI reads sys.argv itself when args is None (and warns when given both).
     cli_main(None if args is None else argv)

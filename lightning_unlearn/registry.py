@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from dataclasses import dataclass
-from typing import Callable, Literal, TypeVar
+from typing import Callable, Literal, Optional, TypeVar
 
 T = TypeVar("T", bound=type)
 
@@ -26,6 +26,10 @@ class Entry:
     inputs: tuple[str, ...] = ()
     retrain_free: bool = True
     label_free: bool = False
+    #: needs one class label per example (a classifier's ``(N, C)`` logits): ``True``; works on any
+    #: cross-entropy targets, token sequences of a causal LM included, or on no labels: ``False``;
+    #: ``None``: not stated (a callback that reads no labels of its own).
+    class_labels: Optional[bool] = None
 
     @property
     def retain_free(self) -> bool:
@@ -38,15 +42,23 @@ _REGISTRY: dict[str, Entry] = {}
 
 def register(
     name: str, *, kind: Literal["method", "callback"], paper: str, cost: str,
-    retrain_free: bool = True, label_free: bool = False,
+    retrain_free: bool = True, label_free: bool = False, class_labels: Optional[bool] = None,
 ) -> Callable[[T], T]:
-    """Class decorator adding a method or callback to the registry under ``name``."""
+    """Class decorator adding a method or callback to the registry under ``name``.
+
+    ``class_labels``: whether the entry needs one class label per example; by default ``False``
+    for a label-free entry, ``True`` for a method, not stated (``None``) for a callback. Declare
+    ``False`` for an entry shown to work on other targets (the tiny causal LM of
+    ``tests/test_language_model.py``).
+    """
+    if class_labels is None:
+        class_labels = False if label_free else (True if kind == "method" else None)
 
     def decorator(cls: T) -> T:
         if name in _REGISTRY and _REGISTRY[name].cls is not cls:
             raise ValueError(f"{name!r} is registered twice ({_REGISTRY[name].cls.__name__} and {cls.__name__}).")
         inputs = tuple(getattr(cls, "unlearning_inputs", ()) or ())
-        _REGISTRY[name] = Entry(name, cls, kind, paper, cost, inputs, retrain_free, label_free)
+        _REGISTRY[name] = Entry(name, cls, kind, paper, cost, inputs, retrain_free, label_free, class_labels)
         return cls
 
     return decorator
@@ -98,14 +110,14 @@ def markdown_table() -> str:
         return "yes" if flag else "no"
 
     rows = [
-        "| name | class | kind | paper | data | retrain-free | label-free | cost per step |",
-        "|---|---|---|---|---|---|---|---|",
+        "| name | class | kind | paper | data | retrain-free | label-free | needs class labels | cost per step |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for e in sorted(entries(), key=lambda e: (e.kind != "method", e.name)):  # import order varies
         data = " + ".join(e.inputs) if e.inputs else "-"
         rows.append(
             f"| `{e.name}` | `{e.cls.__name__}` | {e.kind} | {e.paper} | {data} | {yes(e.retrain_free)} |"
-            f" {yes(e.label_free)} | {e.cost} |"
+            f" {yes(e.label_free)} | {'-' if e.class_labels is None else yes(e.class_labels)} | {e.cost} |"
         )
     return "\n".join(rows)
 

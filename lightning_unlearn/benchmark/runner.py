@@ -336,6 +336,9 @@ def run_row(
             callback or the evaluation says why; this package's parts raise before any step).
     """
     method = build_method(spec, original, seed)
+    bind = getattr(method, "use_reference", None)  # e.g. OracleMatching(oracle="reference") matches the row's reference
+    if callable(bind) and reference is not None:
+        bind(reference)
     evaluator = UnlearningEvaluation(reference=reference, mia_backend=mia_backend) if evaluation else None
     trainer_callbacks = [*build_callbacks(spec), *callbacks, *([evaluator] if evaluator is not None else [])]
     row_trainer(spec.max_epochs, trainer_callbacks, accelerator=accelerator, precision=precision).fit(

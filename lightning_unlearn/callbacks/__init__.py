@@ -15,16 +15,22 @@ from lightning_unlearn.callbacks.gradient_projection import GradientProjection
 from lightning_unlearn.callbacks.magnitude_pruning import MagnitudePruning
 from lightning_unlearn.callbacks.keep_topology import KeepTopology
 from lightning_unlearn.callbacks.unpruning import UnPruning
+from lightning_unlearn.callbacks.keep_forgotten import KeepForgotten
+from lightning_unlearn.callbacks.hardness import UnlearningHardness
+from lightning_unlearn.callbacks.parameter_repulsion import ParameterRepulsion
 
 __all__ = [
     "DynamicMask",
     "GradientProjection",
+    "KeepForgotten",
     "KeepTopology",
     "MagnitudePruning",
     "MaskedUpdateCallback",
+    "ParameterRepulsion",
     "SaliencyMask",
     "SparsityRegularization",
     "TopologyCallback",
     "UnPruning",
     "UnlearningEvaluation",
+    "UnlearningHardness",
 ]

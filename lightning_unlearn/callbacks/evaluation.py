@@ -365,6 +365,11 @@ class UnlearningEvaluation(Callback):
         )
         if topology is not None:
             self.report["metrics"]["topology"] = topology
+        for callback in trainer.callbacks:  # sections other callbacks add (e.g. UnlearningHardness: "hardness")
+            section = getattr(callback, "report_section", None)
+            section = section() if callable(section) else None
+            if section is not None:
+                self.report["metrics"][section[0]] = section[1]
         if self.report_path is not None and trainer.is_global_zero:
             write_report(self.report_path, self.report)
         flat = self.flat_metrics()

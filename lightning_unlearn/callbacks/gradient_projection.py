@@ -29,7 +29,7 @@ from lightning_unlearn.validation import check_choice, check_int
 
 
 @register(
-    "gradient_projection", kind="callback",
+    "gradient_projection", kind="callback", class_labels=False,
     cost="+1 F/B on a retain batch (every_n_steps), 3 fused reductions over the gradients",
     paper="Zhou et al., NeurIPS 2025 (EUPMU), explicit unilateral gradient surgery",
 )

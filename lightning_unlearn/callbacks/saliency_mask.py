@@ -23,7 +23,7 @@ from lightning_unlearn.validation import check_choice, check_fraction, check_int
 
 
 @register(
-    "saliency_mask", kind="callback",
+    "saliency_mask", kind="callback", class_labels=False,
     cost="once at fit start: 1 F/B per D_f batch; per step: one masked multiply (+ one restore when strict)",
     paper="Fan et al., SalUn: Empowering Machine Unlearning via Gradient-based Weight Saliency, ICLR 2024",
 )

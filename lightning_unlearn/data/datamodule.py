@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import math
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import lightning as L
 import torch
@@ -13,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from lightning_unlearn.data.samplers import EpochShuffleSampler
 
+from lightning_unlearn.data.requests import as_requests, resolve_requests
 from lightning_unlearn.data.spec import ForgetSpec, fingerprint
 from lightning_unlearn.validation import check_int
 
@@ -56,6 +58,13 @@ class UnlearningDataModule(L.LightningDataModule):
             uninterrupted one.
         keys: for datasets whose items are dicts (e.g. Hugging Face datasets), the keys of the input
             and of the label, e.g. ``("image", "label")``; items are then served as ``(x, y)``.
+        requests: sequential deletion requests instead of ``forget``: a chain of
+            :class:`ForgetSpec`. The datamodule then serves request ``step``: D_f = that request
+            (resolved against what earlier requests left, see
+            :func:`~lightning_unlearn.data.requests.resolve_requests`), D_r = everything not deleted
+            by requests ``0..step``. :meth:`with_requests` / :meth:`at_step` give the datamodule of
+            another step; :meth:`earlier_dataloaders` serves the earlier forget sets.
+        step: the request of ``requests`` served (0-based).
 
     Every dataset must be map-style (indexable) and yield ``(x, y)`` pairs (or dicts holding
     ``keys``) with ``y`` a class index: the first item of each is checked at construction, and the
@@ -79,8 +88,20 @@ class UnlearningDataModule(L.LightningDataModule):
         train_eval: Optional[Dataset] = None,
         shuffle_seed: int = 0,
         keys: Optional[tuple[str, str]] = None,
+        requests: Optional[Sequence[ForgetSpec]] = None,
+        step: int = 0,
     ) -> None:
         super().__init__()
+        self.requests: Optional[tuple[ForgetSpec, ...]] = None
+        self.step = 0
+        self._earlier_forget: list[Tensor] = []
+        if requests is not None:
+            if forget is not None:
+                raise ValueError("Give `forget` (one request) or `requests` (a chain), not both.")
+            self.requests = as_requests(requests)
+            self.step = check_int(step, "step", minimum=0, maximum=len(self.requests) - 1,
+                                  hint=f"the request served, 0..{len(self.requests) - 1}")
+            forget = self.requests[self.step]
         if forget is None:
             raise ValueError("`forget` is required: pass e.g. forget=ForgetSpec(classes=[3]) or ForgetSpec(ratio=0.1).")
         if isinstance(forget, dict):
@@ -162,9 +183,15 @@ class UnlearningDataModule(L.LightningDataModule):
         targets = dataset_targets(self.train_set, "train")
         if self.train_eval_set is not None and len(self.train_eval_set) != len(self.train_set):
             raise ValueError("`train_eval` must hold the same examples as `train` (same length, same order).")
-        forget = self.forget.resolve(targets)
+        if self.requests is None:
+            forget, earlier = self.forget.resolve(targets), []
+        else:
+            *earlier, forget = resolve_requests(self.requests[: self.step + 1], targets)
         keep = torch.ones(len(targets), dtype=torch.bool)
         keep[forget] = False
+        for deleted in earlier:
+            keep[deleted] = False
+        self._earlier_forget = earlier
         self._targets = targets
         self._forget_indices = forget
         self._retain_indices = keep.nonzero().flatten()
@@ -285,6 +312,69 @@ class UnlearningDataModule(L.LightningDataModule):
         """The three evaluation loaders by name: ``forget``, ``retain``, ``test``."""
         return {"forget": self.forget_dataloader(), "retain": self.retain_dataloader(), "test": self.test_dataloader()}
 
+    # ------------------------------------------------------------------ sequential requests
+    def with_requests(self, requests: Sequence[ForgetSpec], step: int = 0) -> UnlearningDataModule:
+        """This datamodule (same datasets, loaders and seeds) serving request ``step`` of the chain
+        ``requests``; ``self`` is unchanged. Works on any subclass (the ready datamodules included):
+        the copy shares the loaded datasets.
+
+        Raises:
+            ValueError: invalid requests or ``step`` (see :func:`resolve_requests`).
+        """
+        requests = as_requests(requests)
+        step = check_int(step, "step", minimum=0, maximum=len(requests) - 1, hint=f"0..{len(requests) - 1}")
+        clone = copy.copy(self)
+        clone.trainer = None
+        clone.requests, clone.step, clone.forget = requests, step, requests[step]
+        clone._forget_indices = clone._retain_indices = clone._targets = None
+        clone._earlier_forget = []
+        if clone.train_set is not None:
+            clone._split()
+        return clone
+
+    def at_step(self, step: int) -> UnlearningDataModule:
+        """The datamodule of request ``step`` of this datamodule's chain."""
+        if self.requests is None:
+            raise ValueError("This datamodule serves one request: build it with `requests=[...]` or call with_requests().")
+        return self.with_requests(self.requests, step)
+
+    @property
+    def num_requests(self) -> int:
+        """Requests in the chain (1 for a single ``forget`` request)."""
+        return 1 if self.requests is None else len(self.requests)
+
+    @property
+    def earlier_forget_indices(self) -> list[Tensor]:
+        """Sorted positions of the forget sets of requests ``0..step-1`` (empty for step 0)."""
+        self._ensure_loaded()
+        return list(self._earlier_forget)
+
+    def earlier_split(self, eval_transforms: bool = True) -> Dataset:
+        """The union of the earlier forget sets (oldest request first, each in dataset order) as one
+        dataset; empty at step 0."""
+        self._ensure_loaded()
+        base = self.train_eval_set if (eval_transforms and self.train_eval_set is not None) else self.train_set
+        indices = torch.cat(self._earlier_forget) if self._earlier_forget else torch.empty(0, dtype=torch.long)
+        return Subset(base, indices.tolist())
+
+    def earlier_dataloaders(self) -> list[DataLoader]:
+        """One evaluation loader per earlier forget set (dataset order, test-time transforms),
+        for relapse: is forgotten data still forgotten after later requests?"""
+        self._ensure_loaded()
+        base = self.train_eval_set if self.train_eval_set is not None else self.train_set
+        return [self._loader(Subset(base, indices.tolist()), self.eval_batch_size) for indices in self._earlier_forget]
+
+    def chain_summary(self) -> dict[str, Any]:
+        """What a report says of the chain: ``step``, ``steps``, the ``fingerprints`` of every forget
+        set so far (earlier ones first, the current one last) and ``deleted_count``. No indices."""
+        sets = [*self.earlier_forget_indices, self.forget_indices]
+        return {
+            "step": self.step,
+            "steps": self.num_requests,
+            "fingerprints": [fingerprint(indices) for indices in sets],
+            "deleted_count": int(sum(len(indices) for indices in sets)),
+        }
+
 
 def dataset_targets(dataset: Dataset, name: str = "dataset") -> Tensor:
     """The labels of a dataset of ``(x, y)`` pairs as a ``(N,)`` long tensor.
@@ -376,7 +466,11 @@ def checked_dataset(dataset: Dataset, name: str, keys: Optional[tuple[str, str]]
             " TensorDataset(x, y), or return `x, y` from __getitem__."
         )
     label = torch.as_tensor(item[1]) if not isinstance(item[1], (str, bytes)) else None
-    if label is None or label.numel() != 1 or label.dtype == torch.bool or (
+    # A class index; or, for sequence models, integer class indices per position (next tokens), the
+    # layout F.cross_entropy takes with (batch, classes, positions) logits. One-hot rows are then
+    # refused by dataset_targets, which reads the request's (N,) labels.
+    sequence = label is not None and label.ndim >= 1 and label.numel() > 1 and not label.is_floating_point()
+    if label is None or label.dtype == torch.bool or label.is_complex() or (label.numel() != 1 and not sequence) or (
         label.is_floating_point() and float(label) != round(float(label))
     ):
         shown = tuple(label.shape) if label is not None and label.numel() != 1 else repr(item[1])[:40]

@@ -4,8 +4,16 @@ Each callback of :mod:`lightning_unlearn.callbacks` is a thin adapter over these
 enforcement (:mod:`.masks`), pruning and l1 sparsity (:mod:`.pruning`), un-pruning
 (:mod:`.unpruning`), gradient projection (:mod:`.projection`), SalUn saliency (:mod:`.saliency`);
 the methods use random labels (:mod:`.labels`) and per-sample gradients (:mod:`.per_sample`).
+Issue 15 added: the analytic head (:mod:`.analytic`), keeping earlier requests forgotten
+(:mod:`.consolidation`), HAMU's hardness and update (:mod:`.hardness`) and parameter repulsion
+(:mod:`.repulsion`).
 """
 
+from lightning_unlearn.functional.analytic import (
+    AnalyticMemory, analytic_memory, augment, forget_rows, learn_rows, least_squares_head, one_hot,
+)
+from lightning_unlearn.functional.consolidation import consolidation_gradients, consolidation_loss, teacher_probabilities
+from lightning_unlearn.functional.hardness import HAMUStep, Hardness, hamu_update, hardness_thresholds, mean_gradient, request_hardness
 from lightning_unlearn.functional.labels import random_labels
 from lightning_unlearn.functional.masks import (
     SCOPES,
@@ -51,6 +59,9 @@ from lightning_unlearn.functional.pruning import (
     pruning_scores,
     sync_prune_buffers,
     synflow_masks,
+)
+from lightning_unlearn.functional.repulsion import (
+    REPULSION_FORMS, RepulsionForm, add_repulsion_gradient, repulsion_loss, repulsion_term, squared_distance,
 )
 from lightning_unlearn.functional.saliency import SALIENCY_LOSSES, SaliencyLoss, saliency_masks, weight_saliency
 from lightning_unlearn.functional.unpruning import (
@@ -143,4 +154,26 @@ __all__ = [
     "weight_saliency",
     "write_through",
     "zero_optimizer_state",
+    "AnalyticMemory",
+    "analytic_memory",
+    "augment",
+    "forget_rows",
+    "learn_rows",
+    "least_squares_head",
+    "one_hot",
+    "consolidation_gradients",
+    "consolidation_loss",
+    "teacher_probabilities",
+    "HAMUStep",
+    "Hardness",
+    "hamu_update",
+    "hardness_thresholds",
+    "mean_gradient",
+    "request_hardness",
+    "REPULSION_FORMS",
+    "RepulsionForm",
+    "add_repulsion_gradient",
+    "repulsion_loss",
+    "repulsion_term",
+    "squared_distance",
 ]

@@ -39,7 +39,8 @@ def weight_saliency(
     after. Gradients are taken with :func:`torch.autograd.grad`, so ``.grad`` fields are untouched.
 
     Args:
-        model: the network; its forward must return ``(batch, classes)`` logits.
+        model: the network; its forward must return ``(batch, classes)`` logits (or ``(batch, classes,
+            positions)`` logits with ``(batch, positions)`` targets, e.g. a causal language model).
         params: the parameters to score (of ``model``).
         batches: an iterable of ``(x, y)`` forget batches.
         loss: ``"cross_entropy"``: the batch-mean CE on the true labels (the gradient of SalUn's
@@ -64,8 +65,9 @@ def weight_saliency(
             for index, batch in enumerate(batches):
                 x, y = batch[0].to(device), batch[1].to(device)
                 logits = model(x)
-                if not isinstance(logits, Tensor) or logits.ndim != 2:
-                    raise ValueError("The saliency pass needs a forward returning (batch, classes) logits; wrap the network so it does.")
+                if not isinstance(logits, Tensor) or logits.ndim < 2 or (loss == "random_label" and logits.ndim != 2):
+                    raise ValueError("The saliency pass needs a forward returning (batch, classes) logits (or (batch, classes,"
+                                     " positions) for sequences with loss='cross_entropy'); wrap the network so it does.")
                 if loss == "random_label":
                     generator = torch.Generator(y.device).manual_seed(seed * 1_000_003 + index)
                     y = random_labels(y, logits.shape[1], True, generator)

@@ -14,17 +14,27 @@ from lightning_unlearn.methods.one_shot import OneShotEdit
 from lightning_unlearn.methods.ssd import LFSSD, SSD
 from lightning_unlearn.methods.fisher_forgetting import FisherForgetting
 from lightning_unlearn.methods.influence_unlearning import InfluenceUnlearning
+from lightning_unlearn.methods.acu import ACU
+from lightning_unlearn.methods.oracle_matching import OracleMatching
+from lightning_unlearn.methods.hamu import HAMU
+from lightning_unlearn.methods.adapt_then_unlearn import AdaptThenUnlearn
+from lightning_unlearn.methods.npo import NPO
 
 __all__ = [
+    "ACU",
+    "AdaptThenUnlearn",
     "BadTeacher",
     "FineTune",
     "FisherForgetting",
     "GradientAscent",
+    "HAMU",
     "ImplicitGradientSurgery",
     "InfluenceUnlearning",
     "LFSSD",
     "NegGradPlus",
+    "NPO",
     "OneShotEdit",
+    "OracleMatching",
     "RandomLabel",
     "Retrain",
     "SCRUB",

@@ -5,7 +5,9 @@ from lightning_unlearn.metrics import functional
 from lightning_unlearn.metrics.accuracy import Accuracy, UnlearningAccuracy
 from lightning_unlearn.metrics.evaluation import evaluate, evaluate_loaders
 from lightning_unlearn.metrics.keys import GAP_METRICS, METRICS
+from lightning_unlearn.metrics.language import exact_match_extraction, greedy_continuation, perplexity
 from lightning_unlearn.metrics.mia import MIAEfficacy
+from lightning_unlearn.metrics.relapse import relapse_deltas, relapse_metrics
 from lightning_unlearn.metrics.topology import MaskIoU, Sparsity, topology_report
 from lightning_unlearn.metrics.zrf import ZRFScore
 
@@ -20,6 +22,11 @@ __all__ = [
     "ZRFScore",
     "evaluate",
     "evaluate_loaders",
+    "exact_match_extraction",
     "functional",
+    "greedy_continuation",
+    "perplexity",
+    "relapse_deltas",
+    "relapse_metrics",
     "topology_report",
 ]

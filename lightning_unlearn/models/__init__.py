@@ -5,6 +5,7 @@ from lightning_unlearn.models.cnn import SmallCNN
 from lightning_unlearn.models.lenet import LeNet5, LeNet300100
 from lightning_unlearn.models.network import buffers_restored, check_logits, copy_network, eval_mode, network_of, reinitialise
 from lightning_unlearn.models.resnet import ResNet18
+from lightning_unlearn.models.tiny_lm import TinyCausalLM
 from lightning_unlearn.models.weights import load_weights, read_state_dict, weights_sha256
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "LeNet5",
     "ResNet18",
     "SmallCNN",
+    "TinyCausalLM",
     "buffers_restored",
     "check_logits",
     "copy_network",

@@ -41,13 +41,17 @@ def check_logits(model: nn.Module, x: Tensor, num_classes: int, name: str) -> in
     ``x`` is fed as it is: pass it in the dtype of the model's weights (see
     :func:`lightning_unlearn.data.access.convert_input` under ``precision="bf16-true"``).
 
+    Sequence models pass too: logits ``(batch, classes, *positions)`` -- the layout
+    ``F.cross_entropy`` takes for sequences, e.g. a causal language model's ``(batch, vocab,
+    positions)`` (:class:`~lightning_unlearn.models.TinyCausalLM`).
+
     Raises:
-        ValueError: the output is not a ``(batch, classes)`` tensor, has fewer than
+        ValueError: the output is not a ``(batch, classes, ...)`` tensor, has fewer than
             ``num_classes`` columns, or holds NaN or inf (naming ``name``).
     """
     with eval_mode(model):
         out = model(x)
-    if not isinstance(out, Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
+    if not isinstance(out, Tensor) or out.ndim < 2 or out.shape[0] != x.shape[0]:
         shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise ValueError(
             f"`{name}` must return (batch, classes) logits; for a batch of {x.shape[0]} it returned {shape}."

@@ -3,7 +3,8 @@
 * :mod:`~lightning_unlearn.report.core`: the schema, :func:`build_report`, atomic
   :func:`write_report`/:func:`write_json`, :func:`read_report`;
 * :mod:`~lightning_unlearn.report.recipe`: the ``recipe`` (what was run), read back from a trainer;
-* :mod:`~lightning_unlearn.report.verify`: :func:`verify_report` (``lightning-unlearn verify-report``).
+* :mod:`~lightning_unlearn.report.verify`: :func:`verify_report` (``lightning-unlearn verify-report``);
+* :mod:`~lightning_unlearn.report.chain`: hash-linked reports of sequential requests.
 """
 
 from lightning_unlearn.report.core import (
@@ -19,6 +20,7 @@ from lightning_unlearn.report.core import (
     write_json,
     write_report,
 )
+from lightning_unlearn.report.chain import chain_report, report_sha256, verify_report_chain
 from lightning_unlearn.report.verify import Check, verify_report
 
 __all__ = [
@@ -29,9 +31,12 @@ __all__ = [
     "SCHEMA_VERSION",
     "STATUSES",
     "build_report",
+    "chain_report",
     "json_safe",
     "read_report",
+    "report_sha256",
     "verify_report",
+    "verify_report_chain",
     "versions",
     "write_json",
     "write_report",
