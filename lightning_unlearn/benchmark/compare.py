@@ -84,7 +84,7 @@ def run_compare(config: Config) -> dict[str, Any]:
                       "parameters": sum(p.numel() for p in network.parameters())},
             "original": asdict(original_spec),
             "methods": {name: {"method": s.method, "max_epochs": int(s.max_epochs), "init_args": json_safe(s.init_args),
-                               "callbacks": json_safe(s.callbacks)}
+                               "callbacks": json_safe(s.callbacks), **({"trainer": json_safe(s.trainer)} if s.trainer else {})}
                         for name, s in specs.items()},
         },
         "forget": datamodule.forget_summary(),

@@ -73,12 +73,20 @@ class MethodSpec:
         callbacks: callbacks stacked on the method, in order, each
             ``{callback: <registry name>, init_args: {...}}`` (e.g. SalUn =
             ``random_label`` + ``[{callback: saliency_mask}]``).
+        trainer: Trainer settings of this row's fit among :data:`ROW_TRAINER_OPTIONS`, e.g.
+            ``{limit_train_batches: 0.25}``: a quarter of each epoch's batches, a fresh random
+            subset every epoch (retain subsampling, or steps rather than whole epochs).
     """
 
     method: str
     max_epochs: int = 5
     init_args: dict[str, Any] = field(default_factory=dict)
     callbacks: list[dict[str, Any]] = field(default_factory=list)
+    trainer: dict[str, Any] = field(default_factory=dict)
+
+
+#: The Trainer settings a row may set (``MethodSpec.trainer``).
+ROW_TRAINER_OPTIONS = ("limit_train_batches", "max_steps")
 
 
 # ---------------------------------------------------------------------------------- parsing
@@ -217,12 +225,21 @@ def check_methods(methods: Mapping[str, Any]) -> dict[str, MethodSpec]:
                     f" {arg!r}; it takes {[a for a in accepted if a not in ('model', 'weights')]}."
                 )
         _check_callbacks(name, spec.callbacks)
+        _check_trainer(name, spec.trainer)
     if not any(spec.method == REFERENCE for spec in specs.values()):
         raise ValueError(
             "`methods` has no Retrain row: add `retrain: {method: retrain, max_epochs: ...}`; it is the"
             " reference of every gap."
         )
     return specs
+
+
+def _check_trainer(name: str, trainer: Any) -> None:
+    if not isinstance(trainer, Mapping):
+        raise ValueError(f"methods.{name}.trainer must be a mapping of Trainer settings, e.g. {{limit_train_batches: 0.25}}, got {trainer!r}.")
+    unknown = sorted(set(trainer) - set(ROW_TRAINER_OPTIONS))
+    if unknown:
+        raise ValueError(f"methods.{name}.trainer: {unknown} cannot be set per row; allowed: {list(ROW_TRAINER_OPTIONS)}.")
 
 
 def _check_callbacks(name: str, callbacks: Any) -> None:
