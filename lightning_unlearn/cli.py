@@ -29,6 +29,9 @@ Single runs (LightningCLI):
 The whole story (original, every method, retrain, table):
   lightning-unlearn compare --config configs/quickstart.yaml --output results.json
   lightning-unlearn compare --help
+
+Hyper-parameters on your model and request, without a retrained model:
+  lightning-unlearn tune --config configs/quickstart.yaml --rows random_label --budget 0.5 --output tune.json
 """
 
 
@@ -71,7 +74,8 @@ def cli_main(args: Optional[Sequence[str]] = None, run: bool = True) -> Any:
 def main(args: Optional[Sequence[str]] = None) -> None:
     """Entry point of the ``lightning-unlearn`` console script.
 
-    ``compare`` goes to :func:`lightning_unlearn.benchmark.compare.main`; every other subcommand
+    ``compare`` goes to :func:`lightning_unlearn.benchmark.compare.main`, ``tune`` to
+    :func:`lightning_unlearn.benchmark.tuning.main`; every other subcommand
     (``fit``, ``validate``, ``test``, ``predict``) to :func:`cli_main`.
 
     Args:
@@ -85,6 +89,11 @@ def main(args: Optional[Sequence[str]] = None) -> None:
         from lightning_unlearn.benchmark.compare import main as compare_main
 
         compare_main(argv[1:])
+        return
+    if argv and argv[0] == "tune":
+        from lightning_unlearn.benchmark.tuning import main as tune_main
+
+        tune_main(argv[1:])
         return
     # LightningCLI reads sys.argv itself when args is None (and warns when given both).
     cli_main(None if args is None else argv)
