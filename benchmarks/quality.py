@@ -5,9 +5,12 @@
         [--tuned benchmarks/configs/tuned_cpu] [--scenarios random10 classwise] [--out results/quality_cpu.json]
 
 Each (scenario, seed) is one `lightning-unlearn compare` run (original, Retrain, every method);
-the table reports UA, RA, TA, MIA-efficacy (%), Avg. Gap to Retrain (points) and run time (s, and
-% of that run's Retrain). ``--tuned`` swaps in the rows benchmarks/tune.py chose on a validation
-request; the reported requests (forget seeds = training seeds 0, 1, 2; class 0) are never tuned on.
+the table reports UA, RA, TA, MIA-efficacy (%), Avg. Gap to Retrain (points) and the cost: run
+time (s, and % of that run's Retrain) and epochs-equivalent of D (examples forwarded and
+backpropagated by the fit / |D|, counted by :class:`~lightning_unlearn.benchmark.tuning.SampleCounter`).
+``--tuned`` swaps in the rows benchmarks/tune.py chose on a validation request (several
+directories may be given; rows named ``<row>@<tag>``, e.g. benchmarks/tune_oracle_free.py's, are
+added); the reported requests (forget seeds = training seeds 0, 1, 2; class 0) are never tuned on.
 """
 
 from __future__ import annotations
@@ -22,7 +25,11 @@ from typing import Any, Optional
 import yaml
 
 from benchmarks.common import emit, mean_std
-from lightning_unlearn.benchmark import run_compare
+from lightning_unlearn.benchmark import (
+    REFERENCE, load_config, percent, quiet_fit_warnings, run_row, table_row, train_original, trainer_options,
+)
+from lightning_unlearn.benchmark.tuning import SampleCounter
+from lightning_unlearn.metrics.evaluation import evaluate
 from lightning_unlearn.metrics.keys import GAP_METRICS
 
 SCENARIOS = {
@@ -32,11 +39,12 @@ SCENARIOS = {
 
 
 def scenario_config(config: dict[str, Any], scenario: str, seed: int, validation_class: Optional[int] = None,
-                    tuned: Optional[str] = None) -> dict[str, Any]:
+                    tuned: Any = None) -> dict[str, Any]:
     """The compare config of one (scenario, seed): the forget request (random draws use ``seed``;
     class-wise forgets class 0, or ``validation_class`` when tuning), the training seed and data
-    order ``seed``, and the rows of ``{tuned}/{scenario}.yaml`` (benchmarks/tune.py) in place of the
-    config's rows of the same name."""
+    order ``seed``, and the rows of ``{tuned}/{scenario}.yaml`` (benchmarks/tune.py; ``tuned`` may
+    be a list of directories, read in order) in place of the config's rows of the same name, plus
+    their rows named ``<row>@<tag>`` whose ``<row>`` is in the config."""
     cfg = copy.deepcopy(config)
     forget = dict(SCENARIOS[scenario])
     if "ratio" in forget:
@@ -46,13 +54,38 @@ def scenario_config(config: dict[str, Any], scenario: str, seed: int, validation
     cfg["seed"] = seed
     cfg["data"]["init_args"]["forget"] = forget
     cfg["data"]["init_args"]["shuffle_seed"] = seed
-    if tuned is not None:
-        path = Path(tuned) / f"{scenario}.yaml"
+    for directory in ([tuned] if isinstance(tuned, str) else list(tuned or [])):
+        path = Path(directory) / f"{scenario}.yaml"
         if not path.is_file():
-            raise FileNotFoundError(f"--tuned {tuned}: no {path}; run `python -m benchmarks.tune --scenario {scenario} --out-dir {tuned}`.")
+            raise FileNotFoundError(f"--tuned {directory}: no {path}; run `python -m benchmarks.tune --scenario {scenario} --out-dir {directory}`.")
         rows = yaml.safe_load(path.read_text())["methods"]
-        cfg["methods"] = {name: rows.get(name, spec) for name, spec in cfg["methods"].items()}
+        base = dict(cfg["methods"])
+        cfg["methods"] = {name: rows.get(name, spec) for name, spec in base.items()}
+        cfg["methods"].update({name: spec for name, spec in rows.items() if "@" in name and name.split("@")[0] in base})
     return cfg
+
+
+def compare_with_cost(config: dict[str, Any]) -> dict[str, Any]:
+    """``run_compare`` with each row's cost in epochs-equivalent of D (``epochs_equivalent``):
+    the original, the Retrain reference first, then every row, each through ``run_row``."""
+    cfg, specs, original_spec = load_config(config)
+    datamodule, seed, options = cfg.data, int(cfg.seed), trainer_options(cfg)
+    with quiet_fit_warnings():
+        original, original_time = train_original(cfg.model, datamodule, original_spec, seed, **options)
+        original_metrics = evaluate(original, datamodule, mia_backend=cfg.mia_backend)
+        reference_name = next(name for name, spec in specs.items() if spec.method == REFERENCE)
+        rows, reference = [], None
+        for name in [reference_name] + [n for n in specs if n != reference_name]:
+            counter = SampleCounter()
+            run = run_row(specs[name], original, datamodule, seed, reference=reference, mia_backend=cfg.mia_backend,
+                          callbacks=[counter], **options)
+            if name == reference_name:
+                reference, reference_metrics = run.model, run.after
+            row = table_row(name, specs[name], run.after, reference_metrics, run.runtime_s)
+            row["epochs_equivalent"] = round(counter.epochs_equivalent(datamodule), 4)
+            rows.append(row)
+    return {"forget": datamodule.forget_summary(), "original": {**percent(original_metrics), "runtime_s": original_time},
+            "rows": rows}
 
 
 def select_rows(config: dict[str, Any], rows: Optional[list[str]]) -> dict[str, Any]:
@@ -75,15 +108,15 @@ def run(config: dict[str, Any], scenarios: list[str], seeds: list[int], tuned: O
     for scenario in scenarios:
         cells: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
         for seed in seeds:
-            result = run_compare(scenario_config(config, scenario, seed, tuned=tuned))
+            result = compare_with_cost(scenario_config(config, scenario, seed, tuned=tuned))
             runs.append({"scenario": scenario, "seed": seed, "result": result})
             retrain_time = result["rows"][0]["runtime_s"]  # compare runs the Retrain reference first
             for row in result["rows"]:
-                for key in [*GAP_METRICS, "avg_gap", "runtime_s"]:
+                for key in [*GAP_METRICS, "avg_gap", "runtime_s", "epochs_equivalent"]:
                     cells[row["name"]][key].append(row[key])
                 cells[row["name"]]["time_vs_retrain"].append(100.0 * row["runtime_s"] / retrain_time)
         per_scenario[scenario] = cells
-    titles = ["scenario", "method", *GAP_METRICS.values(), "Avg. Gap", "RTE (s)", "RTE (% of Retrain)"]
+    titles = ["scenario", "method", *GAP_METRICS.values(), "Avg. Gap", "RTE (s)", "RTE (% of Retrain)", "epochs of D"]
     header = "| " + " | ".join(titles) + " |\n|" + "---|" * len(titles) + "\n"
     lines = []
     summary = {}
@@ -92,7 +125,7 @@ def run(config: dict[str, Any], scenarios: list[str], seeds: list[int], tuned: O
         for name, values in cells.items():
             summary[scenario][name] = {k: {"mean": statistics.mean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0}
                                        for k, v in values.items()}
-            cols = [mean_std(values[key]) for key in [*GAP_METRICS, "avg_gap", "runtime_s", "time_vs_retrain"]]
+            cols = [mean_std(values[key]) for key in [*GAP_METRICS, "avg_gap", "runtime_s", "time_vs_retrain", "epochs_equivalent"]]
             lines.append(f"| {scenario} | {name} | " + " | ".join(cols) + " |")
     return {"seeds": seeds, "summary": summary, "runs": runs}, header + "\n".join(lines)
 
@@ -102,7 +135,7 @@ def main() -> None:
     parser.add_argument("--config", default="benchmarks/configs/fmnist_cpu.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
-    parser.add_argument("--tuned", default=None, help="Directory of benchmarks/tune.py's rows ({scenario}.yaml).")
+    parser.add_argument("--tuned", nargs="+", default=None, help="Directories of tuned rows ({scenario}.yaml), read in order.")
     parser.add_argument("--rows", nargs="+", default=None, help="Only these rows (and the Retrain reference).")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
