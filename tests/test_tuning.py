@@ -129,3 +129,11 @@ def test_cli_tune_writes_trials_and_rows(tmp_path, capsys):
     assert rows["ga"] == result["chosen"]["ga"] and "ga: {" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["tune", "--config", str(path), "--rows", "retrain", "--no-progress"])
+
+
+def test_sample_counter_counts_what_scrub_uses(original, digits_random):
+    from lightning_unlearn.methods import SCRUB
+
+    counter = SampleCounter()
+    quiet_trainer(max_epochs=3, callbacks=[counter]).fit(SCRUB(copy.deepcopy(original), msteps=2), datamodule=digits_random)
+    assert counter.samples == {"forget": 2 * 144, "retain": 3 * 1293}  # max-steps over D_f in the first 2 epochs only

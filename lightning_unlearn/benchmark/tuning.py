@@ -67,6 +67,7 @@ from lightning_unlearn.benchmark.config import REFERENCE, Config, MethodSpec, lo
 from lightning_unlearn.benchmark.runner import quiet_fit_warnings, run_row, train_original, trainer_options
 from lightning_unlearn.data.datamodule import UnlearningDataModule
 from lightning_unlearn.methods.one_shot import OneShotEdit
+from lightning_unlearn.methods.scrub import SCRUB
 from lightning_unlearn.metrics.functional import mia_efficacy, true_class_confidence
 from lightning_unlearn.models.weights import load_weights
 from lightning_unlearn.report import json_safe
@@ -103,7 +104,8 @@ class SampleCounter(L.Callback):
 
     Teacher forwards and evaluation passes are not counted. For the one-shot edits (SSD, Fisher,
     influence), which use each split once however their loader cycles it, a split counts at most
-    its size per epoch.
+    its size per epoch; for SCRUB, forget examples count only in its max-step epochs (``msteps``),
+    at most |D_f| per epoch (its max-steps pass over D_f once).
     """
 
     def __init__(self) -> None:
@@ -116,11 +118,14 @@ class SampleCounter(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         parts = batch.items() if isinstance(batch, Mapping) else [("retain", batch)]
-        one_shot = isinstance(pl_module, OneShotEdit)
+        once = isinstance(pl_module, OneShotEdit)
+        scrub = isinstance(pl_module, SCRUB)
         data = trainer.datamodule if isinstance(trainer.datamodule, UnlearningDataModule) else None
         for name, part in parts:
             n = len(part[0]) if isinstance(part, (tuple, list)) else len(part)
-            if one_shot and data is not None and name in ("forget", "retain"):
+            if scrub and name == "forget" and trainer.current_epoch >= pl_module.msteps:
+                n = 0
+            if (once or (scrub and name == "forget")) and data is not None and name in ("forget", "retain"):
                 n = max(0, min(n, len(data.split(name)) - self._epoch.get(name, 0)))
             self._epoch[name] = self._epoch.get(name, 0) + n
             self.samples[name] = self.samples.get(name, 0) + n
