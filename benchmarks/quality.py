@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
+import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -102,13 +104,62 @@ def select_rows(config: dict[str, Any], rows: Optional[list[str]]) -> dict[str, 
     return cfg
 
 
-def run(config: dict[str, Any], scenarios: list[str], seeds: list[int], tuned: Optional[str] = None) -> tuple[dict, str]:
+def epochs_of_d(row: dict[str, Any], forget: dict[str, Any], batch_size: int, forget_batch_size: int) -> float:
+    """Epochs-equivalent of D of a row measured before :class:`SampleCounter` existed, by the rule
+    it counts with: FineTune (l1-sparse) ``E N_r``; GradientAscent ``E N_f``; NegGrad+ and EUPMU
+    (paired, an epoch over D_r with D_f cycled) ``E (N_r + ceil(N_r / B) B_f)``; SCRUB
+    ``min(E, msteps) N_f + E N_r``; SSD ``N_f + N_r``; divided by ``N_f + N_r``."""
+    n_f, n_r, epochs = forget["count"], forget["retain_count"], row["max_epochs"]
+    method = row["method"]
+    if method in ("finetune", "retrain"):
+        samples = epochs * n_r
+    elif method == "gradient_ascent":
+        samples = epochs * n_f
+    elif method in ("neggrad_plus", "implicit_gradient_surgery"):
+        samples = epochs * (n_r + math.ceil(n_r / batch_size) * forget_batch_size)
+    elif method == "scrub":
+        samples = min(epochs, int(row["init_args"].get("msteps", 2))) * n_f + epochs * n_r
+    elif method == "ssd":
+        samples = n_f + n_r
+    else:
+        raise ValueError(f"No counting rule for carried-over rows of method {method!r}: run the row again.")
+    return samples / (n_f + n_r)
+
+
+def carry_over(result: dict[str, Any], earlier: dict[str, Any], rows: list[str], scenario: str, seed: int) -> list[dict]:
+    """The ``rows`` of an earlier quality run of the same (scenario, seed), when its Retrain
+    reference reproduced exactly (same UA, RA, TA and MIA-efficacy): same original, same Retrain,
+    so rows whose code did not change would measure the same again (run times aside)."""
+    old = next((r["result"] for r in earlier["runs"] if r["scenario"] == scenario and r["seed"] == seed), None)
+    if old is None:
+        raise ValueError(f"--carry: no earlier run of {scenario} seed {seed}.")
+    new_ref, old_ref = result["rows"][0], old["rows"][0]
+    if any(new_ref[k] != old_ref[k] for k in GAP_METRICS) or result["forget"]["fingerprint"] != old["forget"]["fingerprint"]:
+        raise ValueError(f"--carry: the Retrain reference of {scenario} seed {seed} did not reproduce"
+                         f" ({ {k: new_ref[k] for k in GAP_METRICS} } vs { {k: old_ref[k] for k in GAP_METRICS} }): run the rows again.")
+    data = old["config"].get("data", {})
+    batch = data.get("init_args", {}).get("batch_size", 128) if isinstance(data.get("init_args"), dict) else 128
+    carried = []
+    for name in rows:
+        row = copy.deepcopy(next(r for r in old["rows"] if r["name"] == name))
+        row["epochs_equivalent"] = round(epochs_of_d(row, result["forget"], batch, batch), 4)
+        row["runtime_s"] = row["runtime_s"] * new_ref["runtime_s"] / old_ref["runtime_s"]  # keeps its % of Retrain
+        row["carried_over"] = True
+        carried.append(row)
+    return carried
+
+
+def run(config: dict[str, Any], scenarios: list[str], seeds: list[int], tuned: Any = None,
+        carry: Optional[str] = None, carry_rows: Optional[list[str]] = None) -> tuple[dict, str]:
     per_scenario: dict[str, dict[str, dict[str, list[float]]]] = {}
     runs = []
+    earlier = json.loads(Path(carry).read_text()) if carry else None
     for scenario in scenarios:
         cells: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
         for seed in seeds:
             result = compare_with_cost(scenario_config(config, scenario, seed, tuned=tuned))
+            if earlier is not None and carry_rows:
+                result["rows"] += carry_over(result, earlier, carry_rows, scenario, seed)
             runs.append({"scenario": scenario, "seed": seed, "result": result})
             retrain_time = result["rows"][0]["runtime_s"]  # compare runs the Retrain reference first
             for row in result["rows"]:
@@ -137,11 +188,14 @@ def main() -> None:
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
     parser.add_argument("--tuned", nargs="+", default=None, help="Directories of tuned rows ({scenario}.yaml), read in order.")
     parser.add_argument("--rows", nargs="+", default=None, help="Only these rows (and the Retrain reference).")
+    parser.add_argument("--carry", default=None, help="An earlier quality JSON whose --carry-rows are carried over"
+                        " (checked: its Retrain reference must reproduce exactly).")
+    parser.add_argument("--carry-rows", nargs="+", default=None, help="Rows (unchanged code) taken from --carry.")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     with open(args.config) as handle:
         config = yaml.safe_load(handle)
-    result, table = run(select_rows(config, args.rows), args.scenarios, args.seeds, args.tuned)
+    result, table = run(select_rows(config, args.rows), args.scenarios, args.seeds, args.tuned, args.carry, args.carry_rows)
     emit("quality", result, table, args.out)
 
 

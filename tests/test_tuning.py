@@ -137,3 +137,17 @@ def test_sample_counter_counts_what_scrub_uses(original, digits_random):
     counter = SampleCounter()
     quiet_trainer(max_epochs=3, callbacks=[counter]).fit(SCRUB(copy.deepcopy(original), msteps=2), datamodule=digits_random)
     assert counter.samples == {"forget": 2 * 144, "retain": 3 * 1293}  # max-steps over D_f in the first 2 epochs only
+
+
+def test_carried_over_rows_are_costed_by_the_counters_rule(original, digits_random):
+    """benchmarks/quality.py's rule for rows measured before the counter existed agrees with it."""
+    from benchmarks.quality import epochs_of_d
+    from lightning_unlearn.methods import NegGradPlus
+
+    counter = SampleCounter()
+    quiet_trainer(max_epochs=2, callbacks=[counter]).fit(NegGradPlus(copy.deepcopy(original)), datamodule=digits_random)
+    forget = digits_random.forget_summary()
+    rule = epochs_of_d({"method": "neggrad_plus", "max_epochs": 2, "init_args": {}}, forget, 64, 64)
+    assert counter.epochs_equivalent(digits_random) == pytest.approx(rule)
+    assert epochs_of_d({"method": "scrub", "max_epochs": 3, "init_args": {}}, forget, 64, 64) == pytest.approx(
+        (2 * 144 + 3 * 1293) / 1437)
