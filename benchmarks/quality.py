@@ -151,22 +151,44 @@ def carry_over(result: dict[str, Any], earlier: dict[str, Any], rows: list[str],
 
 def run(config: dict[str, Any], scenarios: list[str], seeds: list[int], tuned: Any = None,
         carry: Optional[str] = None, carry_rows: Optional[list[str]] = None) -> tuple[dict, str]:
-    per_scenario: dict[str, dict[str, dict[str, list[float]]]] = {}
     runs = []
     earlier = json.loads(Path(carry).read_text()) if carry else None
     for scenario in scenarios:
-        cells: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
         for seed in seeds:
             result = compare_with_cost(scenario_config(config, scenario, seed, tuned=tuned))
             if earlier is not None and carry_rows:
                 result["rows"] += carry_over(result, earlier, carry_rows, scenario, seed)
             runs.append({"scenario": scenario, "seed": seed, "result": result})
-            retrain_time = result["rows"][0]["runtime_s"]  # compare runs the Retrain reference first
-            for row in result["rows"]:
-                for key in [*GAP_METRICS, "avg_gap", "runtime_s", "epochs_equivalent"]:
+    return summarize(runs)
+
+
+def summarize(runs: list[dict[str, Any]]) -> tuple[dict, str]:
+    """Mean ± std per (scenario, row) over the runs, and the markdown table. Runs of the same
+    (scenario, seed) (e.g. rows run in separate invocations, each with its Retrain reference) are
+    merged first: their Retrain references must agree exactly."""
+    merged: dict[tuple[str, int], dict[str, Any]] = {}
+    runs = copy.deepcopy(runs)
+    for run_ in runs:  # % of Retrain against the Retrain of the row's own invocation
+        rows = run_["result"]["rows"]
+        for row in rows:
+            row.setdefault("time_vs_retrain", 100.0 * row["runtime_s"] / rows[0]["runtime_s"])
+    for run_ in runs:
+        key = (run_["scenario"], run_["seed"])
+        if key not in merged:
+            merged[key] = copy.deepcopy(run_)
+            continue
+        here, there = merged[key]["result"]["rows"], run_["result"]["rows"]
+        if any(here[0][k] != there[0][k] for k in GAP_METRICS):
+            raise ValueError(f"Runs of {key} disagree on the Retrain reference: they are not the same request.")
+        names = {row["name"] for row in here}
+        here += [row for row in there[1:] if row["name"] not in names]
+    per_scenario: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for (scenario, _), run_ in merged.items():
+        cells = per_scenario.setdefault(scenario, defaultdict(lambda: defaultdict(list)))
+        for row in run_["result"]["rows"]:
+            for key in [*GAP_METRICS, "avg_gap", "runtime_s", "time_vs_retrain", "epochs_equivalent"]:
+                if key in row:
                     cells[row["name"]][key].append(row[key])
-                cells[row["name"]]["time_vs_retrain"].append(100.0 * row["runtime_s"] / retrain_time)
-        per_scenario[scenario] = cells
     titles = ["scenario", "method", *GAP_METRICS.values(), "Avg. Gap", "RTE (s)", "RTE (% of Retrain)", "epochs of D"]
     header = "| " + " | ".join(titles) + " |\n|" + "---|" * len(titles) + "\n"
     lines = []
@@ -176,9 +198,11 @@ def run(config: dict[str, Any], scenarios: list[str], seeds: list[int], tuned: A
         for name, values in cells.items():
             summary[scenario][name] = {k: {"mean": statistics.mean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0}
                                        for k, v in values.items()}
-            cols = [mean_std(values[key]) for key in [*GAP_METRICS, "avg_gap", "runtime_s", "time_vs_retrain", "epochs_equivalent"]]
+            cols = [mean_std(values[key]) if values.get(key) else "-"
+                    for key in [*GAP_METRICS, "avg_gap", "runtime_s", "time_vs_retrain", "epochs_equivalent"]]
             lines.append(f"| {scenario} | {name} | " + " | ".join(cols) + " |")
-    return {"seeds": seeds, "summary": summary, "runs": runs}, header + "\n".join(lines)
+    seeds = sorted({seed for _, seed in merged})
+    return {"seeds": seeds, "summary": summary, "runs": list(merged.values())}, header + "\n".join(lines)
 
 
 def main() -> None:
@@ -191,8 +215,13 @@ def main() -> None:
     parser.add_argument("--carry", default=None, help="An earlier quality JSON whose --carry-rows are carried over"
                         " (checked: its Retrain reference must reproduce exactly).")
     parser.add_argument("--carry-rows", nargs="+", default=None, help="Rows (unchanged code) taken from --carry.")
+    parser.add_argument("--merge", nargs="+", default=None, help="Only merge these quality JSONs (their runs) into one table.")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    if args.merge:
+        result, table = summarize([run_ for path in args.merge for run_ in json.loads(Path(path).read_text())["runs"]])
+        emit("quality", result, table, args.out)
+        return
     with open(args.config) as handle:
         config = yaml.safe_load(handle)
     result, table = run(select_rows(config, args.rows), args.scenarios, args.seeds, args.tuned, args.carry, args.carry_rows)
