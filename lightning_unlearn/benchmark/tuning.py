@@ -23,14 +23,16 @@ The score is the mean distance to those targets (points): an oracle-free estimat
 Avg. Gap to Retrain (random requests add the loss-AUC term). The best feasible trial wins (ties:
 the shorter run); with no feasible trial the best score wins and the result says so.
 
-The search is a budgeted line search on a log grid: the learning rate moves by factors of 3
-from the row's value towards lower scores, then by sqrt(3) around the best; constant-lr rows
-read every epoch count from one fit, rows whose schedule spans the fit (cosine, decaying l1)
-try the longest first and shorter fits afterwards; then the row's extra knobs (mask threshold,
-SSD's alpha, the epoch fraction of a subsampled row) at the best learning rate. The budget is
-a fraction of one Retrain, estimated without training one: seconds per training step on D_r
-(timed over a few steps) x steps of the original's recipe. Every trial (knobs, scores, parts,
-feasibility, seconds) is kept.
+The search is a budgeted line search on a log grid: one-epoch probes move the learning rate by
+factors of 3 from the row's value towards lower scores (infeasible trials rank last); the two
+best probes run at the row's full length (a constant-lr fit is read after every epoch, so each
+epoch count is a trial), then sqrt(3) either side of the best; a row whose schedule spans the
+fit (cosine, decaying l1) then tries shorter fits; last, the row's extra knobs (mask threshold,
+SSD's alpha, the epoch fraction of a subsampled row) at the best setting. The budget is a
+fraction of one Retrain, estimated without training one: the time of a training step on D_r
+(timed over a few steps) x the steps of the original's recipe. On the CPU the budget counts the
+process's CPU time, so other jobs on a shared machine neither shrink nor stretch it; on an
+accelerator, wall time. Every trial (knobs, scores, parts, feasibility, seconds) is kept.
 
 Python::
 
@@ -136,11 +138,11 @@ class SampleCounter(L.Callback):
 
 
 def estimate_retrain_seconds(network: nn.Module, datamodule: UnlearningDataModule, epochs: int, steps: int = 20,
-                             lr: float = 0.05) -> float:
-    """Seconds one Retrain would take, without training one: the mean wall time of ``steps``
-    SGD steps (forward, backward, step; momentum 0.9) of a copy of ``network`` on D_r batches of
-    the training batch size, times the steps of ``epochs`` epochs over D_r. Lightning's own
-    overhead (a few per cent) is not included."""
+                             lr: float = 0.05, clock: Any = time.perf_counter) -> float:
+    """Seconds one Retrain would take, without training one: the mean time (by ``clock``) of
+    ``steps`` SGD steps (forward, backward, step; momentum 0.9) of a copy of ``network`` on D_r
+    batches of the training batch size, times the steps of ``epochs`` epochs over D_r. Lightning's
+    own overhead (a few per cent) is not included."""
     epochs = check_int(epochs, "epochs", minimum=1, hint="the epochs of the original's training recipe")
     model = copy.deepcopy(network).train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -152,13 +154,13 @@ def estimate_retrain_seconds(network: nn.Module, datamodule: UnlearningDataModul
         for i, (x, y) in enumerate(loader):
             if i > steps:
                 break
-            tic = time.perf_counter()
+            tic = clock()
             loss = F.cross_entropy(model(x.to(device)), y.to(device))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             if i > 0:  # the first step warms up
-                times.append(time.perf_counter() - tic)
+                times.append(clock() - tic)
     per_step = sum(times) / max(len(times), 1)
     return per_step * math.ceil(len(datamodule.retain_indices) / datamodule.batch_size) * epochs
 
@@ -329,9 +331,17 @@ def _length_dependent(spec: MethodSpec) -> bool:
         c["callback"] in FIT_LENGTH_DEPENDENT for c in spec.callbacks)
 
 
+def _clock(accelerator: str = "auto") -> Any:
+    """The budget's clock: process CPU time when the fits run on the CPU (robust to other jobs on a
+    shared machine, and the Retrain estimate is timed by the same clock), wall time on an accelerator."""
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    return time.process_time if on_cpu else time.perf_counter
+
+
 class _Budget:
-    def __init__(self, seconds: float, progress: bool, label: str) -> None:
-        self.seconds, self.start = seconds, time.perf_counter()
+    def __init__(self, seconds: float, progress: bool, label: str, clock: Any = time.perf_counter) -> None:
+        self.clock = clock
+        self.seconds, self.start = seconds, clock()
         self.bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -341,7 +351,7 @@ class _Budget:
 
     @property
     def spent(self) -> float:
-        return time.perf_counter() - self.start
+        return self.clock() - self.start
 
     def allows(self, predicted: float) -> bool:
         return self.spent + predicted <= self.seconds
@@ -390,7 +400,7 @@ def tune_row(
             the longest fit tried.
         original: the trained model (never modified).
         datamodule: the data and the deletion request.
-        budget: wall time allowed, as a fraction of one Retrain (> 0).
+        budget: time allowed (CPU time on the CPU, else wall time), as a fraction of one Retrain (> 0).
         retrain_epochs: the epochs of the original's training recipe (a Retrain's length).
         retrain_seconds: a known Retrain time (seconds); default: :func:`estimate_retrain_seconds`.
         max_drop: retain/test accuracy a feasible trial may lose, points.
@@ -414,12 +424,13 @@ def tune_row(
     budget = check_float(budget, "budget", minimum=0.0, open_minimum=True, hint="a fraction of one Retrain, e.g. 0.5")
     classwise = bool(datamodule.forget.classes)
     device_model = copy.deepcopy(original)
-    tic = time.perf_counter()
+    timer = _clock(accelerator)
+    tic = timer()
     if retrain_seconds is None:
-        retrain_seconds = estimate_retrain_seconds(device_model, datamodule, retrain_epochs)
+        retrain_seconds = estimate_retrain_seconds(device_model, datamodule, retrain_epochs, clock=timer)
     original_scores = oracle_free_scores(device_model, datamodule, retain_limit, mia_backend)
     targets = oracle_free_targets(original_scores, classwise, max_drop)
-    clock = _Budget(budget * retrain_seconds, progress, f"tune {name}")
+    clock = _Budget(budget * retrain_seconds, progress, f"tune {name}", timer)
     clock.start = tic
     trials: list[dict[str, Any]] = []
     best: Optional[dict] = None
@@ -440,6 +451,7 @@ def tune_row(
             return []
         tried.add(key)
         scorer = _EpochScorer(datamodule, targets, retain_limit, mia_backend)
+        started = clock.spent
         try:
             run_row(candidate, original, datamodule, seed, evaluation=False, callbacks=[scorer.counter, scorer],
                     accelerator=accelerator, precision=precision)
@@ -447,7 +459,7 @@ def tune_row(
             trials.append({"key": key, "row": name, **_spec_dict(candidate), "rejected": str(error)})
             return []
         epochs_run = max(len(scorer.scores), 1)
-        per_epoch_s = max(scorer.scores[-1]["runtime_s"] + scorer.scoring_s, 1e-3) / epochs_run / fraction
+        per_epoch_s = max(clock.spent - started, 1e-3) / epochs_run / fraction
         read = scorer.scores if not _length_dependent(candidate) else scorer.scores[-1:]
         out = []
         for score in read:
@@ -476,31 +488,39 @@ def tune_row(
     current = replace(spec, init_args=dict(spec.init_args), callbacks=[dict(c) for c in spec.callbacks],
                       trainer=dict(spec.trainer or {}))
     if takes_lr:
-        # 1. coarse: factors of 3 from the row's lr, towards lower scores (at most 27x either way)
-        levels = {0: score_of(0, current)}
-        for level in (-1, 1):
-            levels[level] = score_of(level, current)
-        known = {k: v for k, v in levels.items() if v is not None}
+        # 1. probes: one-epoch fits at factors of 3 from the row's lr, towards lower scores (27x at most)
+        probe = replace(current, max_epochs=1)
+        known = {level: score_of(level, probe) for level in (0, -1, 1)}
+        known = {k: v for k, v in known.items() if v is not None}
         if known:
             step = -1 if known.get(-1, math.inf) < known.get(1, math.inf) else 1
             level = step
             while abs(level) < 3 and known.get(level) is not None and known[level] <= min(known.values()):
                 level += step
-                value = score_of(level, current)
+                value = score_of(level, probe)
                 if value is None:
                     break
                 known[level] = value
-            # 2. fine: sqrt(3) either side of the best level
-            centre = min(known, key=known.get)
-            for level in (centre - 0.5, centre + 0.5):
-                score_of(level, current)
-    # 3. shorter fits of a length-dependent row at the best setting
+            # 2. the full length at the best probe (every epoch count read from it for a constant lr)
+            ranked = sorted(known, key=known.get)
+            full = {}
+            for level in ranked[:2]:
+                if spec.max_epochs > 1:
+                    value = score_of(level, current)
+                    if value is not None:
+                        full[level] = value
+            # 3. fine: sqrt(3) either side of the best full-length level
+            if full:
+                centre = min(full, key=full.get)
+                for level in (centre - 0.5, centre + 0.5):
+                    score_of(level, current)
+    # 4. shorter fits of a length-dependent row at the best setting
     if length_dependent and best is not None:
         chosen_spec = MethodSpec(best["method"], best["max_epochs"], best["init_args"], best.get("callbacks") or [],
                                  best.get("trainer") or {})
         for epochs in range(1, spec.max_epochs):
             run(replace(chosen_spec, max_epochs=epochs))
-    # 4. extra knobs at the best setting, one at a time
+    # 5. extra knobs at the best setting, one at a time
     base = (MethodSpec(best["method"], spec.max_epochs, best["init_args"], best.get("callbacks") or [], best.get("trainer") or {})
             if best is not None else current)
     knobs: list[tuple[Optional[int], str, tuple[Any, ...]]] = [(None, k, v) for k, v in EXTRA_KNOBS.get(spec.method, {}).items()]
