@@ -10,11 +10,13 @@ from typing import Any, Literal, Optional
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from lightning_unlearn.data.access import require_unlearning_data
 from lightning_unlearn.data.datamodule import UnlearningDataModule
 from lightning_unlearn.metrics.evaluation import evaluate
+from lightning_unlearn.metrics.forgetting_check import forgetting_check
 from lightning_unlearn.metrics.functional import avg_gap, metric_gaps
 from lightning_unlearn.metrics.keys import METRICS
 from lightning_unlearn.metrics.topology import topology_report
@@ -42,6 +44,14 @@ class UnlearningEvaluation(Callback):
     accuracy, unlearning accuracy (UA = 1 - forget accuracy) and MIA-efficacy, as fractions.
     A ``WandbLogger`` also gets a summary table ``{prefix}/summary``. With pruning callbacks on the
     trainer, sparsity and mask-IoU figures (``{prefix}/topology/*``) are logged and reported too.
+
+    Nothing silently unforgotten: at fit end,
+    :func:`~lightning_unlearn.metrics.forgetting_check.forgetting_check` compares the original's and
+    the unlearned model's figures (class-wise: forget accuracy still at least half the original's;
+    random: at least half of the original's forget-minus-test accuracy margin left). When the forget
+    set is still classified like training data it warns with the figures and the remedy, and the
+    finding (:meth:`ForgettingFinding.as_dict`) is in ``results["forgetting_check"]`` and the report's
+    ``metrics.forgetting_check`` (absent from the report, ``None`` in ``results``, when forgotten).
 
     Args:
         report_path: where to write the JSON report (``None``: no file; ``callback.report`` still holds it).
@@ -133,7 +143,11 @@ class UnlearningEvaluation(Callback):
             gap["avg_gap"] = avg_gap(after, reference)
         runtime = self._runtime if self._runtime is not None else time.perf_counter() - (self._start or 0.0)
         topology = topology_report(trainer.callbacks)  # sparse models: sparsity and mask IoU vs the reference
-        self.results.update(after=after, gap=gap, runtime_s=runtime, topology=topology)
+        finding = forgetting_check(self.results["before"], after, classwise=bool(data.forget.classes))
+        if finding is not None:
+            rank_zero_warn(finding.message)
+        self.results.update(after=after, gap=gap, runtime_s=runtime, topology=topology,
+                            forgetting_check=None if finding is None else finding.as_dict())
         self._log(trainer)
         self.report = build_report(
             method=type(pl_module).__name__,
@@ -144,6 +158,8 @@ class UnlearningEvaluation(Callback):
         )
         if topology is not None:
             self.report["metrics"]["topology"] = topology
+        if finding is not None:
+            self.report["metrics"]["forgetting_check"] = self.results["forgetting_check"]
         if self.report_path is not None and trainer.is_global_zero:
             write_report(self.report_path, self.report)
 
