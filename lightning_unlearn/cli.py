@@ -43,6 +43,9 @@ Check a report (schema, arithmetic, status, forget-set fingerprint, weights hash
 
 Sequential deletion requests (a chain; relapse on earlier forget sets; chained reports):
   lightning-unlearn sequential --config configs/sequential_digits.yaml --output results_sequential.json
+
+Hyper-parameters on your model and request, without a retrained model:
+  lightning-unlearn tune --config configs/quickstart.yaml --rows random_label --budget 0.5 --output tune.json
 """
 
 
@@ -131,11 +134,21 @@ def verify_main(args: Sequence[str]) -> int:
     return 1 if failed else 0
 
 
+#: Subcommands served by the benchmark layer: name -> module with a ``main(argv)``.
+BENCHMARK_COMMANDS = {
+    "compare": "lightning_unlearn.benchmark.compare",
+    "sequential": "lightning_unlearn.benchmark.sequential",
+    "tune": "lightning_unlearn.benchmark.tuning",
+}
+
+
 def main(args: Optional[Sequence[str]] = None) -> None:
     """Entry point of the ``lightning-unlearn`` console script.
 
-    ``compare`` goes to :func:`lightning_unlearn.benchmark.compare.main`, ``verify-report`` to
-    :func:`verify_main` (a failed verification exits with status 1); every other subcommand
+    ``compare`` goes to :func:`lightning_unlearn.benchmark.compare.main`, ``tune`` to
+    :func:`lightning_unlearn.benchmark.tuning.main`, ``sequential`` to
+    :func:`lightning_unlearn.benchmark.sequential.main`, ``verify-report`` to :func:`verify_main`
+    (a failed verification exits with status 1); every other subcommand
     (``fit``, ``validate``, ``test``, ``predict``) to :func:`cli_main`.
 
     Args:
@@ -145,20 +158,15 @@ def main(args: Optional[Sequence[str]] = None) -> None:
     LightningCLI object and :func:`lightning_unlearn.benchmark.run_compare` for the results.
     """
     argv = list(sys.argv[1:] if args is None else args)
-    if argv and argv[0] == "compare":
-        from lightning_unlearn.benchmark.compare import main as compare_main
+    if argv and argv[0] in BENCHMARK_COMMANDS:
+        import importlib
 
-        compare_main(argv[1:])
+        importlib.import_module(BENCHMARK_COMMANDS[argv[0]]).main(argv[1:])
         return
     if argv and argv[0] == "verify-report":
         status = verify_main(argv[1:])
         if status:
             raise SystemExit(status)
-        return
-    if argv and argv[0] == "sequential":
-        from lightning_unlearn.benchmark.sequential import main as sequential_main
-
-        sequential_main(argv[1:])
         return
     # LightningCLI reads sys.argv itself when args is None (and warns when given both).
     cli_main(None if args is None else argv)

@@ -134,3 +134,22 @@ def test_select_rows_keeps_the_retrain_reference_and_names_unknown_rows():
     with pytest.raises(ValueError, match=r"--rows: no row\(s\) \['nope'\]"):
         quality.select_rows(config, ["nope"])
 
+
+def test_oracle_free_gap_looks_the_choice_up_among_the_retrain_tuned_trials():
+    from benchmarks import oracle_free_gap
+
+    def trial(row, lr, epochs, gap, callbacks=()):
+        return {"row": row, "init_args": {"lr": lr}, "callbacks": list(callbacks), "epochs": epochs, "avg_gap": gap}
+
+    old = {"trials": [trial("ft", 0.01, 1, 2.0), trial("ft", 0.03, 2, 1.0), trial("rl", 0.01, 2, 9.0)]}
+    new = {"trials": [trial("rl", 0.01, 2, 3.5), trial("rl", 0.0025, 2, 1.5)]}  # re-tuned row: replaces the old trials
+    chosen = {"ft": {"method": "finetune", "max_epochs": 1, "init_args": {"lr": 0.01}},
+              "rl": {"method": "random_label", "max_epochs": 2, "init_args": {"lr": 0.01}},
+              "ga": {"method": "gradient_ascent", "max_epochs": 1, "init_args": {"lr": 0.5}}}
+    result, table = oracle_free_gap.compare({"scenario": "random10", "chosen": chosen}, [old, new])
+    assert result["rows"]["ft"]["difference"] == pytest.approx(1.0)
+    assert result["rows"]["rl"]["difference"] == pytest.approx(2.0) and result["rows"]["rl"]["retrain_tuned_avg_gap"] == 1.5
+    assert "ga" not in result["rows"]  # no Retrain-tuned trials to compare with
+    chosen["ft"]["max_epochs"] = 3
+    assert oracle_free_gap.compare({"chosen": chosen}, [old])[0]["rows"]["ft"]["difference"] is None
+    assert "| ft | lr=0.01, 1 ep | 2.00 | lr=0.03, 2 ep | 1.00 | +1.00 |" in table

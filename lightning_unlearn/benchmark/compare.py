@@ -132,7 +132,7 @@ def run_compare(config: Config) -> dict[str, Any]:
             "original": asdict(original_spec),
             **({"originals": {name: asdict(p) for name, p in pipelines.items()}} if pipelines else {}),
             "methods": {name: {"method": s.method, "max_epochs": int(s.max_epochs), "init_args": json_safe(s.init_args),
-                               "callbacks": json_safe(s.callbacks),
+                               "callbacks": json_safe(s.callbacks), **({"trainer": json_safe(s.trainer)} if s.trainer else {}),
                                **({"original": s.original, "reference": references[name], "shuffle_seed": s.shuffle_seed}
                                   if pipelines else {})}
                         for name, s in specs.items()},

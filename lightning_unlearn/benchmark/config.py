@@ -96,6 +96,9 @@ class MethodSpec:
             (e.g. another data order): its gaps are what chance alone gives.
         shuffle_seed: the data order of this row's fit (default: the datamodule's), e.g. the
             reference' of the topology noise floor.
+        trainer: Trainer settings of this row's fit among :data:`ROW_TRAINER_OPTIONS`, e.g.
+            ``{limit_train_batches: 0.25}``: a quarter of each epoch's batches, a fresh random
+            subset every epoch (retain subsampling, or steps rather than whole epochs).
     """
 
     method: str
@@ -105,6 +108,7 @@ class MethodSpec:
     original: str = DENSE
     reference: Optional[str] = None
     shuffle_seed: Optional[int] = None
+    trainer: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -158,6 +162,10 @@ class PipelineSpec:
     momentum: Optional[float] = None
     weight_decay: Optional[float] = None
     lr_scheduler: Optional[str] = "original"
+
+
+#: The Trainer settings a row may set (``MethodSpec.trainer``).
+ROW_TRAINER_OPTIONS = ("limit_train_batches", "max_steps")
 
 
 # ---------------------------------------------------------------------------------- parsing
@@ -302,6 +310,7 @@ def check_methods(methods: Mapping[str, Any]) -> dict[str, MethodSpec]:
             raise ValueError(f"methods.{name}.original must be the name of an original ('{DENSE}' or one in `originals`), got {spec.original!r}.")
         if spec.shuffle_seed is not None:
             spec.shuffle_seed = check_int(spec.shuffle_seed, f"methods.{name}.shuffle_seed", hint="the seed of this row's data order.")
+        _check_trainer(name, spec.trainer)
     if not any(spec.method == REFERENCE for spec in specs.values()):
         raise ValueError(
             "`methods` has no Retrain row: add `retrain: {method: retrain, max_epochs: ...}`; it is the"
@@ -366,6 +375,12 @@ def check_originals(originals: Mapping[str, Any], specs: Mapping[str, MethodSpec
                 f" `retrain_{original}: {{method: retrain, original: {original}, max_epochs: ...}}`, its reference."
             )
     return pipelines
+def _check_trainer(name: str, trainer: Any) -> None:
+    if not isinstance(trainer, Mapping):
+        raise ValueError(f"methods.{name}.trainer must be a mapping of Trainer settings, e.g. {{limit_train_batches: 0.25}}, got {trainer!r}.")
+    unknown = sorted(set(trainer) - set(ROW_TRAINER_OPTIONS))
+    if unknown:
+        raise ValueError(f"methods.{name}.trainer: {unknown} cannot be set per row; allowed: {list(ROW_TRAINER_OPTIONS)}.")
 
 
 def _check_callbacks(name: str, callbacks: Any) -> None:

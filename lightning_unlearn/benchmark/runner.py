@@ -51,13 +51,13 @@ def trainer_options(cfg: Any) -> dict[str, Any]:
 
 
 def row_trainer(max_epochs: int, callbacks: Sequence[Any] = (), *, accelerator: str = "auto",
-                precision: Optional[str] = None) -> L.Trainer:
+                precision: Optional[str] = None, **overrides: Any) -> L.Trainer:
     """The Trainer of the original and of every row: one device, no logger, checkpoints, progress
-    bar or validation."""
+    bar or validation; ``overrides`` are a row's own settings (``MethodSpec.trainer``)."""
     return L.Trainer(
         max_epochs=int(max_epochs), accelerator=accelerator, precision=precision, devices=1, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, limit_val_batches=0, callbacks=list(callbacks),
+        num_sanity_val_steps=0, limit_val_batches=0, callbacks=list(callbacks), **overrides,
     )
 
 
@@ -306,7 +306,8 @@ def run_row(
     precision: Optional[str] = None,
 ) -> RowRun:
     """Runs one row: ``spec``'s method around (a copy of) ``original``, in its own
-    :func:`row_trainer` for ``spec.max_epochs`` epochs, after ``seed_everything(seed)``.
+    :func:`row_trainer` for ``spec.max_epochs`` epochs (and the row's ``trainer`` settings), after
+    ``seed_everything(seed)``.
 
     The trainer's callbacks are, in order: the row's own (``spec.callbacks``), then the extra
     ``callbacks`` (e.g. a per-epoch scorer), then an
@@ -341,7 +342,6 @@ def run_row(
         bind(reference)
     evaluator = UnlearningEvaluation(reference=reference, mia_backend=mia_backend) if evaluation else None
     trainer_callbacks = [*build_callbacks(spec), *callbacks, *([evaluator] if evaluator is not None else [])]
-    row_trainer(spec.max_epochs, trainer_callbacks, accelerator=accelerator, precision=precision).fit(
-        method, datamodule=datamodule
-    )
+    row_trainer(spec.max_epochs, trainer_callbacks, accelerator=accelerator, precision=precision,
+                **dict(spec.trainer or {})).fit(method, datamodule=datamodule)
     return RowRun(spec=spec, method=method, evaluation=evaluator)

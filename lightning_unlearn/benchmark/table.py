@@ -44,7 +44,7 @@ def table_row(name: str, spec: MethodSpec, metrics: Mapping[str, float], referen
 
     Returns:
         The row name, the registry ``method``, the ``class``, ``max_epochs``, ``init_args``,
-        ``callbacks``, the ``GAP_METRICS`` then the other ``METRICS`` (``forget_acc``) in percent,
+        ``callbacks`` (and ``trainer`` when the row sets any), the ``GAP_METRICS`` then the other ``METRICS`` (``forget_acc``) in percent,
         ``gap`` (per metric of ``GAP_METRICS``, points), ``avg_gap`` and ``runtime_s`` (3 decimals).
     """
     metrics, reference = percent(metrics), percent(reference)
@@ -56,6 +56,7 @@ def table_row(name: str, spec: MethodSpec, metrics: Mapping[str, float], referen
         "max_epochs": int(spec.max_epochs),
         "init_args": json_safe(spec.init_args),
         "callbacks": json_safe(spec.callbacks),
+        **({"trainer": json_safe(spec.trainer)} if spec.trainer else {}),
         **{key: metrics[key] for key in GAP_METRICS},
         **{key: metrics[key] for key in METRICS if key not in GAP_METRICS},  # forget_acc
         "gap": gap,

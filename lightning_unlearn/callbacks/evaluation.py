@@ -16,6 +16,7 @@ from torch.optim import Optimizer
 from lightning_unlearn.data.access import convert_input, require_unlearning_data
 from lightning_unlearn.data.datamodule import UnlearningDataModule
 from lightning_unlearn.metrics.evaluation import evaluate
+from lightning_unlearn.metrics.forgetting_check import forgetting_check
 from lightning_unlearn.metrics.functional import avg_gap, metric_gaps
 from lightning_unlearn.metrics.keys import METRICS
 from lightning_unlearn.metrics.topology import topology_report
@@ -81,6 +82,14 @@ class UnlearningEvaluation(Callback):
     W&B config). A ``WandbLogger`` also gets a summary table ``{prefix}/summary``. With pruning
     callbacks on the trainer, sparsity and mask-IoU figures (``{prefix}/topology/*``) are
     logged and reported too.
+
+    Nothing silently unforgotten: at fit end,
+    :func:`~lightning_unlearn.metrics.forgetting_check.forgetting_check` compares the original's and
+    the unlearned model's figures (class-wise: forget accuracy still at least half the original's;
+    random: at least half of the original's forget-minus-test accuracy margin left). When the forget
+    set is still classified like training data it warns with the figures and the remedy, and the
+    finding (:meth:`ForgettingFinding.as_dict`) is in ``results["forgetting_check"]`` and the report's
+    ``metrics.forgetting_check`` (absent from the report, ``None`` in ``results``, when forgotten).
 
     Args:
         report_path: where to write the JSON report (``None``: no file; ``callback.report`` still holds it).
@@ -355,9 +364,13 @@ class UnlearningEvaluation(Callback):
             gap["avg_gap"] = avg_gap(after, reference) if complete else None
         runtime = self._runtime if self._runtime is not None else self._elapsed + time.perf_counter() - (self._start or time.perf_counter())
         topology = topology_report(trainer.callbacks)  # sparse models: sparsity and mask IoU vs the reference
-        self.results.update(after=after, gap=gap, runtime_s=runtime, topology=topology, status=status)
-        recipe = self._current_recipe(trainer, pl_module, weights_sha256(network_of(pl_module)))
         data = self._data(trainer)
+        finding = forgetting_check(self.results["before"], after, classwise=bool(data.forget.classes)) if status == "completed" else None
+        if finding is not None:
+            rank_zero_warn(finding.message)
+        self.results.update(after=after, gap=gap, runtime_s=runtime, topology=topology, status=status,
+                            forgetting_check=None if finding is None else finding.as_dict())
+        recipe = self._current_recipe(trainer, pl_module, weights_sha256(network_of(pl_module)))
         self.report = build_report(
             method=type(pl_module).__name__, hyperparameters=self._hyperparameters(pl_module),
             forget=data.forget_summary(), before=self.results["before"], after=after, reference=reference, gap=gap,
@@ -365,6 +378,8 @@ class UnlearningEvaluation(Callback):
         )
         if topology is not None:
             self.report["metrics"]["topology"] = topology
+        if finding is not None:
+            self.report["metrics"]["forgetting_check"] = self.results["forgetting_check"]
         for callback in trainer.callbacks:  # sections other callbacks add (e.g. UnlearningHardness: "hardness")
             section = getattr(callback, "report_section", None)
             section = section() if callable(section) else None

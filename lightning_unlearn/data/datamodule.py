@@ -12,6 +12,7 @@ from lightning.pytorch.utilities import CombinedLoader
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
+from lightning_unlearn.data.batch_plan import ONE_PASS_PLANS, OnePassPlan, PlannedBatches
 from lightning_unlearn.data.samplers import EpochShuffleSampler
 
 from lightning_unlearn.data.requests import as_requests, resolve_requests
@@ -33,7 +34,9 @@ class UnlearningDataModule(L.LightningDataModule):
       ``{"forget": (x, y), "retain": (x, y)}``. ``epoch_split`` names the split that defines an
       epoch (one pass over it, shuffled); the other splits are drawn by reshuffled passes of the
       same number of batches, so a short forget set is cycled, never truncated;
-      ``epoch_split="longest"`` picks the split with more batches per pass.
+      ``epoch_split="longest"`` picks the split with more batches per pass. A module whose
+      ``batch_plan`` is ``"sequential"`` or ``"shuffled"`` gets one pass over each example per
+      epoch instead (:meth:`one_pass_dataloader`).
     * ``unlearning_inputs = ("train",)`` (``ImageClassifier``, training the original): plain
       ``(x, y)`` batches of the whole training set, D_f included.
     * nothing declared (a user's own LightningModule): plain ``(x, y)`` batches of D_r, so fine-tuning
@@ -256,7 +259,7 @@ class UnlearningDataModule(L.LightningDataModule):
         return Subset(base, (self._forget_indices if name == "forget" else self._retain_indices).tolist())
 
     # ------------------------------------------------------------------ loaders
-    def _loader(self, dataset: Dataset, batch_size: int, sampler: Optional[Sampler] = None) -> DataLoader:
+    def _loader(self, dataset: Dataset, batch_size: Optional[int], sampler: Optional[Sampler] = None) -> DataLoader:
         return DataLoader(
             dataset, batch_size=batch_size, sampler=sampler,
             num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
@@ -276,6 +279,9 @@ class UnlearningDataModule(L.LightningDataModule):
         unknown = set(inputs) - set(SPLITS)
         if unknown:
             raise ValueError(f"{type(module).__name__}.unlearning_inputs names unknown splits {sorted(unknown)}: use {SPLITS}.")
+        plan = getattr(module, "batch_plan", None)
+        if plan is not None:
+            return self.one_pass_dataloader(plan)
         epoch_split = getattr(module, "epoch_split", None) or inputs[0]
         if epoch_split == LONGEST:
             epoch_split = self.longest_split(inputs)
@@ -291,6 +297,19 @@ class UnlearningDataModule(L.LightningDataModule):
             else:  # reshuffled passes (a short split is cycled) giving exactly `steps` full batches
                 loaders[name] = self._shuffled(self.split(name), sizes[name], stream, num_samples=steps * sizes[name])
         return CombinedLoader(loaders, mode="min_size")
+
+    def one_pass_dataloader(self, plan: str) -> DataLoader:
+        """Training batches that pass every forget and retain example once per epoch
+        (:class:`~lightning_unlearn.data.batch_plan.OnePassPlan`): ``"sequential"`` (forget-only
+        batches of ``forget_batch_size``, then retain-only batches of ``batch_size``) or
+        ``"shuffled"`` (mixed batches of ``batch_size`` over the union); each batch is
+        ``{"forget": (x, y), "retain": (x, y)}`` with only the splits it holds."""
+        if plan not in ONE_PASS_PLANS:
+            raise ValueError(f"`batch_plan` must be one of {ONE_PASS_PLANS} (or None for paired batches), got {plan!r}.")
+        forget, retain = self.split("forget"), self.split("retain")
+        sampler = OnePassPlan(len(forget), len(retain), self.batch_size, self.forget_batch_size, plan,
+                              seed=self.shuffle_seed * 1000 + 3)
+        return self._loader(PlannedBatches(forget, retain), None, sampler)
 
     def forget_dataloader(self) -> DataLoader:
         """D_f in dataset order, test-time transforms."""

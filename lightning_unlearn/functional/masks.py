@@ -41,6 +41,8 @@ from lightning_unlearn.validation import check_choice, check_fraction
 __all__ = [
     "MaskedParameters",
     "ParameterFilter",
+    "ROUNDINGS",
+    "Rounding",
     "SCOPES",
     "Scope",
     "check_scope",
@@ -63,6 +65,9 @@ __all__ = [
 
 Scope = Literal["global", "layer"]
 SCOPES = ("global", "layer")
+#: How :func:`topk_mask` turns ``fraction * n`` into a count of kept entries.
+Rounding = Literal["round", "floor"]
+ROUNDINGS = ("round", "floor")
 ParameterFilter = Union[str, list[str], None]
 
 
@@ -117,35 +122,42 @@ def select_parameters(
 
 
 # ---------------------------------------------------------------------------------- top-k
-def topk_mask(scores: Sequence[Tensor], fraction: float, scope: Scope) -> list[Tensor]:
+def topk_mask(scores: Sequence[Tensor], fraction: float, scope: Scope, rounding: Rounding = "round") -> list[Tensor]:
     """Boolean masks keeping the top ``fraction`` of entries by score.
 
-    ``scope="global"`` ranks all entries of all tensors together and keeps exactly
-    ``round(fraction * n)`` of them; ``scope="layer"`` ranks within each tensor and keeps
-    ``max(1, round(fraction * n_tensor))`` per tensor. Ties are broken by position (stable sort:
+    ``scope="global"`` ranks all entries of all tensors together and keeps exactly ``k`` of the
+    ``n`` entries; ``scope="layer"`` ranks within each tensor and keeps ``max(1, k)`` of its
+    ``n_tensor`` entries. ``k`` is ``round(fraction * n)`` (``rounding="round"``, the pruning
+    callbacks) or ``int(fraction * n)`` (``rounding="floor"``: SalUn's ``generate_mask.py`` keeps the
+    entries of rank ``< int(len(all_elements) * i)``). Ties are broken by position (stable sort:
     the lower flat index, in the order of ``scores``, is kept first), so masks are deterministic.
 
     Args:
         scores: one score tensor per parameter (any shape; masks get the same shapes and devices).
         fraction: fraction of entries kept, in (0, 1].
         scope: ``"global"`` or ``"layer"``.
+        rounding: ``"round"`` (nearest, Python's ``round``) or ``"floor"`` (``int(fraction * n)``).
 
     Raises:
-        ValueError: ``fraction`` outside (0, 1] or unknown ``scope``.
+        ValueError: ``fraction`` outside (0, 1], unknown ``scope`` or ``rounding``.
 
     Example::
 
         >>> topk_mask([torch.tensor([0.1, 0.9, 0.5, 0.5])], 0.5, "global")
         [tensor([False,  True,  True, False])]
+        >>> [int(m.sum()) for m in (topk_mask([torch.arange(7.0)], 0.5, "global", r)[0] for r in ("round", "floor"))]
+        [4, 3]
     """
     fraction = check_fraction(fraction, "fraction")
     check_scope(scope)
+    check_choice(rounding, "rounding", ROUNDINGS, hint="'round' keeps round(fraction * n) entries, 'floor' int(fraction * n).")
+    size = (lambda n: round(fraction * n)) if rounding == "round" else (lambda n: int(fraction * n))
     scores = [s.detach() for s in scores]
     if scope == "layer":
-        return [_keep_top(s.flatten(), max(1, round(fraction * s.numel()))).view_as(s) for s in scores]
+        return [_keep_top(s.flatten(), max(1, size(s.numel()))).view_as(s) for s in scores]
     device = scores[0].device
     flat = torch.cat([s.flatten().to(device) for s in scores])
-    keep = _keep_top(flat, round(fraction * flat.numel()))
+    keep = _keep_top(flat, size(flat.numel()))
     return [m.view_as(s).to(s.device) for m, s in zip(keep.split([s.numel() for s in scores]), scores)]
 
 

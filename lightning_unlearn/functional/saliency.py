@@ -97,9 +97,14 @@ def saliency_masks(
     ``params`` together for ``scope="global"``, within each tensor for ``"layer"``); ``True`` =
     the weight may change.
 
+    The mask keeps ``int(threshold * n)`` of the ``n`` entries, as the reference
+    (``generate_mask.py``: rank ``< int(len(all_elements) * i)``), not ``round``; per tensor for
+    ``"layer"`` (at least one). Ties are broken by position (the reference's unstable
+    ``argsort`` leaves them unspecified).
+
     Raises:
         ValueError: see :func:`weight_saliency` and :func:`~lightning_unlearn.functional.masks.topk_mask`.
     """
     threshold = check_fraction(threshold, "threshold", hint="the fraction of the weights allowed to change.")
     check_scope(scope)
-    return topk_mask(weight_saliency(model, params, batches, loss, device, seed), threshold, scope)
+    return topk_mask(weight_saliency(model, params, batches, loss, device, seed), threshold, scope, rounding="floor")

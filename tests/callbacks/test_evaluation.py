@@ -380,3 +380,26 @@ def test_the_report_never_lists_the_forget_indices(original, digits_classwise, t
     assert report["recipe"]["config"]["data"]["init_args"]["forget"]["indices"] == "<5 indices>"
     assert ",".join(map(str, indices[:3])) not in text.replace("\n", "").replace(" ", "")
     assert all(check.ok for check in verify_report(tmp_path / "r.json"))
+def test_fit_end_warns_when_the_forget_set_is_still_recognised(original, digits_classwise, tmp_path):
+    """Class-wise request, a model the method did not move: a warning with the figures and the remedy,
+    and the finding in the report; a run that forgets the class gets neither."""
+    path = tmp_path / "unchanged.json"
+    callback = UnlearningEvaluation(report_path=str(path))
+    with pytest.warns(UserWarning, match=r"forgotten class is still recognised: forget accuracy (0\.9\d\d|1\.000) after.*lightning-unlearn tune"):
+        quiet_trainer(max_steps=1, callbacks=[callback]).fit(GradientAscent(original, lr=1e-9), datamodule=digits_classwise)
+    finding = json.loads(path.read_text())["metrics"]["forgetting_check"]
+    assert finding == callback.results["forgetting_check"]
+    assert finding["kind"] == "classwise" and finding["figures"]["kept"] > 0.95 and "tune" in finding["remedy"]
+    assert finding["figures"]["after_forget_acc"] == pytest.approx(callback.results["after"]["forget_acc"])
+
+    path = tmp_path / "forgotten.json"
+    callback = UnlearningEvaluation(report_path=str(path))
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_trainer(max_epochs=3, callbacks=[callback]).fit(GradientAscent(original, lr=2e-3), datamodule=digits_classwise)
+    assert callback.results["after"]["forget_acc"] < 0.5 * callback.results["before"]["forget_acc"]
+    assert not [w for w in caught if "still recognised" in str(w.message) or "still classified" in str(w.message)]
+    assert callback.results["forgetting_check"] is None
+    assert "forgetting_check" not in json.loads(path.read_text())["metrics"]

@@ -30,11 +30,11 @@ def test_mask_is_topk_of_the_saliency_at_fit_start_on_a_user_module(scope):
     masks = callback.masks()
     assert list(masks) == list(expected)  # every parameter of the plain module, named as its own
     names = list(expected)
-    for name, mask in zip(names, topk_mask([expected[n] for n in names], 0.3, scope)):
+    for name, mask in zip(names, topk_mask([expected[n] for n in names], 0.3, scope, rounding="floor")):
         assert torch.equal(masks[name], mask), name
     total = sum(m.numel() for m in masks.values())
     if scope == "global":
-        assert sum(int(m.sum()) for m in masks.values()) == round(0.3 * total)
+        assert sum(int(m.sum()) for m in masks.values()) == int(0.3 * total)  # the reference's int(n * t)
 
 
 def test_strict_saliency_mask_freezes_masked_out_weights_bit_identically():
@@ -81,9 +81,9 @@ def accuracies(model, datamodule):
 def test_salun_on_digits_classwise_forgets_and_keeps_retain_accuracy(original, digits_classwise):
     before = accuracies(original, digits_classwise)
     callback = SaliencyMask(threshold=0.5)
-    method = RandomLabel(original, lr=0.013)
+    method = RandomLabel(original, lr=0.05)  # the reference's 0.013 leaves a digits class recognised in 2 epochs
     quiet_trainer(max_epochs=2, callbacks=[callback]).fit(method, datamodule=digits_classwise)
-    after = accuracies(method.model, digits_classwise)  # seen: forget 1.0 -> 0.0, retain 1.0 -> 0.997
+    after = accuracies(method.model, digits_classwise)
     assert callback.density == pytest.approx(0.5, abs=1e-6)
     assert before["forget_acc"] > 0.9
     assert after["forget_acc"] < 0.3 * before["forget_acc"]

@@ -28,7 +28,7 @@ def unlearn(method, dm, epochs):
 
 @pytest.mark.parametrize(
     "cls, kwargs, epochs",
-    [(GradientAscent, dict(lr=1e-3), 5), (NegGradPlus, dict(lr=0.01), 3), (RandomLabel, dict(lr=0.003), 5)],
+    [(GradientAscent, dict(lr=1e-3), 5), (NegGradPlus, dict(lr=0.01), 3), (RandomLabel, dict(lr=0.05), 2)],
 )
 def test_forgetting_methods_raise_unlearning_accuracy(original, digits_classwise, cls, kwargs, epochs):
     forget_before = accuracy(original, digits_classwise.forget_dataloader())
