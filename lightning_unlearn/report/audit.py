@@ -129,6 +129,7 @@ def audit_summary(
     counts: Optional[Mapping[str, int]] = None,
     *,
     sparse: bool = False,
+    floors: Optional[Mapping[str, float]] = None,
 ) -> list[dict[str, Any]]:
     """The verdict: one entry per measured quantity of ``after``, beside ``reference``.
 
@@ -140,6 +141,8 @@ def audit_summary(
         counts: ``{"forget", "retain", "test"}`` sizes (sampling floors).
         sparse: lead with topology and per-example numbers (the un-pruning paper: population
             MIAs are unreliable on sparse models).
+        floors: further noise floors by quantity (e.g. twice the standard error of a population
+            mean over its models), labelled ``"models' spread (2 s.e.)"``.
 
     Returns:
         Entries ``{"quantity", "meaning", "value", "reference", "difference", "noise_floor",
@@ -148,6 +151,7 @@ def audit_summary(
         ``reading`` says which way it differs).
     """
     values, ref, seeded = _numbers(after), _numbers(reference), _numbers(reseeded)
+    extra = dict(floors or {})
     order = _SPARSE_ORDER if sparse else _ORDER
     rank = {g: i for i, g in enumerate(order)}
     keys = sorted(values, key=lambda q: (rank.get(_group(q), len(order)), list(values).index(q)))
@@ -168,12 +172,14 @@ def audit_summary(
                                 " examples (< 10)")
         elif quantity in ref:
             difference = value - ref[quantity]
-            floors = {}
+            floors: dict[str, float] = {}
             if quantity in seeded:
                 floors["reseeded Retrain"] = abs(seeded[quantity] - ref[quantity])
             sampled = sampling_floor(quantity, value, ref[quantity], counts or {}) if counts else None
             if sampled is not None:
                 floors["sampling (2 s.e.)"] = sampled
+            if extra.get(quantity) is not None:
+                floors["models' spread (2 s.e.)"] = float(extra[quantity])
             entry["difference"] = difference
             if floors:
                 source = max(floors, key=floors.get)
