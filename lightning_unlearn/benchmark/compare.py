@@ -21,8 +21,8 @@ from typing import Any, Optional, Sequence
 
 from lightning_unlearn.benchmark.config import REFERENCE, Config, build_parser, load_config
 from lightning_unlearn.benchmark.runner import RowRun, quiet_fit_warnings, run_row, train_original, trainer_options
-from lightning_unlearn.benchmark.table import format_table, percent, table_row
-from lightning_unlearn.metrics.evaluation import evaluate
+from lightning_unlearn.benchmark.table import audit_columns, format_table, percent, table_row
+from lightning_unlearn.metrics.evaluation import evaluate_pass
 from lightning_unlearn.report import json_safe, versions, write_json
 from lightning_unlearn.validation import check_output_path
 
@@ -46,7 +46,9 @@ def run_compare(config: Config) -> dict[str, Any]:
         metrics in percent (2 decimals) under their evaluation keys (``unlearning_accuracy``,
         ``retain_acc``, ``test_acc``, ``mia_efficacy``), ``gap`` (``|x - Retrain|`` per metric,
         points), ``avg_gap`` (their mean), ``runtime_s`` (the unlearning fit without evaluation) and
-        ``forget_acc``. The Retrain row's gaps are 0.
+        ``forget_acc``, and the audit columns (``mia_auc``: the best threshold attack's forget-vs-test
+        AUC, ``mia_auc_attack``, ``mia_auc_gap``; the evaluation's ``"attacks"`` audit, computed from
+        its own pass). The Retrain row's gaps are 0.
 
     Raises:
         ValueError: for an invalid config (unknown method, no Retrain row, bad init arguments),
@@ -60,7 +62,8 @@ def run_compare(config: Config) -> dict[str, Any]:
     start = time.perf_counter()
     with quiet_fit_warnings():
         original, original_time = train_original(network, datamodule, original_spec, seed, **options)
-        original_metrics = evaluate(original, datamodule, mia_backend=mia_backend)
+        original_pass = evaluate_pass(original, datamodule.evaluation_dataloaders(), mia_backend=mia_backend)
+        original_metrics = original_pass.metrics
 
         reference_name = next(name for name, spec in specs.items() if spec.method == REFERENCE)
         order = [reference_name] + [name for name in specs if name != reference_name]
@@ -68,10 +71,12 @@ def run_compare(config: Config) -> dict[str, Any]:
         for name in order:
             reference = runs[reference_name].model if reference_name in runs else None
             runs[name] = run_row(specs[name], original, datamodule, seed, reference=reference,
-                                 mia_backend=mia_backend, **options)
+                                 mia_backend=mia_backend, audits="attacks", **options)
 
     reference_metrics = runs[reference_name].after
-    rows = [table_row(name, specs[name], runs[name].after, reference_metrics, runs[name].runtime_s) for name in order]
+    audits = {name: (run.evaluation.audit or {}).get("after") for name, run in runs.items()}
+    rows = [table_row(name, specs[name], runs[name].after, reference_metrics, runs[name].runtime_s,
+                      audits[name], audits[reference_name]) for name in order]
     return {
         "config": {
             "seed": seed,
@@ -87,7 +92,8 @@ def run_compare(config: Config) -> dict[str, Any]:
                         for name, s in specs.items()},
         },
         "forget": datamodule.forget_summary(),
-        "original": {**percent(original_metrics), "runtime_s": round(original_time, 3)},
+        "original": {**percent(original_metrics), "runtime_s": round(original_time, 3),
+                     **{k: v for k, v in audit_columns(original_pass.audit).items() if k == "mia_auc"}},
         "rows": rows,
         "total_time_s": round(time.perf_counter() - start, 3),
         "versions": versions(),

@@ -40,7 +40,15 @@ from lightning_unlearn.benchmark.config import REFERENCE, MethodSpec, load_confi
 from lightning_unlearn.benchmark.runner import quiet_fit_warnings, run_row, train_original, trainer_options
 from lightning_unlearn.metrics.evaluation import evaluate_pass
 from lightning_unlearn.metrics.functional.population import challenge_score, epsilon_scores, klom, summarise, ulira
-from lightning_unlearn.metrics.keys import GAP_METRICS
+from lightning_unlearn.metrics.keys import (
+    BEST_AUC,
+    CHALLENGE_SCORE,
+    EPSILON_MEAN,
+    GAP_METRICS,
+    KLOM_MEAN,
+    METRICS,
+    ULIRA_ACCURACY,
+)
 from lightning_unlearn.models.network import reinitialise
 from lightning_unlearn.report import json_safe, versions
 from lightning_unlearn.report.audit import audit_summary
@@ -51,6 +59,7 @@ __all__ = ["RESEEDED_OFFSET", "population_table", "run_population"]
 #: A non-reference Retrain row is retrained from initial weights ``seed + RESEEDED_OFFSET``.
 RESEEDED_OFFSET = 1000
 _SPLITS = ("forget", "retain", "test")
+_METRIC_KEYS = [*GAP_METRICS, *(k for k in METRICS if k not in GAP_METRICS)]
 
 
 def _digest(value: Any) -> str:
@@ -146,7 +155,7 @@ def run_population(
                 times["originals_s"] += time.perf_counter() - tic
                 cached = {"weights": net.state_dict(), **evaluate_model(net)}
                 _save(path, cached)
-                say(f"original {i + 1}/{models} (seed {s}) trained: test acc {cached['metrics']['test_acc']:.4f}")
+                say(f"original {i + 1}/{models} (seed {s}) trained: {_brief(cached['metrics'])}")
             net.load_state_dict(cached["weights"])
             originals.append(net.eval())
 
@@ -168,8 +177,7 @@ def run_population(
                 if name == reference:
                     cached["weights"] = run.model.state_dict()
                 _save(path, cached)
-                say(f"{name} {index + 1}/{models} (seed {s}): UA {cached['metrics']['unlearning_accuracy']:.4f},"
-                    f" {cached['runtime_s']:.1f} s")
+                say(f"{name} {index + 1}/{models} (seed {s}): {_brief(cached['metrics'])}, {cached['runtime_s']:.1f} s")
             return cached
 
         tic = time.perf_counter()
@@ -211,15 +219,18 @@ def run_population(
     }
 
 
+def _brief(metrics: dict[str, Any]) -> str:
+    return ", ".join(f"{title} {100.0 * float(metrics[key]):.2f}" for key, title in GAP_METRICS.items())
+
+
 def _mean_metrics(blocks: Sequence[dict[str, Any]]) -> dict[str, float]:
-    keys = ["unlearning_accuracy", "retain_acc", "test_acc", "mia_efficacy", "forget_acc"]
-    return {k: round(100.0 * statistics.mean(float(b[k]) for b in blocks), 2) for k in keys}
+    return {k: round(100.0 * statistics.mean(float(b[k]) for b in blocks), 2) for k in _METRIC_KEYS}
 
 
 def _row_numbers(name: str, spec: MethodSpec, runs: list[dict[str, Any]], oracles: list[dict[str, Any]],
                  oracle_margins: dict[str, Tensor], is_reference: bool) -> dict[str, Any]:
     unlearned = {split: torch.stack([r["margins"][split] for r in runs]).double() for split in _SPLITS}
-    metric_keys = ["unlearning_accuracy", "retain_acc", "test_acc", "mia_efficacy", "forget_acc"]
+    metric_keys = _METRIC_KEYS
     row: dict[str, Any] = {"name": name, "method": spec.method, "max_epochs": int(spec.max_epochs),
                            "init_args": json_safe(spec.init_args), "callbacks": json_safe(spec.callbacks),
                            "models": len(runs)}
@@ -230,15 +241,14 @@ def _row_numbers(name: str, spec: MethodSpec, runs: list[dict[str, Any]], oracle
     oracle_means = {k: statistics.mean(100.0 * float(o["metrics"][k]) for o in oracles) for k in GAP_METRICS}
     row["gap"] = {k: round(abs(row[k] - oracle_means[k]), 2) for k in GAP_METRICS}
     row["avg_gap"] = round(statistics.mean(row["gap"].values()), 2)
-    aucs = [r["audit"].get("mia/best_threshold/forget_vs_test/auc") for r in runs]
+    aucs = [r["audit"].get(BEST_AUC) for r in runs]
     aucs = [a for a in aucs if a is not None]
     row["best_auc"] = round(statistics.mean(aucs), 4) if aucs else None
     row["best_auc_std"] = round(statistics.stdev(aucs), 4) if len(aucs) > 1 else 0.0
     row["runtime_s"] = round(statistics.mean(float(r.get("runtime_s", 0.0)) for r in runs), 3)
     if is_reference:  # the oracles against themselves: nothing to measure
         row.update(klom=None, challenge_score=None, epsilon_mean=None, ulira_accuracy=None,
-                   population_audit={k: row[k] / 100.0 for k in metric_keys} | {
-                       "mia/best_threshold/forget_vs_test/auc": row["best_auc"]})
+                   population_audit={k: row[k] / 100.0 for k in metric_keys} | {BEST_AUC: row["best_auc"]})
         return row
     per_example = {split: klom(unlearned[split], oracle_margins[split]) for split in _SPLITS}
     epsilons = epsilon_scores(unlearned["forget"], oracle_margins["forget"])
@@ -248,11 +258,11 @@ def _row_numbers(name: str, spec: MethodSpec, runs: list[dict[str, Any]], oracle
     row["ulira_accuracy"] = round(float(ulira(unlearned["forget"], oracle_margins["forget"])), 4)
     row["population_audit"] = {
         **{f"{k}": row[k] / 100.0 for k in metric_keys},
-        **{f"population/klom/{split}_mean": row["klom"][split]["mean"] for split in _SPLITS},
-        "population/challenge_score": row["challenge_score"],
-        "population/epsilon_mean": row["epsilon_mean"],
-        "population/ulira_accuracy": row["ulira_accuracy"],
-        "mia/best_threshold/forget_vs_test/auc": row["best_auc"],
+        **{KLOM_MEAN.format(split=split): row["klom"][split]["mean"] for split in _SPLITS},
+        CHALLENGE_SCORE: row["challenge_score"],
+        EPSILON_MEAN: row["epsilon_mean"],
+        ULIRA_ACCURACY: row["ulira_accuracy"],
+        BEST_AUC: row["best_auc"],
     }
     return row
 
@@ -262,17 +272,17 @@ def _population_summary(row: dict[str, Any], reference_row: dict[str, Any], floo
     """Each population number beside its Retrain value: the oracles' means for the metrics and the
     attack, the ideal for the per-example audits (KLoM 0, U-LiRA 0.5, score 1, epsilon 0), with
     the reseeded row's distance to them as the noise floor."""
-    ideal = {**{f"population/klom/{split}_mean": 0.0 for split in _SPLITS}, "population/challenge_score": 1.0,
-             "population/epsilon_mean": 0.0, "population/ulira_accuracy": 0.5}
+    ideal = {**{KLOM_MEAN.format(split=split): 0.0 for split in _SPLITS}, CHALLENGE_SCORE: 1.0, EPSILON_MEAN: 0.0,
+             ULIRA_ACCURACY: 0.5}
     reference = {**{k: v for k, v in reference_row["population_audit"].items() if k not in ideal}, **ideal}
     reseeded = None if floor is None else {k: v for k, v in floor["population_audit"].items() if v is not None}
     after = {k: v for k, v in row["population_audit"].items() if v is not None}
     spread = {}  # twice the standard error of the difference of two population means
     models = row["models"]
-    for key in ("unlearning_accuracy", "retain_acc", "test_acc", "mia_efficacy", "forget_acc"):
+    for key in _METRIC_KEYS:
         spread[key] = 2.0 * ((row[f"{key}_std"] ** 2 + reference_row[f"{key}_std"] ** 2) / models) ** 0.5 / 100.0
     if row.get("best_auc_std") is not None and reference_row.get("best_auc_std") is not None:
-        spread["mia/best_threshold/forget_vs_test/auc"] = 2.0 * ((row["best_auc_std"] ** 2 + reference_row["best_auc_std"] ** 2)
+        spread[BEST_AUC] = 2.0 * ((row["best_auc_std"] ** 2 + reference_row["best_auc_std"] ** 2)
                                                                  / models) ** 0.5
     return audit_summary(after, reference, reseeded, None, floors=spread)
 

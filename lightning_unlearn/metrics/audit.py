@@ -21,7 +21,7 @@ from lightning_unlearn.functional.quantization import quantize_weights
 from lightning_unlearn.functional.relearn import relearn
 from lightning_unlearn.metrics.evaluation import EvaluationPass, evaluate_pass
 from lightning_unlearn.metrics.functional.representation import knn_accuracy, linear_cka, linear_probe_accuracy
-from lightning_unlearn.metrics.keys import AUDIT_PRESETS, AUDITS
+from lightning_unlearn.metrics.keys import AUDIT_PRESETS, AUDITS, BEST_AUC
 
 Batches = Iterable[tuple[Tensor, Tensor]]
 
@@ -203,8 +203,8 @@ def quantization_audit(
                                convert_input=convert_input, name=f"{name} (int{b})", strict=False)
         del quantized
         prefix, after = f"quantization/int{b}", result.metrics
-        best = (result.audit or {}).get("mia/best_threshold/forget_vs_test/auc")
-        best_float = (float_pass.audit or {}).get("mia/best_threshold/forget_vs_test/auc")
+        best = (result.audit or {}).get(BEST_AUC)
+        best_float = (float_pass.audit or {}).get(BEST_AUC)
         out[f"{prefix}/forget_acc"] = after.get("forget_acc")
         out[f"{prefix}/best_auc"] = best
         if after.get("forget_acc") is not None and float_pass.metrics.get("forget_acc") is not None:

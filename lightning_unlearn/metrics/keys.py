@@ -87,3 +87,13 @@ def fpr_tag(rate: float) -> str:
     """A false-positive rate as a key fragment: 0.01 -> ``1pct``, 0.001 -> ``0p1pct``."""
     text = f"{100 * rate:.6g}".replace(".", "p")
     return f"{text}pct"
+
+
+#: The best threshold attack's forget-vs-test AUC (compare's audit column), and the attack it was.
+BEST_AUC: str = "mia/best_threshold/forget_vs_test/auc"
+BEST_ATTACK: str = "mia/best_threshold/forget_vs_test/attack"
+#: The population audits' quantities (model populations, :mod:`lightning_unlearn.benchmark.population`).
+KLOM_MEAN: str = "population/klom/{split}_mean"
+CHALLENGE_SCORE: str = "population/challenge_score"
+EPSILON_MEAN: str = "population/epsilon_mean"
+ULIRA_ACCURACY: str = "population/ulira_accuracy"
