@@ -175,7 +175,7 @@ class UnlearningEvaluation(Callback):
         reseeded_reference: Optional[Union[nn.Module, str]] = None,
         feature_layer: Optional[str] = None,
         representation_samples: int = 2000,
-        relearn_steps: int = 20,
+        relearn_steps: int = 10,
         relearn_lr: float = 0.01,
         relearn_fraction: float = 0.1,
         relearn_data: Literal["forget", "retain+forget"] = "forget",

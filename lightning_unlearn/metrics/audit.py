@@ -143,7 +143,7 @@ def relearn_audit(
     held_out: Batches,
     device: Union[str, torch.device],
     *,
-    steps: int = 20,
+    steps: int = 10,
     lr: float = 0.01,
     momentum: float = 0.9,
     convert_input: Optional[Callable[[Any], Any]] = None,
