@@ -15,8 +15,10 @@ every model, as the protocol requires):
 
 Every model is evaluated once with ``audits="standard"`` (the evaluation pass that also yields
 the attacks and every example's margin), and its margins, metrics and audit numbers are cached
-under ``cache_dir/<config hash>/`` (originals and oracles also as weights): a second run, or a
-new row, costs only its own unlearning. Offline, per row: KLoM of every forget, retain and test
+under ``cache_dir/<config hash>/`` (oracles also as weights; the originals' weights under
+``cache_dir/originals-<hash>/``, shared by every forget request on the same data, network and
+training): a second run, or a new row, costs only its own unlearning; another forget set of the
+same data costs its oracles and rows, not its originals. Offline, per row: KLoM of every forget, retain and test
 example against the oracles (summarised per split), the challenge score and U-LiRA on the forget
 set, the population means of UA, RA, TA, MIA-efficacy and of the best threshold attack's AUC,
 and an ``audit_summary`` (each number beside its ideal and the reseeded row's distance to it).
@@ -66,12 +68,17 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(json_safe(value), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _config_key(config: Any, specs: dict[str, MethodSpec], reference: str) -> str:
+def _config_keys(config: Any, specs: dict[str, MethodSpec], reference: str) -> tuple[str, str]:
+    """``(originals key, rows key)``: the originals depend on the data, network and training
+    alone, not on the forget request (they train on all of D), so forget sets share them."""
     cfg = parse_config(config, instantiate=False)
     as_dict = cfg.as_dict() if hasattr(cfg, "as_dict") else dict(cfg)
-    keep = {k: as_dict.get(k) for k in ("data", "model", "original", "accelerator", "precision", "mia_backend")}
-    keep["reference"] = asdict(specs[reference])
-    return _digest(keep)
+    keep = {k: copy.deepcopy(as_dict.get(k)) for k in ("data", "model", "original", "accelerator", "precision", "mia_backend")}
+    data = keep["data"] or {}
+    forget = (data.get("init_args") or {}).pop("forget", None)
+    originals = _digest(keep)
+    keep.update(forget=forget, reference=asdict(specs[reference]))
+    return originals, _digest(keep)
 
 
 def _save(path: Path, payload: dict[str, Any]) -> None:
@@ -132,7 +139,8 @@ def run_population(
     unknown = [r for r in chosen if r not in specs]
     if unknown:
         raise ValueError(f"rows {unknown} are not in the config; its rows are {list(specs)}.")
-    root = Path(cache_dir) / _config_key(config, specs, reference)
+    originals_key, rows_key = _config_keys(config, specs, reference)
+    root, originals_root = Path(cache_dir) / rows_key, Path(cache_dir) / f"originals-{originals_key}"
     times: dict[str, float] = {"originals_s": 0.0, "oracles_s": 0.0}
     base_shuffle = datamodule.shuffle_seed
 
@@ -144,7 +152,7 @@ def run_population(
     oracles: list[dict[str, Any]] = []
     with quiet_fit_warnings():
         for i, s in enumerate(seeds):
-            path = root / "originals" / f"{s}.pt"
+            path = originals_root / f"{s}.pt"
             cached = _load(path)
             net = reinitialise(copy.deepcopy(network), seed=s)
             if cached is None:
@@ -153,11 +161,14 @@ def run_population(
                 train_original(net, datamodule, original_spec, s, **options)
                 datamodule.shuffle_seed = base_shuffle
                 times["originals_s"] += time.perf_counter() - tic
-                cached = {"weights": net.state_dict(), **evaluate_model(net)}
+                cached = {"weights": net.state_dict()}
                 _save(path, cached)
-                say(f"original {i + 1}/{models} (seed {s}) trained: {_brief(cached['metrics'])}")
             net.load_state_dict(cached["weights"])
             originals.append(net.eval())
+            measured = root / "originals" / f"{s}.pt"  # the original on this request's splits
+            if not measured.is_file():
+                _save(measured, evaluate_model(net))
+                say(f"original {i + 1}/{models} (seed {s}): {_brief(_load(measured)['metrics'])}")
 
         def row_run(name: str, index: int, s: int) -> dict[str, Any]:
             spec = copy.deepcopy(specs[name])

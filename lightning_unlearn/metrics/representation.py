@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from lightning_unlearn.metrics._positional import PositionalMetric
-from lightning_unlearn.metrics.functional.representation import knn_accuracy, linear_cka, linear_probe_accuracy
+from lightning_unlearn.metrics.functional.representation import fit_linear_probe, knn_accuracy, linear_cka
 
 
 class LinearCKA(PositionalMetric):
@@ -87,14 +87,12 @@ class FeatureProbe(PositionalMetric):
         train = self.columns("train")
         classes = int(train["label"].max()) + 1
         out = {}
-        for split in ("forget", "test"):
-            if not self.has_samples(split):
-                continue
-            cols = self.columns(split)
-            classes = max(classes, int(cols["label"].max()) + 1)
-            out[f"linear/{split}"] = linear_probe_accuracy(
-                train["features"], train["label"].round().long(), cols["features"], cols["label"].round().long(),
-                num_classes=classes, weight_decay=self.weight_decay)
+        evaluated = {s: self.columns(s) for s in ("forget", "test") if self.has_samples(s)}
+        classes = max([classes] + [int(c["label"].max()) + 1 for c in evaluated.values()])
+        predict = fit_linear_probe(train["features"], train["label"].round().long(), num_classes=classes,
+                                   weight_decay=self.weight_decay)
+        for split, cols in evaluated.items():
+            out[f"linear/{split}"] = (predict(cols["features"]) == cols["label"].round().long()).double().mean()
             out[f"knn/{split}"] = knn_accuracy(train["features"], train["label"].round().long(), cols["features"],
                                                cols["label"].round().long(), k=min(self.k, train["features"].shape[0]))
         return out

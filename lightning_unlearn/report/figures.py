@@ -29,7 +29,7 @@ _MODEL_COLOURS = {"after": "tab:red", "reference": "tab:green", "before": "tab:g
 def _figure(width: float, height: float) -> Any:
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), dpi=110, layout="constrained")
+    return Figure(figsize=(width, height), dpi=80, layout="constrained")
 
 
 #: Each attack's score on a readable scale (a monotone map of the score: the same ranking).
@@ -70,6 +70,9 @@ def _roc(samples: Mapping[str, Mapping[str, Tensor]], title: str) -> Any:
             m = attack_scores({k: v.double() for k, v in samples[member].items()}, attack)
             n = attack_scores({k: v.double() for k, v in samples[non_member].items()}, attack)
             fpr, tpr, _ = roc_curve(m, n)
+            if fpr.numel() > 600:  # the figure cannot show more operating points than that
+                keep = torch.linspace(0, fpr.numel() - 1, 600).round().long()
+                fpr, tpr = fpr[keep], tpr[keep]
             ax.plot(fpr.clamp_min(1e-4).numpy(), tpr.numpy(), label=attack, linewidth=1.2)
         ax.plot([1e-4, 1], [1e-4, 1], color="black", linestyle=":", linewidth=0.8)
         ax.set_xscale("log")

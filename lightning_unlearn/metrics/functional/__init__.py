@@ -20,7 +20,7 @@ from lightning_unlearn.metrics.functional.attacks import (
 from lightning_unlearn.metrics.functional.gap import avg_gap, metric_gaps
 from lightning_unlearn.metrics.functional.mia import mia_efficacy, true_class_confidence
 from lightning_unlearn.metrics.functional.population import challenge_score, epsilon_scores, klom, summarise, ulira
-from lightning_unlearn.metrics.functional.representation import knn_accuracy, linear_cka, linear_probe_accuracy
+from lightning_unlearn.metrics.functional.representation import fit_linear_probe, knn_accuracy, linear_cka, linear_probe_accuracy
 from lightning_unlearn.metrics.functional.topology import load_masks, mask_iou, masks_of, sparsity, topology_gap
 from lightning_unlearn.metrics.functional.zrf import jensen_shannon, zrf_score
 
@@ -33,6 +33,7 @@ __all__ = [
     "challenge_score",
     "entropy_mia",
     "epsilon_scores",
+    "fit_linear_probe",
     "fit_logistic_regression",
     "klom",
     "knn_accuracy",

@@ -13,7 +13,7 @@ outputs can forget while features remember.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
@@ -62,29 +62,18 @@ def _standardise(train: Tensor, *others: Tensor) -> tuple[Tensor, ...]:
     return tuple((t - mean) / std for t in (train, *others))
 
 
-def linear_probe_accuracy(
-    train_x: Tensor, train_y: Tensor, eval_x: Tensor, eval_y: Tensor, *,
-    num_classes: Optional[int] = None, weight_decay: float = 1e-4, max_iter: int = 200,
-) -> Tensor:
-    """Accuracy on ``(eval_x, eval_y)`` of a multinomial logistic regression (a linear probe) fitted
-    on frozen features ``(train_x, train_y)``: features standardised with the training mean and
-    deviation, L2 ``weight_decay`` on the weights, full-batch L-BFGS in float64 (deterministic).
-
-    Returns:
-        0-d float64 accuracy in ``[0, 1]``.
-
-    Example:
-        >>> import torch
-        >>> g = torch.Generator().manual_seed(0)
-        >>> y = torch.arange(200) % 2
-        >>> x = torch.randn(200, 5, generator=g) + 3 * y[:, None]
-        >>> float(linear_probe_accuracy(x[:100], y[:100], x[100:], y[100:]))
-        1.0
-    """
-    train_x, eval_x = _matrix(train_x, "train_x"), _matrix(eval_x, "eval_x", 1).to(train_x.device)
-    train_y, eval_y = train_y.to(train_x.device).long(), eval_y.to(train_x.device).long()
-    classes = int(num_classes) if num_classes is not None else int(max(train_y.max(), eval_y.max())) + 1
-    train_x, eval_x = _standardise(train_x, eval_x)
+def fit_linear_probe(
+    train_x: Tensor, train_y: Tensor, *, num_classes: Optional[int] = None, weight_decay: float = 1e-4,
+    max_iter: int = 200,
+) -> Callable[[Tensor], Tensor]:
+    """A multinomial logistic regression (a linear probe) fitted on frozen features: features
+    standardised with the training mean and deviation, L2 ``weight_decay`` on the weights,
+    full-batch L-BFGS in float64 (deterministic). Returns ``predict(x) -> labels``."""
+    train_x = _matrix(train_x, "train_x")
+    train_y = train_y.to(train_x.device).long()
+    classes = int(num_classes) if num_classes is not None else int(train_y.max()) + 1
+    mean, std = train_x.mean(0, keepdim=True), train_x.std(0, keepdim=True).clamp_min(1e-8)
+    train_x = (train_x - mean) / std
     weight = torch.zeros(train_x.shape[1], classes, dtype=torch.float64, device=train_x.device, requires_grad=True)
     bias = torch.zeros(classes, dtype=torch.float64, device=train_x.device, requires_grad=True)
     optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",
@@ -98,8 +87,36 @@ def linear_probe_accuracy(
 
     with torch.enable_grad():
         optimizer.step(closure)
-    with torch.no_grad():
-        return ((eval_x @ weight + bias).argmax(1) == eval_y).double().mean()
+    weight, bias = weight.detach(), bias.detach()
+
+    def predict(x: Tensor) -> Tensor:
+        x = _matrix(x, "x", 1).to(weight.device)
+        return (((x - mean) / std) @ weight + bias).argmax(1)
+
+    return predict
+
+
+def linear_probe_accuracy(
+    train_x: Tensor, train_y: Tensor, eval_x: Tensor, eval_y: Tensor, *,
+    num_classes: Optional[int] = None, weight_decay: float = 1e-4, max_iter: int = 200,
+) -> Tensor:
+    """Accuracy on ``(eval_x, eval_y)`` of :func:`fit_linear_probe` fitted on ``(train_x, train_y)``.
+
+    Returns:
+        0-d float64 accuracy in ``[0, 1]``.
+
+    Example:
+        >>> import torch
+        >>> g = torch.Generator().manual_seed(0)
+        >>> y = torch.arange(200) % 2
+        >>> x = torch.randn(200, 5, generator=g) + 3 * y[:, None]
+        >>> float(linear_probe_accuracy(x[:100], y[:100], x[100:], y[100:]))
+        1.0
+    """
+    if num_classes is None:
+        num_classes = int(max(int(train_y.max()), int(eval_y.max()))) + 1
+    predict = fit_linear_probe(train_x, train_y, num_classes=num_classes, weight_decay=weight_decay, max_iter=max_iter)
+    return (predict(eval_x) == eval_y.to(train_x.device).long()).double().mean()
 
 
 def knn_accuracy(train_x: Tensor, train_y: Tensor, eval_x: Tensor, eval_y: Tensor, *, k: int = 5, chunk: int = 1024) -> Tensor:
