@@ -438,6 +438,8 @@ class UnlearningEvaluation(Callback):
         return result
 
     def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, strict: bool, audited: bool = False) -> dict[str, Any]:
+        if trainer.world_size > 1:
+            _broadcast_buffers(network_of(pl_module))
         if audited:
             return self._pass("after", network_of(pl_module), self._data(trainer), pl_module.device, trainer.world_size > 1,
                               lambda x: convert_input(trainer, x), "model (after unlearning)", strict).metrics
@@ -758,6 +760,18 @@ class UnlearningEvaluation(Callback):
             lines += summary_lines(self.audit["summary"])
         lines.append(f"Report: {self.report_path}" if self.report_path is not None else "Report: not written (report_path=None)")
         return "\n".join(lines)
+
+
+def _broadcast_buffers(network: nn.Module) -> None:
+    """Rank 0's buffers on every rank. DDP keeps parameters equal but not BatchNorm statistics:
+    each rank updates them from its own last batches, so without this each rank would evaluate
+    its share of the data with a slightly different model (the one ``ddp_spawn`` returns is rank
+    0's)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    with torch.no_grad():
+        for buffer in network.buffers():
+            torch.distributed.broadcast(buffer, src=0)
 
 
 def _global_seed() -> Optional[int]:
