@@ -120,8 +120,8 @@ def run_population(
         "times", "versions"}``; each row holds the population means (and standard deviations) of
         the metrics in percent, ``klom`` per split (mean, median, p95), ``challenge_score``,
         ``epsilon_mean``, ``ulira_accuracy``, ``best_auc`` (mean over the models of the best
-        threshold attack's forget-vs-test AUC), ``runtime_s`` (mean unlearning time) and its
-        ``audit_summary``.
+        threshold attack's forget-vs-test AUC), ``runtime_s`` (mean unlearning time), ``per_model``
+        (each model's metrics in percent and best AUC, in seed order) and its ``audit_summary``.
 
     Raises:
         ValueError: an invalid config, ``models < 3`` or an unknown row.
@@ -257,6 +257,8 @@ def _row_numbers(name: str, spec: MethodSpec, runs: list[dict[str, Any]], oracle
     row["best_auc"] = round(statistics.mean(aucs), 4) if aucs else None
     row["best_auc_std"] = round(statistics.stdev(aucs), 4) if len(aucs) > 1 else 0.0
     row["runtime_s"] = round(statistics.mean(float(r.get("runtime_s", 0.0)) for r in runs), 3)
+    row["per_model"] = {**{k: [round(100.0 * float(r["metrics"][k]), 2) for r in runs] for k in metric_keys},
+                        "best_auc": [r["audit"].get(BEST_AUC) for r in runs]}
     if is_reference:  # the oracles against themselves: nothing to measure
         row.update(klom=None, challenge_score=None, epsilon_mean=None, ulira_accuracy=None,
                    population_audit={k: row[k] / 100.0 for k in metric_keys} | {BEST_AUC: row["best_auc"]})
