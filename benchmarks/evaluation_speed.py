@@ -1,4 +1,5 @@
-"""Evaluation cost: one `UnlearningEvaluation` pass vs one training epoch, measured in one run.
+"""Evaluation cost: one `UnlearningEvaluation` pass (without and with the population audits) vs
+one training epoch, measured in one run.
 
     python -m benchmarks.evaluation_speed [--train-size 10000] [--test-size 2000] [--repeats 3] [--out results/evaluation_speed.json]
 
@@ -11,7 +12,9 @@ forget set); training batch 256, evaluation batch the datamodule's default `eval
 (256 on Fashion-MNIST, 512 on digits), as a user's run has it. The network is first trained
 for one epoch, so the MIA features are those of a trained model, and evaluated once (both
 warm-ups); then the two are timed in ABBA order and the medians are reported with their ratio
-(evaluation / epoch).
+(evaluation / epoch). The audited pass is the same call with ``audits="standard"``
+(`evaluate_pass(..., attacks=True)`: the threshold, entropy and loss membership attacks and the
+per-example margins from the same forward pass); its cost over the plain pass is the audits'.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import torch
 
 from benchmarks.common import datamodule, emit, epoch_time, seed, sync
 from lightning_unlearn.data import ForgetSpec
-from lightning_unlearn.metrics.evaluation import evaluate
+from lightning_unlearn.metrics.evaluation import evaluate, evaluate_pass
 from lightning_unlearn.models import ImageClassifier, SmallCNN
 
 
@@ -38,6 +41,15 @@ def evaluation_time(model: torch.nn.Module, dm, device: str) -> float:
     return time.perf_counter() - t0
 
 
+def audited_time(model: torch.nn.Module, dm, device: str) -> float:
+    """Seconds of the same pass with the population audits (``audits="standard"``)."""
+    sync()
+    t0 = time.perf_counter()
+    evaluate_pass(model, dm.evaluation_dataloaders(), device, attacks=True)
+    sync()
+    return time.perf_counter() - t0
+
+
 def run(train_size: int, test_size: int, repeats: int, data: str = "fashion-mnist") -> tuple[dict, str]:
     seed(0)
     dm = datamodule(data, ForgetSpec(ratio=0.1, seed=0), train_size, test_size, batch_size=256)
@@ -46,21 +58,28 @@ def run(train_size: int, test_size: int, repeats: int, data: str = "fashion-mnis
     classifier = ImageClassifier(SmallCNN(1, 10, width=16, pool_size=4), lr=0.01)
     epoch_time(classifier, dm)  # warm-up, and a trained network for the MIA features
     model = classifier.model.to(device)
-    evaluation_time(model, dm, device)  # warm-up
-    epochs, passes = [], []
+    evaluation_time(model, dm, device)  # warm-ups
+    audited_time(model, dm, device)
+    epochs, passes, audited = [], [], []
     for i in range(repeats):  # ABBA order
         runs = [lambda: epochs.append(epoch_time(ImageClassifier(copy.deepcopy(model), lr=0.01), dm)),
-                lambda: passes.append(evaluation_time(model, dm, device))]
+                lambda: passes.append(evaluation_time(model, dm, device)),
+                lambda: audited.append(audited_time(model, dm, device))]
         for run_one in runs if i % 2 == 0 else runs[::-1]:
             run_one()
     result = dict(evaluation_s=statistics.median(passes), epoch_s=statistics.median(epochs),
+                  audited_s=statistics.median(audited),
                   train_size=len(dm.train_set), test_size=len(dm.test_set), eval_batch_size=dm.eval_batch_size,
                   repeats=repeats)
     result["ratio"] = result["evaluation_s"] / result["epoch_s"]
+    result["audited_ratio"] = result["audited_s"] / result["epoch_s"]
+    result["audit_overhead"] = result["audited_s"] / result["evaluation_s"]
     table = (
         "| train / test images | UnlearningEvaluation pass | training epoch | ratio |\n|---|---|---|---|\n"
         f"| {result['train_size']:,} / {result['test_size']:,} | {result['evaluation_s']:.2f} s"
-        f" | {result['epoch_s']:.2f} s | {result['ratio']:.2f}× |"
+        f" | {result['epoch_s']:.2f} s | {result['ratio']:.2f}× |\n"
+        f"| same, `audits=\"standard\"` | {result['audited_s']:.2f} s | {result['epoch_s']:.2f} s"
+        f" | {result['audited_ratio']:.2f}× ({result['audit_overhead']:.2f}× the plain pass) |"
     )
     return result, table
 

@@ -100,7 +100,7 @@ def test_quickstart_end_to_end(quickstart: tuple[dict, str]) -> None:
     assert result["original"]["retain_acc"] > 90.0
     for name in METHODS:
         assert f"| {name} |" in table
-    assert "| Method | UA | RA | TA | MIA-Efficacy | Avg. Gap | RTE (s) |" in table
+    assert "| Method | UA | RA | TA | MIA-Efficacy | Avg. Gap | MIA AUC (best) | RTE (s) |" in table
 
 
 def test_quickstart_metrics_match_golden(quickstart: tuple[dict, str]) -> None:

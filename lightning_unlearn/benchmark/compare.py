@@ -25,9 +25,9 @@ from lightning_unlearn.benchmark.runner import (
     EpochSnapshots, RowRun, effective_spec, quiet_fit_warnings, reference_rows, row_topologies, run_row, topology_of,
     train_original, train_pipeline_original, trainer_options, with_shuffle_seed,
 )
-from lightning_unlearn.benchmark.table import format_table, percent, table_row
+from lightning_unlearn.benchmark.table import audit_columns, format_table, percent, table_row
+from lightning_unlearn.metrics.evaluation import evaluate, evaluate_pass
 from lightning_unlearn.models.network import copy_network
-from lightning_unlearn.metrics.evaluation import evaluate
 from lightning_unlearn.report import json_safe, versions, write_json
 from lightning_unlearn.validation import check_output_path
 
@@ -51,7 +51,9 @@ def run_compare(config: Config) -> dict[str, Any]:
         metrics in percent (2 decimals) under their evaluation keys (``unlearning_accuracy``,
         ``retain_acc``, ``test_acc``, ``mia_efficacy``), ``gap`` (``|x - Retrain|`` per metric,
         points), ``avg_gap`` (their mean), ``runtime_s`` (the unlearning fit without evaluation) and
-        ``forget_acc``. The Retrain row's gaps are 0.
+        ``forget_acc``, and the audit columns (``mia_auc``: the best threshold attack's forget-vs-test
+        AUC, ``mia_auc_attack``, ``mia_auc_gap``; the evaluation's ``"attacks"`` audit, computed from
+        its own pass). The Retrain row's gaps are 0.
 
     Raises:
         ValueError: for an invalid config (unknown method, no Retrain row, bad init arguments),
@@ -81,7 +83,8 @@ def run_compare(config: Config) -> dict[str, Any]:
         if DENSE in used or rewinds:
             originals[DENSE], original_time = train_original(network, datamodule, original_spec, seed,
                                                              [snapshots] if rewinds else [], **options)
-            original_metrics = evaluate(originals[DENSE], datamodule, mia_backend=mia_backend)
+            original_pass = evaluate_pass(originals[DENSE], datamodule.evaluation_dataloaders(), mia_backend=mia_backend)
+            original_metrics = original_pass.metrics
         for name, pipeline in pipelines.items():
             if name not in used:
                 continue
@@ -102,14 +105,17 @@ def run_compare(config: Config) -> dict[str, Any]:
             row_data = with_shuffle_seed(datamodule, spec.shuffle_seed)
             runs[name] = run_row(effective_spec(spec, pipelines.get(spec.original), seed, original_spec),
                                  originals[spec.original], row_data, seed, reference=reference,
-                                 mia_backend=mia_backend, **options)
+                                 mia_backend=mia_backend, audits="attacks", **options)
 
+    audits = {name: (run.evaluation.audit or {}).get("after") for name, run in runs.items()}
     ordered = [name for name in order if references[name] is None][:1] + [name for name in specs if name != order[0]]
     rows = []
     for name in ordered:
-        row = table_row(name, specs[name], runs[name].after, runs[references[name] or name].after, runs[name].runtime_s)
+        reference_name = references[name] or name
+        row = table_row(name, specs[name], runs[name].after, runs[reference_name].after, runs[name].runtime_s,
+                        audits[name], audits[reference_name])
         if pipelines:
-            row.update(original=specs[name].original, reference=references[name] or name)
+            row.update(original=specs[name].original, reference=reference_name)
         rows.append(row)
     if pipelines:
         topologies = {name: topology_of(run.model, run.method.trainer.callbacks) for name, run in runs.items()}
@@ -118,8 +124,9 @@ def run_compare(config: Config) -> dict[str, Any]:
             values["topology_time_s"] = round(sum(float(getattr(cb, "topology_time_s", 0.0) or 0.0)
                                                   for cb in runs[name].method.trainer.callbacks), 3)
         extra = {"originals": extra, "topology": topology}
-    original_row = ({**percent(original_metrics), "runtime_s": round(original_time, 3)} if original_metrics is not None
-                    else extra["originals"][first])
+    original_row = ({**percent(original_metrics), "runtime_s": round(original_time, 3),
+                     **{k: v for k, v in audit_columns(original_pass.audit).items() if k == "mia_auc"}}
+                    if original_metrics is not None else extra["originals"][first])
     return {
         "config": {
             "seed": seed,

@@ -304,6 +304,7 @@ def run_row(
     callbacks: Sequence[L.Callback] = (),
     accelerator: str = "auto",
     precision: Optional[str] = None,
+    audits: Optional[Any] = None,
 ) -> RowRun:
     """Runs one row: ``spec``'s method around (a copy of) ``original``, in its own
     :func:`row_trainer` for ``spec.max_epochs`` epochs (and the row's ``trainer`` settings), after
@@ -327,6 +328,9 @@ def run_row(
         callbacks: extra callbacks, after the row's own.
         accelerator: Lightning accelerator (see :func:`trainer_options`).
         precision: Lightning precision of the fit.
+        audits: the evaluation's audits (``UnlearningEvaluation(audits=...)``, e.g. ``"attacks"``
+            for compare's audit columns, ``"standard"`` for a population's margins); an audited
+            evaluation does not print its summary.
 
     Returns:
         A :class:`RowRun`: the fitted method (``.model``), and with ``evaluation`` the metrics
@@ -340,7 +344,8 @@ def run_row(
     bind = getattr(method, "use_reference", None)  # e.g. OracleMatching(oracle="reference") matches the row's reference
     if callable(bind) and reference is not None:
         bind(reference)
-    evaluator = UnlearningEvaluation(reference=reference, mia_backend=mia_backend) if evaluation else None
+    evaluator = (UnlearningEvaluation(reference=reference, mia_backend=mia_backend, audits=audits, verbose=audits is None)
+                 if evaluation else None)
     trainer_callbacks = [*build_callbacks(spec), *callbacks, *([evaluator] if evaluator is not None else [])]
     row_trainer(spec.max_epochs, trainer_callbacks, accelerator=accelerator, precision=precision,
                 **dict(spec.trainer or {})).fit(method, datamodule=datamodule)

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping, Optional
 from lightning_unlearn import registry
 from lightning_unlearn.benchmark.config import DENSE, REFERENCE, MethodSpec
 from lightning_unlearn.metrics.functional import avg_gap, metric_gaps
-from lightning_unlearn.metrics.keys import GAP_METRICS, METRICS
+from lightning_unlearn.metrics.keys import BEST_ATTACK, BEST_AUC, GAP_METRICS, METRICS
 from lightning_unlearn.report import json_safe
 
 
@@ -31,8 +31,21 @@ def gaps(metrics: Mapping[str, float], reference: Mapping[str, float]) -> tuple[
     return per_metric, round(avg_gap(metrics, reference), 2)
 
 
+def audit_columns(audit: Optional[Mapping[str, Any]], reference_audit: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+    """compare's audit columns of a row: ``mia_auc`` (the best threshold attack's forget-vs-test AUC,
+    4 decimals; higher = remembered, 0.5 = D_f looks like unseen data), ``mia_auc_attack`` (which
+    attack) and ``mia_auc_gap`` (``|AUC - Retrain's|``); empty without an audit."""
+    if not audit or audit.get(BEST_AUC) is None:
+        return {}
+    out = {"mia_auc": round(float(audit[BEST_AUC]), 4), "mia_auc_attack": audit.get(BEST_ATTACK)}
+    if reference_audit and reference_audit.get(BEST_AUC) is not None:
+        out["mia_auc_gap"] = round(abs(out["mia_auc"] - round(float(reference_audit[BEST_AUC]), 4)), 4)
+    return out
+
+
 def table_row(name: str, spec: MethodSpec, metrics: Mapping[str, float], reference: Mapping[str, float],
-              runtime_s: float) -> dict[str, Any]:
+              runtime_s: float, audit: Optional[Mapping[str, Any]] = None,
+              reference_audit: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
     """One row of compare's results.
 
     Args:
@@ -41,11 +54,14 @@ def table_row(name: str, spec: MethodSpec, metrics: Mapping[str, float], referen
         metrics: the row's metrics after unlearning, fractions.
         reference: the Retrain row's metrics after training, fractions.
         runtime_s: the unlearning fit's wall time.
+        audit: the row's audit quantities (``UnlearningEvaluation(audits=...).audit["after"]``), if any.
+        reference_audit: Retrain's, for the gap of the audit columns.
 
     Returns:
         The row name, the registry ``method``, the ``class``, ``max_epochs``, ``init_args``,
-        ``callbacks`` (and ``trainer`` when the row sets any), the ``GAP_METRICS`` then the other ``METRICS`` (``forget_acc``) in percent,
-        ``gap`` (per metric of ``GAP_METRICS``, points), ``avg_gap`` and ``runtime_s`` (3 decimals).
+        ``callbacks`` (and ``trainer`` when the row sets any), the ``GAP_METRICS`` then the other ``METRICS``
+        (``forget_acc``) in percent, ``gap`` (per metric of ``GAP_METRICS``, points), ``avg_gap``,
+        ``runtime_s`` (3 decimals) and, with an audit, :func:`audit_columns`.
     """
     metrics, reference = percent(metrics), percent(reference)
     gap, average = gaps(metrics, reference)
@@ -62,13 +78,16 @@ def table_row(name: str, spec: MethodSpec, metrics: Mapping[str, float], referen
         "gap": gap,
         "avg_gap": average,
         "runtime_s": round(float(runtime_s), 3),
+        **audit_columns(audit, reference_audit),
     }
 
 
 def format_table(result: Mapping[str, Any]) -> str:
     """The comparison as a markdown table in the style of SalUn / l1-sparse: each metric with its
-    distance to Retrain in parentheses, then Avg. Gap and the run time (RTE, seconds). The original
-    model's row comes first, for scale (it has no gap).
+    distance to Retrain in parentheses, then Avg. Gap, the audit columns when the rows have them
+    (``MIA AUC``: the best threshold attack's forget-vs-test AUC, with its distance to Retrain's;
+    ``KLoM D_f``: the mean KLoM of the forget set against Retrain oracles, for model populations)
+    and the run time (RTE, seconds). The original model's row comes first, for scale (it has no gap).
 
     With per-row originals (``originals:`` in the config) every original's row comes first, each
     row names the Retrain row its gaps are measured to, and a second table gives the topology gap
@@ -79,7 +98,10 @@ def format_table(result: Mapping[str, Any]) -> str:
             ``rows`` and ``forget`` are read; ``originals`` and ``topology`` when present).
     """
     per_row = any("reference" in row for row in result["rows"])
-    header = ["Method", *GAP_METRICS.values(), "Avg. Gap", *(["Reference"] if per_row else []), "RTE (s)"]
+    with_auc = any("mia_auc" in row for row in result["rows"])
+    with_klom = any(row.get("klom_forget") is not None for row in result["rows"])
+    audit_titles = (["MIA AUC (best)"] if with_auc else []) + (["KLoM D_f"] if with_klom else [])
+    header = ["Method", *GAP_METRICS.values(), "Avg. Gap", *audit_titles, *(["Reference"] if per_row else []), "RTE (s)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     befores = [("original (before)", result["original"])] if not per_row else []
     if per_row:
@@ -87,12 +109,21 @@ def format_table(result: Mapping[str, Any]) -> str:
         befores = ([(f"{DENSE} original (before)", result["original"])] if uses_dense else [])
         befores += [(f"{name} original (before)", values) for name, values in (result.get("originals") or {}).items()]
     for label, original in befores:
-        cells = [label] + [f"{original[key]:.2f}" for key in GAP_METRICS] + ["-", *(["-"] if per_row else []), f"{original['runtime_s']:.2f}"]
+        cells = [label] + [f"{original[key]:.2f}" for key in GAP_METRICS] + ["-"]
+        cells += ([f"{original['mia_auc']:.3f}" if original.get("mia_auc") is not None else "-"] if with_auc else [])
+        cells += ["-"] if with_klom else []
+        cells += [*(["-"] if per_row else []), f"{original['runtime_s']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     for row in result["rows"]:
         cells = [row["name"]]
         cells += [f"{row[key]:.2f} ({row['gap'][key]:.2f})" for key in GAP_METRICS]
-        cells += [f"{row['avg_gap']:.2f}", *([row["reference"]] if per_row else []), f"{row['runtime_s']:.2f}"]
+        cells += [f"{row['avg_gap']:.2f}"]
+        if with_auc:
+            auc = row.get("mia_auc")
+            cells.append("-" if auc is None else f"{auc:.3f} ({row['mia_auc_gap']:.3f})" if "mia_auc_gap" in row else f"{auc:.3f}")
+        if with_klom:
+            cells.append("-" if row.get("klom_forget") is None else f"{row['klom_forget']:.2f}")
+        cells += [*([row["reference"]] if per_row else []), f"{row['runtime_s']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     forget = result["forget"]
     spec = ", ".join(f"{k}={v}" for k, v in forget["spec"].items() if v is not None)
@@ -101,6 +132,8 @@ def format_table(result: Mapping[str, Any]) -> str:
         f"Forget {forget['count']} of {forget['count'] + forget['retain_count']} training examples ({spec});"
         f" metrics in %, (|gap| to {to}); fingerprint {forget['fingerprint'][:12]}."
     )
+    if with_auc:
+        caption += " MIA AUC: the best threshold attack, forget vs test (0.5 = looks unseen; higher = remembered)."
     text = caption + "\n\n" + "\n".join(lines)
     if result.get("topology"):
         text += "\n\n" + topology_table(result)

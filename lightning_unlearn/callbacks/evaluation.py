@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
-from typing import Any, Literal, Optional
+from pathlib import Path
+from typing import Any, Literal, Optional, Sequence, Union
 
 import lightning as L
 import torch
@@ -13,18 +15,22 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from torch.optim import Optimizer
 
+from torch.utils.data import DataLoader, Subset
+
 from lightning_unlearn.data.access import convert_input, require_unlearning_data
 from lightning_unlearn.data.datamodule import UnlearningDataModule
-from lightning_unlearn.metrics.evaluation import evaluate
+from lightning_unlearn.metrics.audit import quantization_audit, relearn_audit, representation_audit, resolve_audits
+from lightning_unlearn.metrics.evaluation import EvaluationPass, evaluate_pass
 from lightning_unlearn.metrics.forgetting_check import forgetting_check
 from lightning_unlearn.metrics.functional import avg_gap, metric_gaps
-from lightning_unlearn.metrics.keys import METRICS
+from lightning_unlearn.metrics.keys import METRICS, audit_log_key
 from lightning_unlearn.metrics.topology import topology_report
 from lightning_unlearn.models.divergence import DivergenceGuard
 from lightning_unlearn.models.network import check_logits, copy_network, network_of, sample_like
 from lightning_unlearn.models.weights import weights_sha256
 from lightning_unlearn.registry import register
 from lightning_unlearn.report import build_report, read_report, write_report
+from lightning_unlearn.report.audit import audit_summary, summary_lines
 from lightning_unlearn.report.recipe import (
     callbacks_recipe,
     data_recipe,
@@ -35,7 +41,16 @@ from lightning_unlearn.report.recipe import (
     schedulers_recipe,
     trainer_recipe,
 )
-from lightning_unlearn.validation import check_bool, check_choice, check_int, check_optional_path, check_output_path, check_str
+from lightning_unlearn.validation import (
+    check_bool,
+    check_choice,
+    check_float,
+    check_fraction,
+    check_int,
+    check_optional_path,
+    check_output_path,
+    check_str,
+)
 
 
 @register(
@@ -91,6 +106,24 @@ class UnlearningEvaluation(Callback):
     finding (:meth:`ForgettingFinding.as_dict`) is in ``results["forgetting_check"]`` and the report's
     ``metrics.forgetting_check`` (absent from the report, ``None`` in ``results``, when forgotten).
 
+    **Audits** ("is it really forgotten?", ``audits=``; README has what each number means and
+    when not to trust it). ``"attacks"``: the threshold membership attacks (loss, confidence,
+    entropy, modified entropy; AUC and TPR at 1 % and 0.1 % FPR, forget-vs-test and
+    retain-vs-test), the SSD / Bad Teacher entropy attack and SCRUB's loss attack, from the
+    evaluation pass itself (no extra pass). ``"margins"``: per-example margins kept
+    (``callback.margins``), and the mean per-example margin gap to the reference model.
+    ``"representation"``: linear CKA of penultimate features (``feature_layer``) with the
+    reference and the original, a linear probe and a k-NN trained on retained data that try to
+    recover the forget labels. ``"relearn"``: the relearning attack on a copy of the model and of
+    the reference. ``"quantization"``: int8 and int4 weights, forget accuracy and attacks again.
+    ``"plots"``: PNG figures beside the report (and W&B images). Presets: ``"standard"`` =
+    attacks + margins, ``"full"`` = everything. Every audit quantity is logged as
+    ``{prefix}/audit/<quantity>_higher_<meaning>`` (the sign convention in the name) and written
+    to the report's ``audit`` section with its ``summary``: each quantity beside Retrain's and
+    flagged when it differs by more than the noise floor (a reseeded Retrain's distance to
+    Retrain, ``reseeded_reference=``, or twice the sampling standard error). With a pruning
+    callback the summary leads with topology and per-example numbers.
+
     Args:
         report_path: where to write the JSON report (``None``: no file; ``callback.report`` still holds it).
         reference: the reference model (typically a Retrain result) to compare against.
@@ -102,10 +135,29 @@ class UnlearningEvaluation(Callback):
         every_n_epochs: also measure the model every that many training epochs (``None``: only
             before and after the fit).
         verbose: print the summary table and the report's path at fit end (rank 0).
+        audits: ``None``, a preset (``"standard"``, ``"full"``), an audit name (``"attacks"``,
+            ``"margins"``, ``"representation"``, ``"relearn"``, ``"quantization"``, ``"plots"``)
+            or a list of them.
+        reseeded_reference: Retrain from other seeds (a model or its report's path): its distance
+            to the reference is each audit's noise floor.
+        feature_layer: the representation audit's layer (default: the input of the last linear
+            layer; see :mod:`lightning_unlearn.functional.features`).
+        representation_samples: examples of D_f and D_t (each) and of D_r for the probes.
+        relearn_steps: SGD steps of the relearning attack.
+        relearn_lr: its learning rate (momentum 0.9).
+        relearn_fraction: the fraction of D_f the attacker relearns on (at least one example);
+            forget accuracy is measured on the rest.
+        relearn_data: ``"forget"`` (the attack batches are those forget examples) or
+            ``"retain+forget"`` (retain batches, each with those forget examples added).
+        quantization_bits: the integer widths of the quantisation attack.
 
     Attributes:
         run_config: the resolved configuration of the run, embedded in the report's recipe (the
             ``lightning-unlearn`` CLI sets it); ``None`` otherwise.
+        audit: the report's ``audit`` section of the last fit (``None`` without audits).
+        margins: with the ``margins`` or ``attacks`` audit, ``{"before" | "after" | "reference" |
+            "reseeded": {split: (N,) margins}}`` (CPU), what a model population saves.
+        figures: the PNG files written by the ``plots`` audit, by name.
 
     Raises:
         ValueError: at construction, invalid arguments; in ``setup``, before any weight changes,
@@ -127,6 +179,15 @@ class UnlearningEvaluation(Callback):
         log_prefix: str = "unlearn",
         every_n_epochs: Optional[int] = None,
         verbose: bool = True,
+        audits: Optional[Union[str, list[str]]] = None,
+        reseeded_reference: Optional[Union[nn.Module, str]] = None,
+        feature_layer: Optional[str] = None,
+        representation_samples: int = 2000,
+        relearn_steps: int = 10,
+        relearn_lr: float = 0.01,
+        relearn_fraction: float = 0.1,
+        relearn_data: Literal["forget", "retain+forget"] = "forget",
+        quantization_bits: Sequence[int] = (8, 4),
     ) -> None:
         if reference is not None and reference_report is not None:
             raise ValueError("Give either `reference` (a model) or `reference_report` (a report path), not both.")
@@ -145,6 +206,34 @@ class UnlearningEvaluation(Callback):
         self.every_n_epochs = None if every_n_epochs is None else check_int(
             every_n_epochs, "every_n_epochs", minimum=1, hint="e.g. 1 to measure after every epoch, or None")
         self.verbose = check_bool(verbose, "verbose")
+        self.audits = resolve_audits(audits)
+        if reseeded_reference is not None and not isinstance(reseeded_reference, nn.Module):
+            reseeded_reference = check_optional_path(
+                reseeded_reference, "reseeded_reference", "a model (Retrain from other seeds) or the path of its report")
+        self.reseeded_reference = reseeded_reference
+        if feature_layer is not None:
+            check_str(feature_layer, "feature_layer", "a submodule name, e.g. 'features' or 'fc:input'")
+        self.feature_layer = feature_layer
+        self.representation_samples = check_int(representation_samples, "representation_samples", minimum=2,
+                                                hint="examples per split for CKA and the probes, e.g. 2000")
+        self.relearn_steps = check_int(relearn_steps, "relearn_steps", minimum=0, hint="SGD steps, e.g. 20")
+        self.relearn_lr = check_float(relearn_lr, "relearn_lr", minimum=0.0, open_minimum=True, hint="e.g. 0.01")
+        self.relearn_fraction = check_fraction(relearn_fraction, "relearn_fraction", allow_one=False,
+                                               hint="the share of D_f the attacker relearns on, e.g. 0.1")
+        self.relearn_data = check_choice(relearn_data, "relearn_data", ("forget", "retain+forget"))
+        if isinstance(quantization_bits, (str, int)) or not quantization_bits:
+            raise ValueError(f"`quantization_bits` must be a list of integer widths, got {quantization_bits!r}: e.g. [8, 4].")
+        self.quantization_bits = tuple(check_int(b, "quantization_bits", minimum=2, maximum=16, hint="e.g. [8, 4]")
+                                       for b in quantization_bits)
+        self.audit: Optional[dict[str, Any]] = None
+        self.margins: dict[str, dict[str, torch.Tensor]] = {}
+        self.figures: dict[str, str] = {}
+        self._audit_blocks: dict[str, Optional[dict[str, Any]]] = {}
+        self._passes: dict[str, EvaluationPass] = {}
+        self._original_copy: Optional[nn.Module] = None
+        self._reference_model: Optional[nn.Module] = None
+        self._reseeded_model: Optional[nn.Module] = None
+        self._reseeded_metrics: Optional[dict[str, Any]] = None
         self.run_config: Optional[dict[str, Any]] = None
         self.results: dict[str, Any] = {}
         self.report: Optional[dict[str, Any]] = None
@@ -182,6 +271,13 @@ class UnlearningEvaluation(Callback):
                     " classify the same classes (e.g. a Retrain of the same architecture)."
                 )
         reference_metrics = self._read_reference_report() if self.reference_report is not None else None
+        reseeded = None
+        if isinstance(self.reseeded_reference, nn.Module):
+            reseeded = copy_network(self.reseeded_reference).to(device)
+            if check_logits(reseeded, sample_like(reseeded, x[:2]), data.num_classes, "reseeded_reference") != classes:
+                raise ValueError("`reseeded_reference` must return as many logits as the model (a Retrain of the same architecture).")
+        elif self.reseeded_reference is not None:
+            self._reseeded_metrics, self._audit_blocks["reseeded"] = self._read_report_blocks(self.reseeded_reference, "reseeded_reference")
         guard = getattr(pl_module, "divergence_guard", None)
         self._own_guard = not isinstance(guard, DivergenceGuard)
         self._guard = DivergenceGuard() if self._own_guard else guard
@@ -190,13 +286,22 @@ class UnlearningEvaluation(Callback):
         original = original if isinstance(original, nn.Module) else network
         self._sha256_before = weights_sha256(original)
         self._recipe = {"method": method_recipe(pl_module), "data": data_recipe(data)}
+        self.audit, self.margins, self.figures, self._passes = None, {}, {}, {}
+        self._audit_blocks = {k: v for k, v in self._audit_blocks.items() if k == "reseeded" and self._reseeded_metrics}
+        if self.audits and self.reference_report is not None and reference is None:
+            self._audit_blocks["reference"] = self._read_report_blocks(self.reference_report, "reference_report")[1]
+        if {"representation", "relearn"} & set(self.audits) and not isinstance(getattr(pl_module, "original_model", None), nn.Module):
+            self._original_copy = copy_network(original)  # the original, before any callback changes a weight
+        self._reference_model, self._reseeded_model = reference, reseeded
         if trainer.ckpt_path is not None:
             return  # resuming: the measurements of the interrupted run come back with this callback's state
         distributed = trainer.world_size > 1
         on_device = original if next(original.parameters()).device == device else copy_network(original).to(device)
-        before = evaluate(on_device, data, device, self.mia_backend, distributed=distributed, name="model")
+        before = self._pass("before", on_device, data, device, distributed, None, "model").metrics
         if reference is not None:
-            reference_metrics = evaluate(reference, data, device, self.mia_backend, distributed=distributed, name="reference")
+            reference_metrics = self._pass("reference", reference, data, device, distributed, None, "reference").metrics
+        if reseeded is not None:
+            self._reseeded_metrics = self._pass("reseeded", reseeded, data, device, distributed, None, "reseeded_reference").metrics
         self.results = {"before": before, "reference": reference_metrics}
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -243,7 +348,7 @@ class UnlearningEvaluation(Callback):
         if "before" not in self.results:
             return
         diverged = self._diverged()
-        after = self._evaluate(trainer, pl_module, strict=not diverged)
+        after = self._evaluate(trainer, pl_module, strict=not diverged, audited=bool(self.audits))
         status = "diverged" if diverged else "completed"
         failure = dict(self._guard.record) if diverged and self._guard is not None else None
         self._finish(trainer, pl_module, after, status, failure)
@@ -268,6 +373,8 @@ class UnlearningEvaluation(Callback):
         return {
             "before": self.results.get("before"), "reference": self.results.get("reference"),
             "sha256_before": self._sha256_before, "runtime_s": elapsed,
+            "audit_blocks": {k: v for k, v in self._audit_blocks.items() if v is not None},
+            "reseeded": self._reseeded_metrics,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -276,6 +383,10 @@ class UnlearningEvaluation(Callback):
         if state_dict.get("sha256_before") is not None:
             self._sha256_before = state_dict["sha256_before"]
         self._elapsed = float(state_dict.get("runtime_s") or 0.0)
+        if state_dict.get("audit_blocks"):
+            self._audit_blocks.update(state_dict["audit_blocks"])
+        if state_dict.get("reseeded") is not None:
+            self._reseeded_metrics = state_dict["reseeded"]
 
     # ------------------------------------------------------------------ helpers
     def _data(self, trainer: L.Trainer) -> UnlearningDataModule:
@@ -307,21 +418,159 @@ class UnlearningEvaluation(Callback):
         original = getattr(pl_module, "original_model", None)
         network = copy_network(original).to(device) if isinstance(original, nn.Module) else network_of(pl_module)
         convert = None if isinstance(original, nn.Module) else (lambda x: convert_input(trainer, x))
-        before = evaluate(network, data, device, self.mia_backend, distributed=trainer.world_size > 1, convert_input=convert)
+        distributed = trainer.world_size > 1
+        before = self._pass("before", network, data, device, distributed, convert, "model").metrics
         reference = None
         if self.reference is not None:
-            reference = evaluate(copy_network(self.reference).to(device), data, device, self.mia_backend,
-                                 distributed=trainer.world_size > 1, name="reference")
+            reference = self._pass("reference", copy_network(self.reference).to(device), data, device, distributed,
+                                   None, "reference").metrics
         elif self.reference_report is not None:
             reference = self._read_reference_report()
         self.results = {"before": before, "reference": reference}
 
-    def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, strict: bool) -> dict[str, Any]:
-        return evaluate(
-            network_of(pl_module), self._data(trainer), pl_module.device, self.mia_backend,
-            distributed=trainer.world_size > 1, convert_input=lambda x: convert_input(trainer, x),
-            name="model (after unlearning)", strict=strict,
+    def _pass(self, role: str, model: nn.Module, data: UnlearningDataModule, device: Any, distributed: bool,
+              convert: Any, name: str, strict: bool = True) -> EvaluationPass:
+        """One evaluation pass of ``model`` (the role ``before``, ``after``, ``reference`` or
+        ``reseeded``), with the attacks when audits are on; keeps its audit block and margins."""
+        audited = bool(self.audits)
+        result = evaluate_pass(
+            model, data.evaluation_dataloaders(), device, self.mia_backend, distributed=distributed,
+            convert_input=convert, name=name, strict=strict, attacks=audited,
+            keep_samples=role == "after" and "plots" in self.audits,
         )
+        if audited:
+            self._passes[role] = result
+            self._audit_blocks[role] = dict(result.audit) if result.audit is not None else None
+            if result.margins is not None:
+                self.margins[role] = result.margins
+        return result
+
+    def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, strict: bool, audited: bool = False) -> dict[str, Any]:
+        if trainer.world_size > 1:
+            _broadcast_buffers(network_of(pl_module))
+        if audited:
+            return self._pass("after", network_of(pl_module), self._data(trainer), pl_module.device, trainer.world_size > 1,
+                              lambda x: convert_input(trainer, x), "model (after unlearning)", strict).metrics
+        return evaluate_pass(
+            network_of(pl_module), self._data(trainer).evaluation_dataloaders(), pl_module.device, self.mia_backend,
+            distributed=trainer.world_size > 1, convert_input=lambda x: convert_input(trainer, x),
+            name="model (after unlearning)", strict=strict, attacks=False,
+        ).metrics
+
+    def _read_report_blocks(self, path: str, name: str) -> tuple[dict[str, float], Optional[dict[str, Any]]]:
+        """``(metrics.after, audit.after)`` of a completed run's report (the audit block is
+        ``None`` when that run had no audits)."""
+        report = read_report(path, name)
+        if report.get("status", "completed") != "completed":
+            raise ValueError(f"`{name}`={path!r} is the report of a run that {report['status']}: use the report of a"
+                             " completed Retrain run.")
+        after = (report.get("metrics") or {}).get("after") or {}
+        bad = [k for k in METRICS if not isinstance(after.get(k), (int, float)) or not 0.0 <= after[k] <= 1.0]
+        if bad:
+            raise ValueError(f"`{name}`={path!r} lacks valid metrics.after values for {bad}: use the report of a completed"
+                             " Retrain run.")
+        audit = report.get("audit") if isinstance(report.get("audit"), dict) else None
+        block = audit.get("after") if audit is not None and isinstance(audit.get("after"), dict) else None
+        return {k: float(after[k]) for k in METRICS}, block
+
+    # ------------------------------------------------------------------ audits beyond the pass
+    def _run_audits(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The fit-end audits that need the models themselves: per-example margin gaps,
+        representation, relearning, quantisation. Each model's numbers go to its audit block."""
+        data, device = self._data(trainer), pl_module.device
+        model = network_of(pl_module)
+        convert = lambda x: convert_input(trainer, x)  # noqa: E731
+        blocks = self._audit_blocks
+        reference = self._reference_model
+        reseeded = self._reseeded_model
+        if self.reference is not None and reference is None:  # resumed: the reference was not moved yet
+            reference = self._reference_model = copy_network(self.reference).to(device)
+        if "margins" in self.audits and reference is not None:
+            if "reference" not in self.margins:  # resumed: measure the reference's margins again
+                self._pass("reference", reference, data, device, trainer.world_size > 1, None, "reference")
+            ref_margins = self.margins["reference"]
+            for role in ("after", "reseeded"):
+                if role in self.margins and blocks.get(role) is not None:
+                    for split in ("forget", "test"):
+                        gap = (self.margins[role][split].double() - ref_margins[split].double()).abs().mean()
+                        blocks[role][f"per_example/margin_gap/{split}"] = float(gap)
+            if blocks.get("reference") is not None:
+                blocks["reference"].update({"per_example/margin_gap/forget": 0.0, "per_example/margin_gap/test": 0.0})
+        original = getattr(pl_module, "original_model", None)
+        original = original if isinstance(original, nn.Module) else self._original_copy
+        models = {"after": model}
+        if reference is not None:
+            models["reference"] = reference
+        if reseeded is not None:
+            models["reseeded"] = reseeded
+        if "representation" in self.audits:
+            loaders = self._representation_loaders(data)
+            named = dict(models)
+            if original is not None:
+                named["original"] = copy_network(original).to(device)
+            results = representation_audit(named, loaders, device, layer=self.feature_layer, convert_input=convert)
+            for role in models:
+                if blocks.get(role) is not None:
+                    blocks[role].update(results[role])
+        if "relearn" in self.audits:
+            attack, held_out = self._relearn_data(data)
+            results = relearn_audit(models, attack, held_out, device, steps=self.relearn_steps, lr=self.relearn_lr,
+                                    convert_input=convert)
+            for role in models:
+                if blocks.get(role) is not None:
+                    blocks[role].update(results[role])
+        if "quantization" in self.audits:
+            for role, network in models.items():
+                if blocks.get(role) is not None and role in self._passes:
+                    blocks[role].update(quantization_audit(
+                        network, self._passes[role], data.evaluation_dataloaders(), device, bits=self.quantization_bits,
+                        mia_backend=self.mia_backend, distributed=trainer.world_size > 1,
+                        convert_input=convert if role == "after" else None, name=role))
+
+    def _subset_loader(self, dataset: Any, positions: torch.Tensor, batch_size: int) -> DataLoader:
+        return DataLoader(Subset(dataset, positions.tolist()), batch_size=batch_size, shuffle=False)
+
+    def _representation_loaders(self, data: UnlearningDataModule) -> dict[str, DataLoader]:
+        """Deterministic subsets: the first ``representation_samples`` of D_f; D_t split in two
+        halves by a seeded permutation (A joins the probe's training data so every class is
+        represented, B is the probe's held-out control and, with A, the CKA test examples); a
+        seeded random ``representation_samples`` of D_r for the probes."""
+        n, batch = self.representation_samples, data.eval_batch_size
+        generator = torch.Generator().manual_seed(0)
+        forget, retain, test = data.split("forget", eval_transforms=True), data.split("retain", eval_transforms=True), data.test_set
+        order = torch.randperm(len(test), generator=generator)
+        half = max(1, len(test) // 2)
+        probe_a, probe_b = order[:half].sort().values, order[half:].sort().values
+        if probe_b.numel() == 0:
+            probe_b = probe_a
+        retain_pick = torch.randperm(len(retain), generator=generator)[:n].sort().values
+        train = torch.utils.data.ConcatDataset([Subset(retain, retain_pick.tolist()), Subset(test, probe_a[:n].tolist())])
+        return {
+            "forget": self._subset_loader(forget, torch.arange(min(n, len(forget))), batch),
+            "test": self._subset_loader(test, torch.arange(min(n, len(test))), batch),
+            "probe_train": DataLoader(train, batch_size=batch, shuffle=False),
+            "probe_test": self._subset_loader(test, probe_b[:n], batch),
+        }
+
+    def _relearn_data(self, data: UnlearningDataModule) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], DataLoader]:
+        """The attacker's batches and the held-out rest of D_f (seeded, identical for every model)."""
+        forget = data.split("forget", eval_transforms=True)
+        generator = torch.Generator().manual_seed(0)
+        order = torch.randperm(len(forget), generator=generator)
+        count = max(1, math.ceil(self.relearn_fraction * len(forget)))
+        attack_pos, held_pos = order[:count].sort().values, order[count:].sort().values
+        if held_pos.numel() == 0:
+            held_pos = attack_pos
+        batch = data.batch_size
+        attack = [tuple(t for t in b[:2]) for b in self._subset_loader(forget, attack_pos, batch)]
+        if self.relearn_data == "retain+forget":
+            retain = data.split("retain", eval_transforms=True)
+            picks = torch.randperm(len(retain), generator=generator)[: batch * min(self.relearn_steps or 1, 8)]
+            x_f = torch.cat([x for x, _ in attack])
+            y_f = torch.cat([torch.as_tensor(y) for _, y in attack])
+            attack = [(torch.cat([x, x_f]), torch.cat([torch.as_tensor(y), y_f]))
+                      for x, y in self._subset_loader(retain, picks.sort().values, batch)]
+        return attack, self._subset_loader(forget, held_pos, data.eval_batch_size)
 
     def _current_recipe(self, trainer: L.Trainer, pl_module: L.LightningModule, sha256_after: Optional[str]) -> dict[str, Any]:
         return redact_indices({
@@ -370,11 +619,12 @@ class UnlearningEvaluation(Callback):
             rank_zero_warn(finding.message)
         self.results.update(after=after, gap=gap, runtime_s=runtime, topology=topology, status=status,
                             forgetting_check=None if finding is None else finding.as_dict())
+        self.audit = self._build_audit(trainer, pl_module, after, topology) if self.audits else None
         recipe = self._current_recipe(trainer, pl_module, weights_sha256(network_of(pl_module)))
         self.report = build_report(
             method=type(pl_module).__name__, hyperparameters=self._hyperparameters(pl_module),
             forget=data.forget_summary(), before=self.results["before"], after=after, reference=reference, gap=gap,
-            runtime_s=runtime, seed=_global_seed(), status=status, failure=failure, recipe=recipe,
+            runtime_s=runtime, seed=_global_seed(), status=status, failure=failure, recipe=recipe, audit=self.audit,
         )
         if topology is not None:
             self.report["metrics"]["topology"] = topology
@@ -392,6 +642,65 @@ class UnlearningEvaluation(Callback):
         self._log(trainer, flat, recipe, status)
         if self.verbose:
             rank_zero_info(self.summary())
+
+    def _build_audit(self, trainer: L.Trainer, pl_module: L.LightningModule, after: Optional[dict[str, Any]],
+                     topology: Optional[dict[str, Any]]) -> dict[str, Any]:
+        """The report's ``audit`` section (see the class docstring)."""
+        blocks = self._audit_blocks
+        if after is not None and blocks.get("after") is not None:
+            self._run_audits(trainer, pl_module)
+        counts = (self._passes["after"].counts if "after" in self._passes else
+                  {"forget": len(self._data(trainer).forget_indices), "retain": len(self._data(trainer).retain_indices),
+                   "test": len(self._data(trainer).test_set)})
+        topo = {f"topology/{k}": v for k, v in (topology or {}).items() if isinstance(v, float)}
+        reference = self.results.get("reference")
+        flat_after = {**(after or {}), **(blocks.get("after") or {}), **topo}
+        flat_reference = None if reference is None else {**reference, **(blocks.get("reference") or {})}
+        flat_reseeded = None
+        if self._reseeded_metrics is not None:
+            flat_reseeded = {**self._reseeded_metrics, **(blocks.get("reseeded") or {})}
+        summary = audit_summary(flat_after, flat_reference, flat_reseeded, counts, sparse=topology is not None)
+        audit: dict[str, Any] = {
+            "audits": list(self.audits),
+            "settings": {
+                "fprs": [0.01, 0.001], "feature_layer": self.feature_layer, "representation_samples": self.representation_samples,
+                "relearn": {"steps": self.relearn_steps, "lr": self.relearn_lr, "fraction": self.relearn_fraction,
+                            "data": self.relearn_data},
+                "quantization_bits": list(self.quantization_bits),
+                "noise_floor": "reseeded Retrain and sampling" if flat_reseeded is not None else "sampling",
+            },
+            "counts": dict(counts),
+            "before": blocks.get("before"),
+            "after": blocks.get("after"),
+            "reference": blocks.get("reference"),
+            "reseeded": flat_reseeded,
+            "summary": summary,
+            "figures": {},
+        }
+        if "plots" in self.audits and trainer.is_global_zero:
+            audit["figures"] = self._write_figures(trainer, after)
+        return audit
+
+    def _write_figures(self, trainer: L.Trainer, after: Optional[dict[str, Any]]) -> dict[str, str]:
+        if self.report_path is not None:
+            stem = Path(self.report_path).with_suffix("")
+        else:
+            stem = Path(trainer.default_root_dir) / "unlearn_audit" / "audit"
+        try:
+            from lightning_unlearn.report.figures import write_figures
+
+            written = write_figures(
+                stem, samples=self._passes["after"].samples if "after" in self._passes else None,
+                margins={role: m for role, m in self.margins.items() if role in ("after", "reference", "before")},
+                metrics={"before": self.results.get("before"), "after": after, "reference": self.results.get("reference")},
+                title=f"{self.log_prefix}: audit of the unlearned model",
+            )
+        except ImportError:
+            rank_zero_warn("UnlearningEvaluation(audits=[..., 'plots']) needs matplotlib: `pip install matplotlib`;"
+                           " the figures were skipped.")
+            return {}
+        self.figures = {name: str(path) for name, path in written.items()}
+        return dict(self.figures)
 
     def _publish(self, trainer: L.Trainer, values: dict[str, Any]) -> None:
         """Puts ``values`` into ``trainer.callback_metrics`` (where ModelCheckpoint, EarlyStopping
@@ -415,6 +724,12 @@ class UnlearningEvaluation(Callback):
                 out[f"{p}/topology/{k}"] = v
         if "runtime_s" in self.results:
             out[f"{p}/runtime_s"] = self.results["runtime_s"]
+        if self.audit is not None:
+            for role, block in (("", self.audit.get("after")), ("reference/", self.audit.get("reference"))):
+                for quantity, value in (block or {}).items():
+                    if isinstance(value, (int, float)) and not isinstance(value, bool):
+                        key = audit_log_key(p, quantity)
+                        out[key.replace(f"{p}/audit/", f"{p}/audit/{role}", 1)] = value
         return {k: v for k, v in out.items() if v is not None}
 
     def _log(self, trainer: L.Trainer, metrics: dict[str, float], recipe: dict[str, Any], status: str) -> None:
@@ -429,6 +744,12 @@ class UnlearningEvaluation(Callback):
                 ]
                 logger.log_table(key=f"{self.log_prefix}/summary",
                                  columns=["metric", "before", "after", "reference", "gap"], data=rows)
+                if self.audit is not None:
+                    columns = ["quantity", "meaning", "value", "reference", "difference", "noise_floor", "verdict"]
+                    logger.log_table(key=f"{self.log_prefix}/audit_summary", columns=columns,
+                                     data=[[entry[c] for c in columns] for entry in self.audit["summary"]])
+                    for name, path in self.figures.items():
+                        logger.log_image(key=f"{self.log_prefix}/audit/figures/{name}", images=[path])
             logger.save()
 
     def summary(self) -> str:
@@ -451,8 +772,25 @@ class UnlearningEvaluation(Callback):
             lines.append(f"{key:<22}" + "".join(cell(block.get(key)) for _, block in shown))
         if (results.get("gap") or {}).get("avg_gap") is not None:
             lines.append(f"{'avg_gap':<22}{cell(results['gap']['avg_gap'])}")
+        if self.audit is not None:
+            out_of_line = sum(1 for e in self.audit["summary"] if e["verdict"].startswith("out of line"))
+            lines.append(f"Audit ({', '.join(self.audit['audits'])}): {out_of_line} of {len(self.audit['summary'])}"
+                         " quantities out of line with Retrain")
+            lines += summary_lines(self.audit["summary"])
         lines.append(f"Report: {self.report_path}" if self.report_path is not None else "Report: not written (report_path=None)")
         return "\n".join(lines)
+
+
+def _broadcast_buffers(network: nn.Module) -> None:
+    """Rank 0's buffers on every rank. DDP keeps parameters equal but not BatchNorm statistics:
+    each rank updates them from its own last batches, so without this each rank would evaluate
+    its share of the data with a slightly different model (the one ``ddp_spawn`` returns is rank
+    0's)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    with torch.no_grad():
+        for buffer in network.buffers():
+            torch.distributed.broadcast(buffer, src=0)
 
 
 def _global_seed() -> Optional[int]:

@@ -3,16 +3,23 @@
 Each callback of :mod:`lightning_unlearn.callbacks` is a thin adapter over these: masks and their
 enforcement (:mod:`.masks`), pruning and l1 sparsity (:mod:`.pruning`), un-pruning
 (:mod:`.unpruning`), gradient projection (:mod:`.projection`), SalUn saliency (:mod:`.saliency`);
-the methods use random labels (:mod:`.labels`) and per-sample gradients (:mod:`.per_sample`).
-Issue 15 added: the analytic head (:mod:`.analytic`), keeping earlier requests forgotten
-(:mod:`.consolidation`), HAMU's hardness and update (:mod:`.hardness`) and parameter repulsion
-(:mod:`.repulsion`).
+the methods use random labels (:mod:`.labels`), per-sample gradients (:mod:`.per_sample`), the
+analytic head (:mod:`.analytic`), HAMU's hardness and update (:mod:`.hardness`) and parameter
+repulsion (:mod:`.repulsion`); KeepForgotten keeps earlier requests forgotten
+(:mod:`.consolidation`); the audits read penultimate features (:mod:`.features`), quantise
+weights (:mod:`.quantization`) and relearn (:mod:`.relearn`).
 """
 
 from lightning_unlearn.functional.analytic import (
     AnalyticMemory, analytic_memory, augment, forget_rows, learn_rows, least_squares_head, one_hot,
 )
 from lightning_unlearn.functional.consolidation import consolidation_gradients, consolidation_loss, teacher_probabilities
+from lightning_unlearn.functional.features import (
+    DEFAULT_FEATURE_LAYERS,
+    feature_tap,
+    forward_with_features,
+    resolve_feature_layer,
+)
 from lightning_unlearn.functional.hardness import HAMUStep, Hardness, hamu_update, hardness_thresholds, mean_gradient, request_hardness
 from lightning_unlearn.functional.labels import random_labels
 from lightning_unlearn.functional.masks import (
@@ -39,6 +46,8 @@ from lightning_unlearn.functional.masks import (
 )
 from lightning_unlearn.functional.per_sample import check_chunk_size, per_sample_gradients
 from lightning_unlearn.functional.projection import check_tolerance, foreach_dot, foreach_sq_norm, project_gradients
+from lightning_unlearn.functional.quantization import QUANTIZED_MODULES, quantize_tensor, quantize_weights
+from lightning_unlearn.functional.relearn import relearn
 from lightning_unlearn.functional.pruning import (
     L1_SCHEDULES,
     PRUNABLE_MODULES,
@@ -86,6 +95,7 @@ from lightning_unlearn.functional.unpruning import (
 )
 
 __all__ = [
+    "DEFAULT_FEATURE_LAYERS",
     "L1_SCHEDULES",
     "L1Schedule",
     "MaskedParameters",
@@ -95,6 +105,7 @@ __all__ = [
     "ParameterFilter",
     "PruningMethod",
     "PruningRecipe",
+    "QUANTIZED_MODULES",
     "REVIVE",
     "Revive",
     "SALIENCY_LOSSES",
@@ -115,6 +126,8 @@ __all__ = [
     "drop_and_regrow",
     "existing_masks",
     "expand_units",
+    "feature_tap",
+    "forward_with_features",
     "foreach_dot",
     "foreach_sq_norm",
     "gradient_score",
@@ -130,8 +143,12 @@ __all__ = [
     "prune_reparametrisation",
     "prune_to_density",
     "pruning_scores",
+    "quantize_tensor",
+    "quantize_weights",
     "random_labels",
     "regrow_toward",
+    "relearn",
+    "resolve_feature_layer",
     "resolve_score",
     "retain_magnitude_score",
     "replay_lottery_masks",

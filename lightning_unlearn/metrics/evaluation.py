@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Optional, Union
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from lightning_unlearn.metrics.accuracy import Accuracy
+from lightning_unlearn.metrics.attacks import MembershipAudit
+from lightning_unlearn.metrics.functional.attacks import DEFAULT_FPRS, membership_audit
+from lightning_unlearn.metrics.keys import fpr_tag
 from lightning_unlearn.metrics.mia import MIAEfficacy
 
 EVAL_SPLITS = ("forget", "retain", "test")
@@ -62,6 +66,70 @@ def evaluate_loaders(
         ValueError: a split missing from ``loaders``, a batch that is not an ``(x, y)`` pair, or
             (``strict``) non-finite logits, naming ``name`` and the split.
     """
+    return evaluate_pass(
+        model, loaders, device, mia_backend, distributed=distributed, convert_input=convert_input, name=name,
+        strict=strict, attacks=False,
+    ).metrics
+
+
+@dataclass
+class EvaluationPass:
+    """What one evaluation pass measured (see :func:`evaluate_pass`).
+
+    Attributes:
+        metrics: the numbers of :func:`evaluate_loaders` (``forget_acc`` ... ``mia_efficacy``).
+        audit: flat audit quantities (``"mia/loss/forget_vs_test/auc"`` ...; keys and their meaning
+            in :mod:`lightning_unlearn.metrics.keys`), or ``None`` without attacks or when the
+            logits were not finite.
+        margins: per split, the ``(N,)`` margin of every sample in position order (CPU float32),
+            or ``None``.
+        samples: per split, the per-sample statistics (``log_p``, ``entropy``,
+            ``modified_entropy``, ``margin``; CPU float64) and ``label``, for pictures, or ``None``.
+        counts: the number of samples of each split.
+    """
+
+    metrics: dict[str, Optional[float]]
+    audit: Optional[dict[str, Any]] = None
+    margins: Optional[dict[str, Tensor]] = None
+    samples: Optional[dict[str, dict[str, Tensor]]] = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@torch.no_grad()
+def evaluate_pass(
+    model: nn.Module,
+    loaders: Mapping[str, Iterable],
+    device: Union[str, torch.device, None] = None,
+    mia_backend: Literal["torch", "sklearn"] = "torch",
+    *,
+    distributed: bool = False,
+    convert_input: Optional[Callable[[Any], Any]] = None,
+    name: str = "model",
+    strict: bool = True,
+    attacks: bool = True,
+    fprs: Sequence[float] = DEFAULT_FPRS,
+    keep_samples: bool = False,
+) -> EvaluationPass:
+    """:func:`evaluate_loaders`, plus the population membership attacks from the same forward pass.
+
+    With ``attacks=True`` every batch's logits also feed a
+    :class:`~lightning_unlearn.metrics.MembershipAudit` (gathered by position under DDP, like
+    MIA-efficacy): the threshold attacks (loss, confidence, entropy, modified entropy; AUC and TPR
+    at ``fprs``, forget-vs-test and retain-vs-test), the SSD / Bad Teacher entropy attack, SCRUB's
+    loss attack and the per-sample margins. No second pass over the data: the attacks cost a few
+    floats per sample and a sort. ``mia_backend`` also picks the attacks' logistic-regression
+    solver.
+
+    Args:
+        model, loaders, device, mia_backend, distributed, convert_input, name, strict: see
+            :func:`evaluate_loaders`.
+        attacks: run the population attacks and keep the margins.
+        fprs: the low false-positive rates of the TPR readings.
+        keep_samples: also return the per-sample statistics (for pictures).
+
+    Returns:
+        An :class:`EvaluationPass`.
+    """
     missing = [s for s in EVAL_SPLITS if s not in loaders]
     if missing:
         raise ValueError(f"`loaders` lacks the {missing} split(s): pass loaders for {EVAL_SPLITS}.")
@@ -78,6 +146,7 @@ def evaluate_loaders(
     sync = world > 1
     accuracy = {split: Accuracy(sync_on_compute=sync).to(device) for split in EVAL_SPLITS}
     mia = MIAEfficacy(backend=mia_backend, sync_on_compute=sync).to(device)
+    membership = MembershipAudit(fprs=fprs, backend=mia_backend, sync_on_compute=sync).to(device) if attacks else None
     finite = {split: True for split in EVAL_SPLITS}
     was_training = model.training
     model.eval()
@@ -93,8 +162,11 @@ def evaluate_loaders(
                 if not bool(torch.isfinite(logits).all()):
                     finite[split] = False
                     continue
+                index = torch.arange(offset, offset + len(y), device=device)
                 accuracy[split].update(logits, y)
-                mia.update(logits, y, split, index=torch.arange(offset, offset + len(y), device=device))
+                mia.update(logits, y, split, index=index)
+                if membership is not None:
+                    membership.update(logits, y, split, index=index)
     finally:
         model.train(was_training)
     if sync:  # every rank takes the same decisions below (each compute() is a collective)
@@ -113,7 +185,41 @@ def evaluate_loaders(
     }
     out["unlearning_accuracy"] = None if out["forget_acc"] is None else 1.0 - out["forget_acc"]
     out["mia_efficacy"] = float(mia.compute()) if not bad else None
-    return out
+    result = EvaluationPass(metrics=out)
+    if membership is not None and not bad:
+        with membership.sync_context(should_sync=sync):  # gathers every rank's samples (a collective)
+            stats, labels = membership.statistics()
+        result.audit = flatten_membership(membership_audit(
+            stats, labels, attacks=membership.attacks, fprs=membership.fprs, backend=mia_backend))
+        result.margins = {split: stats[split]["margin"].float().cpu() for split in EVAL_SPLITS}
+        result.counts = {split: int(labels[split].numel()) for split in EVAL_SPLITS}
+        if keep_samples:
+            result.samples = {split: {**{k: v.cpu() for k, v in stats[split].items()}, "label": labels[split].cpu()}
+                              for split in EVAL_SPLITS}
+    return result
+
+
+def flatten_membership(results: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`~lightning_unlearn.metrics.functional.attacks.membership_audit`'s nested result as flat
+    audit quantities: ``mia/<attack>/<pair>/auc``, ``mia/<attack>/<pair>/tpr_at_fpr_<rate>``,
+    ``mia/best_threshold/<pair>/auc`` (the highest AUC of the threshold attacks, with
+    ``mia/best_threshold/<pair>/attack`` naming it), ``mia/entropy_lr/member_rate`` and
+    ``mia/loss_cv/accuracy``."""
+    flat: dict[str, Any] = {}
+    best: dict[str, tuple[float, str]] = {}
+    for attack, pairs in results["threshold"].items():
+        for pair, stats in pairs.items():
+            for stat, value in stats.items():
+                key = "auc" if stat == "auc" else f"tpr_at_fpr_{fpr_tag(float(stat.split('@')[1]))}"
+                flat[f"mia/{attack}/{pair}/{key}"] = value
+            if pair not in best or stats["auc"] > best[pair][0]:
+                best[pair] = (stats["auc"], attack)
+    for pair, (value, attack) in best.items():
+        flat[f"mia/best_threshold/{pair}/auc"] = value
+        flat[f"mia/best_threshold/{pair}/attack"] = attack
+    flat["mia/entropy_lr/member_rate"] = results["entropy_lr_member_rate"]
+    flat["mia/loss_cv/accuracy"] = results["loss_cv_accuracy"]
+    return flat
 
 
 def evaluate(

@@ -4,12 +4,15 @@
   :func:`write_report`/:func:`write_json`, :func:`read_report`;
 * :mod:`~lightning_unlearn.report.recipe`: the ``recipe`` (what was run), read back from a trainer;
 * :mod:`~lightning_unlearn.report.verify`: :func:`verify_report` (``lightning-unlearn verify-report``);
-* :mod:`~lightning_unlearn.report.chain`: hash-linked reports of sequential requests.
+* :mod:`~lightning_unlearn.report.chain`: hash-linked reports of sequential requests;
+* :mod:`~lightning_unlearn.report.audit`: the ``audit`` section's summary and verdicts;
+  :mod:`~lightning_unlearn.report.figures`: its pictures (matplotlib, imported when drawing).
 """
 
 from lightning_unlearn.report.core import (
     LEGACY_KEYS,
     METRIC_BLOCKS,
+    OPTIONAL_KEYS,
     REPORT_KEYS,
     SCHEMA_VERSION,
     STATUSES,
@@ -27,6 +30,7 @@ __all__ = [
     "Check",
     "LEGACY_KEYS",
     "METRIC_BLOCKS",
+    "OPTIONAL_KEYS",
     "REPORT_KEYS",
     "SCHEMA_VERSION",
     "STATUSES",

@@ -31,6 +31,8 @@ REPORT_KEYS = (
     "schema_version", "status", "method", "hyperparameters", "forget", "metrics", "runtime_s", "seed",
     "failure", "recipe", "versions", "created",
 )
+#: Keys a report may add, in this order after ``metrics``: ``audit`` (with ``UnlearningEvaluation(audits=...)``).
+OPTIONAL_KEYS = ("audit",)
 #: The keys of a schema-1 report (still readable as a ``reference_report``).
 LEGACY_KEYS = ("method", "hyperparameters", "forget", "metrics", "runtime_s", "seed", "versions", "created")
 #: The blocks of ``metrics``.
@@ -61,6 +63,7 @@ def build_report(
     status: str = "completed",
     failure: Optional[Mapping[str, Any]] = None,
     recipe: Optional[Mapping[str, Any]] = None,
+    audit: Optional[Mapping[str, Any]] = None,
 ) -> dict[str, Any]:
     """Assembles the report.
 
@@ -79,9 +82,11 @@ def build_report(
         status: ``"completed"``, ``"diverged"`` or ``"interrupted"``.
         failure: for a run that did not complete, what stopped it (``reason``, ``step``, ``epoch``...).
         recipe: what was run (see :func:`lightning_unlearn.report.recipe.build_recipe`).
+        audit: the audit section (see :mod:`lightning_unlearn.report.audit`), placed after
+            ``metrics`` when given.
 
     Returns:
-        A dict with exactly the keys :data:`REPORT_KEYS`.
+        A dict with exactly the keys :data:`REPORT_KEYS` (plus ``audit`` when given).
 
     Raises:
         ValueError: a metric outside [0, 1], a missing metric in a completed run, an unknown
@@ -105,7 +110,7 @@ def build_report(
             f"`forget` must hold count, fingerprint, spec (and optionally retain_count), got {sorted(forget)}:"
             " pass UnlearningDataModule.forget_summary()."
         )
-    return {
+    report = {
         "schema_version": SCHEMA_VERSION,
         "status": status,
         "method": method,
@@ -117,6 +122,11 @@ def build_report(
             "reference": None if reference is None else json_safe(dict(reference)),
             "gap": None if gap is None else json_safe(dict(gap)),
         },
+    }
+    if audit is not None:
+        report["audit"] = json_safe(dict(audit))
+    return {
+        **report,
         "runtime_s": float(runtime_s),
         "seed": seed,
         "failure": None if failure is None else json_safe(dict(failure)),

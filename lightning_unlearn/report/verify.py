@@ -16,7 +16,7 @@ import torch
 from lightning_unlearn.data.spec import fingerprint
 from lightning_unlearn.metrics.keys import GAP_METRICS, METRICS
 from lightning_unlearn.models.weights import read_state_dict, weights_sha256
-from lightning_unlearn.report.core import METRIC_BLOCKS, REPORT_KEYS, SCHEMA_VERSION, STATUSES
+from lightning_unlearn.report.core import METRIC_BLOCKS, OPTIONAL_KEYS, REPORT_KEYS, SCHEMA_VERSION, STATUSES
 
 __all__ = ["Check", "read_indices", "schema_problems", "verify_report"]
 
@@ -97,7 +97,7 @@ def schema_problems(report: Any) -> list[str]:
     if version != SCHEMA_VERSION:
         return [f"schema_version is {version!r}, this verifier checks version {SCHEMA_VERSION}"]
     problems = [f"missing key {k!r}" for k in REPORT_KEYS if k not in report]
-    problems += [f"unexpected key {k!r}" for k in report if k not in REPORT_KEYS]
+    problems += [f"unexpected key {k!r}" for k in report if k not in REPORT_KEYS + OPTIONAL_KEYS]
     if problems:
         return problems
     status = report["status"]
@@ -120,6 +120,8 @@ def schema_problems(report: Any) -> list[str]:
     if not completed and (not isinstance(failure, dict) or not isinstance(failure.get("reason"), str)):
         problems.append(f"a {status} run lacks failure.reason")
     problems += _recipe_problems(report["recipe"], report["forget"], completed)
+    if "audit" in report:
+        problems += _audit_problems(report["audit"])
     if not isinstance(report["versions"], dict) or not all(isinstance(v, str) for v in report["versions"].values()):
         problems.append("versions is not an object of strings")
     try:
@@ -213,6 +215,24 @@ def _recipe_problems(recipe: Any, forget: Any, completed: bool) -> list[str]:
     return problems
 
 
+def _audit_problems(audit: Any) -> list[str]:
+    if not isinstance(audit, dict):
+        return ["audit is not an object"]
+    problems = [f"audit lacks {k!r}" for k in ("audits", "after", "reference", "summary") if k not in audit]
+    if problems:
+        return problems
+    if not isinstance(audit["summary"], list) or not all(isinstance(e, dict) and isinstance(e.get("quantity"), str)
+                                                          and "value" in e and isinstance(e.get("verdict"), str)
+                                                          for e in audit["summary"]):
+        problems.append("audit.summary is not a list of {quantity, value, verdict} entries")
+    for block in ("before", "after", "reference", "reseeded"):
+        value = audit.get(block)
+        if value is not None and (not isinstance(value, dict) or not all(
+                v is None or isinstance(v, str) or _is_number(v) for v in value.values())):
+            problems.append(f"audit.{block} is not an object of numbers")
+    return problems
+
+
 def _lists_indices(value: Any) -> bool:
     if isinstance(value, dict):
         return any((k == "indices" and isinstance(v, list)) or _lists_indices(v) for k, v in value.items())
@@ -239,6 +259,10 @@ def _arithmetic(report: dict[str, Any]) -> Check:
         if gap.get("avg_gap") is not None and len(parts) == len(GAP_METRICS):
             if abs(gap["avg_gap"] - sum(parts) / len(parts)) > 1e-9:
                 wrong.append("metrics.gap.avg_gap != mean |after - reference| over UA, RA, TA, MIA-efficacy")
+    for entry in (report.get("audit") or {}).get("summary") or []:
+        value, ref, difference = entry.get("value"), entry.get("reference"), entry.get("difference")
+        if _is_number(value) and _is_number(ref) and _is_number(difference) and abs(difference - (value - ref)) > 1e-9:
+            wrong.append(f"audit.summary {entry.get('quantity')}: difference != value - reference")
     if wrong:
         return Check("arithmetic", False, "; ".join(wrong))
     return Check("arithmetic", True, "UA = 1 - forget accuracy, gaps = after - reference, Avg. Gap = their mean |.|")

@@ -1,5 +1,6 @@
 """UnlearningEvaluation under DDP: every reported number of a 2-process ``ddp_spawn`` fit (CPU,
-gloo) equals the single-process evaluation of the very same weights, exactly.
+gloo) equals the single-process evaluation of the very same weights, exactly — the audits'
+membership attacks and per-example margin gaps included.
 
 Marked ``ddp`` and part of the default run (CI included); about 20-30 s on a 2-core machine.
 """
@@ -13,7 +14,7 @@ import torch
 
 from lightning_unlearn.callbacks import UnlearningEvaluation
 from lightning_unlearn.data import DigitsDataModule, ForgetSpec
-from lightning_unlearn.metrics import evaluate
+from lightning_unlearn.metrics import evaluate, evaluate_pass
 from lightning_unlearn.metrics.keys import METRICS
 from lightning_unlearn.methods import FineTune
 from lightning_unlearn.report import verify_report
@@ -32,7 +33,7 @@ def test_ddp_spawn_reports_the_single_process_numbers_exactly(original, tmp_path
     method = FineTune(original, lr=0.05)
     trainer = L.Trainer(
         **QUIET, accelerator="cpu", devices=2, strategy="ddp_spawn", max_steps=3,
-        callbacks=[UnlearningEvaluation(report_path=str(path), reference=reference, verbose=False)],
+        callbacks=[UnlearningEvaluation(report_path=str(path), reference=reference, verbose=False, audits="standard")],
     )
     trainer.fit(method, datamodule=dm)  # ddp_spawn loads rank 0's final weights back into `method`
 
@@ -50,4 +51,12 @@ def test_ddp_spawn_reports_the_single_process_numbers_exactly(original, tmp_path
     for key in METRICS:
         assert float(trainer.callback_metrics[f"unlearn/{key}"]) == single["after"][key]
     assert report["status"] == "completed" and report["recipe"]["trainer"]["steps_run"] == 3
+    loaders = dm.evaluation_dataloaders()
+    passes = {"before": evaluate_pass(original, loaders), "after": evaluate_pass(method.model, loaders),
+              "reference": evaluate_pass(reference, loaders)}
+    for block, result in passes.items():
+        for key, value in result.audit.items():
+            assert report["audit"][block][key] == value, (block, key)  # exact, not approximate
+    gap = (passes["after"].margins["forget"].double() - passes["reference"].margins["forget"].double()).abs().mean()
+    assert report["audit"]["after"]["per_example/margin_gap/forget"] == float(gap)
     assert all(check.ok for check in verify_report(path)), [c.line() for c in verify_report(path)]

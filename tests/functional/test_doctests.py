@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["labels", "masks", "per_sample", "projection", "pruning", "saliency", "unpruning"]
+MODULES = ["features", "labels", "masks", "per_sample", "projection", "pruning", "quantization", "relearn", "saliency", "unpruning"]
 
 
 @pytest.mark.parametrize("name", MODULES)
