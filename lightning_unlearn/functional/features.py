@@ -69,6 +69,7 @@ def feature_tap(model: nn.Module, layer: Optional[str] = None) -> Iterator[Calla
     function returns those of the last forward as ``(batch, d)``. The hook is removed on exit.
 
     Example:
+        >>> import torch
         >>> net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
         >>> with feature_tap(net) as features:
         ...     logits = net(torch.zeros(5, 4))
