@@ -83,3 +83,10 @@ def assert_same_state(a: dict, b: dict) -> None:
     """Bit-identical state dicts."""
     for key, value in a.items():
         torch.testing.assert_close(b[key], value, rtol=0, atol=0, equal_nan=True, msg=key)
+
+
+def required_args(name: str) -> dict:
+    """Arguments a registered method cannot run without (everything else has a default)."""
+    from lightning_unlearn.models import SmallCNN
+
+    return {"oracle": SmallCNN(in_channels=1, num_classes=10)} if name == "oracle_matching" else {}

@@ -18,7 +18,7 @@ from lightning_unlearn import registry
 from lightning_unlearn.callbacks import UnlearningEvaluation
 from lightning_unlearn.metrics.keys import METRICS
 from lightning_unlearn.methods import RandomLabel
-from tests.conftest import quiet_trainer
+from tests.conftest import quiet_trainer, required_args
 
 TOLERANCE = 0.15
 ENTRIES = [e.name for e in registry.entries() if e.name != "evaluation"]
@@ -27,7 +27,7 @@ ENTRIES = [e.name for e in registry.entries() if e.name != "evaluation"]
 def run(name: str, original: torch.nn.Module, datamodule, precision: str) -> tuple[UnlearningEvaluation, L.LightningModule]:
     entry = registry.get(name)
     if entry.kind == "method":
-        module, callbacks = entry.cls(copy.deepcopy(original)), []
+        module, callbacks = entry.cls(copy.deepcopy(original), **required_args(name)), []
     else:  # a callback, on SalUn's objective; un-pruning needs a pruned model
         module = RandomLabel(copy.deepcopy(original))
         callbacks = ([registry.get("magnitude_pruning").cls(amount=0.5)] if name == "unpruning" else []) + [entry.cls()]

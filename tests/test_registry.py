@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from lightning_unlearn import registry
-from lightning_unlearn.models import SmallCNN
-from tests.conftest import assert_same_state, run_and_resume
+from tests.conftest import assert_same_state, required_args, run_and_resume
 
 METHODS = [e.name for e in registry.entries("method")]
 CALLBACKS = [e.name for e in registry.entries("callback")]
@@ -28,14 +27,10 @@ def test_every_entry_has_a_method_card(name):
         assert set(entry.inputs) <= {"forget", "retain"} and entry.inputs
 
 
-#: Arguments a method cannot run without (everything else has a default).
-REQUIRED_ARGS = {"oracle_matching": lambda original: {"oracle": SmallCNN(in_channels=1, num_classes=10)}}
-
-
 @pytest.mark.parametrize("name", METHODS)
 def test_method_resumes_exactly_from_a_checkpoint(name, original, digits_classwise, tmp_path):
     cls = registry.get(name).cls
-    required = REQUIRED_ARGS.get(name, lambda _: {})(original)
+    required = required_args(name)
     straight, resumed, _ = run_and_resume(lambda: cls(copy.deepcopy(original), **required), digits_classwise, tmp_path)
     assert_same_state(straight.model.state_dict(), resumed.model.state_dict())
     assert any(not torch.equal(v, original.state_dict()[k]) for k, v in straight.model.state_dict().items())

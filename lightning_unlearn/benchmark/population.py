@@ -51,7 +51,7 @@ from lightning_unlearn.metrics.keys import (
     METRICS,
     ULIRA_ACCURACY,
 )
-from lightning_unlearn.models.network import reinitialise
+from lightning_unlearn.models.network import copy_network, reinitialise
 from lightning_unlearn.report import json_safe, versions
 from lightning_unlearn.report.audit import audit_summary
 from lightning_unlearn.validation import check_int
@@ -154,7 +154,7 @@ def run_population(
         for i, s in enumerate(seeds):
             path = originals_root / f"{s}.pt"
             cached = _load(path)
-            net = reinitialise(copy.deepcopy(network), seed=s)
+            net = reinitialise(copy_network(network), seed=s)
             if cached is None:
                 tic = time.perf_counter()
                 datamodule.shuffle_seed = s

@@ -36,7 +36,6 @@ Example::
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
@@ -57,6 +56,7 @@ from lightning_unlearn.metrics.keys import GAP_METRICS
 from lightning_unlearn.metrics.relapse import RELAPSE_ROW_KEYS, relapse_metrics, relapse_rows
 from lightning_unlearn.report import build_report, chain_report, json_safe, report_sha256, versions, write_report
 from lightning_unlearn.validation import check_int
+from lightning_unlearn.models.network import copy_network
 
 __all__ = ["build_sequential_parser", "format_sequential_tables", "main", "run_sequential"]
 
@@ -256,7 +256,7 @@ class _RetrainCache:
             return self.memory[step]
         path = None if self.dir is None else self.dir / f"retrain_{self.key(step)}.pt"
         if path is not None and path.is_file():
-            model = copy.deepcopy(like)
+            model = copy_network(like)
             model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             sidecar = path.with_suffix(".json")
             self.runtime[step] = json.loads(sidecar.read_text())["runtime_s"] if sidecar.is_file() else 0.0

@@ -49,7 +49,6 @@ Command line::
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import sys
@@ -74,6 +73,7 @@ from lightning_unlearn.metrics.functional import mia_efficacy, true_class_confid
 from lightning_unlearn.models.weights import load_weights
 from lightning_unlearn.report import json_safe
 from lightning_unlearn.validation import check_float, check_int
+from lightning_unlearn.models.network import copy_network
 
 __all__ = [
     "EXTRA_KNOBS",
@@ -144,7 +144,7 @@ def estimate_retrain_seconds(network: nn.Module, datamodule: UnlearningDataModul
     batches of the training batch size, times the steps of ``epochs`` epochs over D_r. Lightning's
     own overhead (a few per cent) is not included."""
     epochs = check_int(epochs, "epochs", minimum=1, hint="the epochs of the original's training recipe")
-    model = copy.deepcopy(network).train()
+    model = copy_network(network).train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9)
     device = params[0].device
@@ -423,7 +423,7 @@ def tune_row(
     """
     budget = check_float(budget, "budget", minimum=0.0, open_minimum=True, hint="a fraction of one Retrain, e.g. 0.5")
     classwise = bool(datamodule.forget.classes)
-    device_model = copy.deepcopy(original)
+    device_model = copy_network(original)
     timer = _clock(accelerator)
     tic = timer()
     if retrain_seconds is None:

@@ -8,7 +8,6 @@ the gradient of the distillation term to every optimiser step.
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Optional
 
 import lightning as L
@@ -21,7 +20,7 @@ from lightning_unlearn.callbacks.masking import masked_parameters_of
 from lightning_unlearn.data.access import require_unlearning_data
 from lightning_unlearn.functional.consolidation import consolidation_gradients, teacher_probabilities
 from lightning_unlearn.functional.masks import grads_finite, parameter_masks
-from lightning_unlearn.models.network import eval_mode, network_of
+from lightning_unlearn.models.network import copy_network, eval_mode, network_of
 from lightning_unlearn.registry import register
 from lightning_unlearn.validation import check_float, check_int
 
@@ -111,7 +110,7 @@ class KeepForgotten(Callback):
         loader = torch.utils.data.DataLoader(self._dataset, batch_size=data.eval_batch_size)
         device = pl_module.device
         if teacher is previous:  # the user's / previous step's model: never moved or modified
-            teacher = copy.deepcopy(previous).to(device)
+            teacher = copy_network(previous).to(device)
         self.targets = teacher_probabilities(teacher, loader, self.temperature, device)
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Optimizer) -> None:

@@ -7,7 +7,6 @@ gradient to every optimiser step.
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Optional, Union
 
 import lightning as L
@@ -18,7 +17,7 @@ from torch.optim import Optimizer
 from lightning_unlearn.callbacks.masking import masked_parameters_of
 from lightning_unlearn.functional.masks import grads_finite, parameter_masks
 from lightning_unlearn.functional.repulsion import REPULSION_FORMS, RepulsionForm, add_repulsion_gradient, squared_distance
-from lightning_unlearn.models.network import network_of
+from lightning_unlearn.models.network import copy_network, network_of
 from lightning_unlearn.models.weights import load_weights
 from lightning_unlearn.registry import register
 from lightning_unlearn.validation import check_choice, check_float
@@ -104,7 +103,7 @@ class ParameterRepulsion(Callback):
             original = getattr(pl_module, "original_model", None)
             source = original if isinstance(original, nn.Module) else network
         else:
-            source = copy.deepcopy(network)
+            source = copy_network(network)
             load_weights(source, self.anchor)
         weights = dict(source.named_parameters())
         names = [n for n, p in network.named_parameters() if p.requires_grad]

@@ -15,7 +15,7 @@ from torch.nn import Parameter
 from torch.utils.data import DataLoader
 
 from lightning_unlearn.callbacks.masking import MaskedUpdateCallback
-from lightning_unlearn.data.access import forget_batches, unlearning_data
+from lightning_unlearn.data.access import forget_batches
 from lightning_unlearn.functional.masks import ParameterFilter, Scope, check_scope
 from lightning_unlearn.functional.saliency import SALIENCY_LOSSES, SaliencyLoss, saliency_masks
 from lightning_unlearn.models.network import network_of
@@ -118,10 +118,7 @@ class SaliencyMask(MaskedUpdateCallback):
     def forget_batches(self, trainer: L.Trainer) -> Iterable:
         """The forget data: the trainer's UnlearningDataModule (training or test-time transforms, see
         ``transforms``), else the constructor's ``dataloader``."""
-        data = unlearning_data(trainer)
-        if data is not None and self.transforms == "train":
-            return DataLoader(data.split("forget"), batch_size=data.forget_batch_size, num_workers=data.num_workers)
-        return forget_batches(trainer, "SaliencyMask", self.dataloader)
+        return forget_batches(trainer, "SaliencyMask", self.dataloader, train_transforms=self.transforms == "train")
 
     def check_setup(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.forget_batches(trainer)

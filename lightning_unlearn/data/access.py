@@ -105,15 +105,20 @@ class _Converted:
         return len(self.loader)  # type: ignore[arg-type]
 
 
-def forget_batches(trainer: Optional[L.Trainer], who: str, dataloader: Optional[Iterable] = None) -> Iterable:
+def forget_batches(trainer: Optional[L.Trainer], who: str, dataloader: Optional[Iterable] = None,
+                   train_transforms: bool = False) -> Iterable:
     """Forget-set ``(x, y)`` batches: the :class:`UnlearningDataModule`'s ``forget_dataloader()``
-    (dataset order, test-time transforms), else ``dataloader``; converted to the fit's precision
-    (:func:`convert_input`).
+    (dataset order, test-time transforms; with ``train_transforms`` the forget examples as
+    training reads them, in batches of ``forget_batch_size``), else ``dataloader``; converted to
+    the fit's precision (:func:`convert_input`).
 
     Raises:
         ValueError: neither exists (the message names ``who`` and the ``dataloader=`` fix).
     """
     data = unlearning_data(trainer)
+    if data is not None and train_transforms:
+        loader = DataLoader(data.split("forget"), batch_size=data.forget_batch_size, num_workers=data.num_workers)
+        return _Converted(loader, trainer)
     if data is not None:
         return _Converted(data.forget_dataloader(), trainer)
     if dataloader is not None:

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any, ClassVar, Optional
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, RandomSampler
 
-from lightning_unlearn.data.access import require_unlearning_data
+from lightning_unlearn.data.access import convert_input, require_unlearning_data
 from lightning_unlearn.functional.repulsion import REPULSION_FORMS, RepulsionForm, repulsion_term
 from lightning_unlearn.methods.base import Batch
 from lightning_unlearn.methods.teachers import TeacherStudentMethod
 from lightning_unlearn.registry import register
 from lightning_unlearn.validation import check_choice, check_float, check_int
+from lightning_unlearn.models.network import copy_network
 
 
 @register(
@@ -114,7 +114,7 @@ class AdaptThenUnlearn(TeacherStudentMethod):
         super().on_fit_start()
         if "adapted" in self._teachers:
             return
-        adapted = copy.deepcopy(self._teachers["start"])
+        adapted = copy_network(self._teachers["start"])
         if self._restored is not None:
             adapted.load_state_dict(self._restored)
         else:
@@ -137,7 +137,8 @@ class AdaptThenUnlearn(TeacherStudentMethod):
         optimizer = torch.optim.SGD(network.parameters(), lr=self.adapt_lr, momentum=0.9)
         with torch.enable_grad():
             for _ in range(self.adapt_epochs):
-                for x, y in loader:
+                for batch in loader:
+                    x, y = convert_input(self.trainer, batch)  # the fit's precision (bf16-true weights take bf16 inputs)
                     optimizer.zero_grad()
                     self.cross_entropy(network(x.to(self.device)), y.to(self.device)).backward()
                     optimizer.step()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import functools
 from typing import Any, Callable, ClassVar, Optional, Union
 
@@ -16,6 +15,7 @@ from lightning_unlearn.models.classifier import OptimizerCallable
 from lightning_unlearn.models.weights import load_weights
 from lightning_unlearn.registry import register
 from lightning_unlearn.validation import check_float
+from lightning_unlearn.models.network import copy_network
 
 #: ``oracle="reference"``: the runner (compare, sequential) hands over its Retrain model.
 REFERENCE_ORACLE = "reference"
@@ -108,7 +108,7 @@ class OracleMatching(TeacherStudentMethod):
         self._oracle_fn: Optional[Callable[[Tensor], Tensor]] = None
         self.oracle_source = oracle if isinstance(oracle, str) else type(oracle).__name__
         if isinstance(oracle, str) and oracle != REFERENCE_ORACLE:
-            network = copy.deepcopy(self.model)
+            network = copy_network(self.model)
             load_weights(network, oracle)
             self.add_teacher("oracle", network)
         elif isinstance(oracle, nn.Module):
