@@ -156,3 +156,16 @@ def test_select_rows_keeps_the_retrain_reference_and_names_unknown_rows():
     assert quality.select_rows(config, None) == config
     with pytest.raises(ValueError, match=r"--rows: no row\(s\) \['nope'\]"):
         quality.select_rows(config, ["nope"])
+
+
+def test_population_rows_keep_the_retrain_reference_and_the_reseeded_floor():
+    import yaml
+
+    from benchmarks.population import population_config
+
+    root = Path(__file__).resolve().parents[1] / "benchmarks" / "configs"
+    config = yaml.safe_load((root / "fmnist_cpu.yaml").read_text())
+    cfg = population_config(config, str(root / "tuned_cpu"), train_size=4000, test_size=1000, epochs=5,
+                            rows=["finetune", "gradient_ascent"])
+    assert list(cfg["methods"]) == ["retrain", "retrain_reseeded", "finetune", "gradient_ascent"]
+    assert cfg["data"]["init_args"]["train_size"] == 4000 and cfg["original"]["max_epochs"] == 5
