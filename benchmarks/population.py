@@ -49,7 +49,8 @@ def population_config(config: dict[str, Any], tuned: Optional[str] = None, train
     if rows:
         from benchmarks.quality import select_rows
 
-        cfg = select_rows(cfg, rows + [n for n, s in cfg["methods"].items() if n in rows])
+        # the Retrain rows always run: the reference and the reseeded one (every number's noise floor)
+        cfg = select_rows(cfg, [n for n, s in cfg["methods"].items() if s["method"] == "retrain"] + list(rows))
     return cfg
 
 
@@ -58,7 +59,7 @@ def main() -> None:
     parser.add_argument("--config", default="benchmarks/configs/digits_population.yaml")
     parser.add_argument("--models", type=int, default=8, help="N: originals, oracles and unlearned models per row.")
     parser.add_argument("--tuned", default=None, help="Directory of benchmarks/tune.py's rows (random10.yaml).")
-    parser.add_argument("--rows", nargs="+", default=None, help="Only these rows (and the Retrain reference).")
+    parser.add_argument("--rows", nargs="+", default=None, help="Only these rows (and the Retrain rows: the reference and the reseeded floor).")
     parser.add_argument("--train-size", type=int, default=None)
     parser.add_argument("--test-size", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=None, help="Epochs of the original and of Retrain.")

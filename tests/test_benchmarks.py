@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import evaluation_speed, mia_speed, overhead, quality, scaling
+from benchmarks import evaluation_speed, mia_speed, overhead, quality, reliability, scaling
 from benchmarks.common import emit
 
 
@@ -24,6 +24,29 @@ def test_overhead_smoke():
     assert "hand-written loop" in table
     assert result["implicit_fast"]["with_ms"] > 0 and result["implicit_fast"]["base_ms"] > 0
     assert "ImplicitGradientSurgery(eu_fast) step vs NegGrad+ step" in table
+
+
+def test_reliability_smoke(tmp_path):
+    config = {
+        "seed": 0, "accelerator": "cpu",
+        "data": {"class_path": "lightning_unlearn.data.DigitsDataModule",
+                 "init_args": {"forget": {"ratio": 0.1, "seed": 0}, "batch_size": 128, "eval_batch_size": 1024}},
+        "model": {"class_path": "lightning_unlearn.models.SmallCNN", "init_args": {"in_channels": 1, "num_classes": 10, "width": 4}},
+        "original": {"max_epochs": 1, "lr": 0.1},
+        "methods": {"retrain": {"method": "retrain", "max_epochs": 1, "init_args": {"lr": 0.1}},
+                    "retrain_reseeded": {"method": "retrain", "max_epochs": 1, "init_args": {"lr": 0.1}},
+                    "gradient_ascent": {"method": "gradient_ascent", "max_epochs": 1, "init_args": {"lr": 0.01}}},
+    }
+    result, table = reliability.run(config, [0.1, 0.11], [0], 3, None, str(tmp_path / "cache"))
+    assert [(s["ratio"], s["draw"]) for s in result["sets"]] == [(0.1, 0), (0.11, 0)]
+    assert result["sets"][0]["forget_count"] < result["sets"][1]["forget_count"]
+    cell = result["summary"]["gradient_ascent"]["ulira"]
+    assert cell["min"] <= cell["mean"] <= cell["max"] and 0.5 <= cell["agreement"] <= 1.0
+    assert set(result["summary"]) == {"retrain_reseeded", "gradient_ascent"}
+    assert "| gradient_ascent | U-LiRA accuracy |" in table
+    pytest.importorskip("matplotlib")
+    reliability.plot(result, str(tmp_path / "reliability.png"))
+    assert (tmp_path / "reliability.png").stat().st_size > 0
 
 
 def test_evaluation_speed_smoke():
@@ -153,3 +176,16 @@ def test_oracle_free_gap_looks_the_choice_up_among_the_retrain_tuned_trials():
     chosen["ft"]["max_epochs"] = 3
     assert oracle_free_gap.compare({"chosen": chosen}, [old])[0]["rows"]["ft"]["difference"] is None
     assert "| ft | lr=0.01, 1 ep | 2.00 | lr=0.03, 2 ep | 1.00 | +1.00 |" in table
+
+
+def test_population_rows_keep_the_retrain_reference_and_the_reseeded_floor():
+    import yaml
+
+    from benchmarks.population import population_config
+
+    root = Path(__file__).resolve().parents[1] / "benchmarks" / "configs"
+    config = yaml.safe_load((root / "fmnist_cpu.yaml").read_text())
+    cfg = population_config(config, str(root / "tuned_cpu"), train_size=4000, test_size=1000, epochs=5,
+                            rows=["finetune", "gradient_ascent"])
+    assert list(cfg["methods"]) == ["retrain", "retrain_reseeded", "finetune", "gradient_ascent"]
+    assert cfg["data"]["init_args"]["train_size"] == 4000 and cfg["original"]["max_epochs"] == 5
