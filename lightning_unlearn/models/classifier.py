@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler as LRSchedulerBase
 
+from lightning_unlearn.data.access import batch_xy
 from lightning_unlearn.models.divergence import DivergenceGuard
 from lightning_unlearn.validation import check_float
 
@@ -106,7 +107,7 @@ class ClassifierModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler_factory(optimizer)}
 
     def _accuracy_step(self, batch: Any, stage: str) -> None:
-        x, y = batch
+        x, y = batch_xy(batch, who=f"The {stage} loader")
         logits = self(x)
         self.log(f"{stage}/loss", F.cross_entropy(logits, y), prog_bar=False)
         self.log(f"{stage}/acc", (logits.argmax(-1) == y).float().mean(), prog_bar=True)
@@ -144,7 +145,7 @@ class ImageClassifier(ClassifierModule):
         self.save_hyperparameters(ignore=["model", "optimizer", "lr_scheduler"])
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        x, y = batch
+        x, y = batch_xy(batch, who="The training loader")
         loss = F.cross_entropy(self(x), y)
         self.log("train/loss", loss, prog_bar=True)
         return loss
