@@ -1,6 +1,6 @@
 """Deletion requests and the datamodules that serve them."""
 
-from lightning_unlearn.data.datamodule import UnlearningDataModule, dataset_targets
+from lightning_unlearn.data.datamodule import UnlearningDataModule, WrappedDataModule, dataset_targets
 from lightning_unlearn.data.digits import DigitsDataModule
 from lightning_unlearn.data.fashion_mnist import FashionMNISTDataModule
 from lightning_unlearn.data.spec import ForgetSpec, fingerprint
@@ -10,6 +10,7 @@ __all__ = [
     "FashionMNISTDataModule",
     "ForgetSpec",
     "UnlearningDataModule",
+    "WrappedDataModule",
     "dataset_targets",
     "fingerprint",
 ]

@@ -170,43 +170,8 @@ class UnlearningDataModule(L.LightningDataModule):
 
             >>> dm = UnlearningDataModule.from_datamodule(MyDataModule(), forget=ForgetSpec(classes=[3]))  # doctest: +SKIP
         """
-        from lightning.pytorch.utilities.model_helpers import is_overridden
-
-        if (input_key is None) != (target_key is None):
-            raise ValueError(
-                f"Give both `input_key` and `target_key` (got input_key={input_key!r}, target_key={target_key!r}),"
-                " or neither to use the defaults, e.g. input_key='image', target_key='label'."
-            )
-        keys = None if input_key is None else (str(input_key), str(target_key))
-        if kwargs.get("keys") is not None:
-            raise ValueError("from_datamodule takes `input_key`/`target_key`, not `keys`.")
-        datamodule.prepare_data()
-        datamodule.setup("fit")
-        train_loader = datamodule.train_dataloader()
-        if not isinstance(train_loader, DataLoader):
-            raise ValueError(
-                f"{type(datamodule).__name__}.train_dataloader() must return one DataLoader to be wrapped,"
-                f" got {type(train_loader).__name__}."
-            )
-        has_val = is_overridden("val_dataloader", datamodule)
-        if is_overridden("test_dataloader", datamodule):
-            datamodule.setup("test")
-            test_loader = datamodule.test_dataloader()
-        elif has_val:
-            test_loader = datamodule.val_dataloader()
-        else:
-            raise ValueError(
-                f"{type(datamodule).__name__} defines neither test_dataloader() nor val_dataloader(): the evaluation"
-                " needs held-out data (test accuracy, MIA-efficacy)."
-            )
-        if not isinstance(test_loader, DataLoader):
-            raise ValueError(f"The held-out loader of {type(datamodule).__name__} must be one DataLoader, got {type(test_loader).__name__}.")
-        batch_size = train_loader.batch_size or getattr(train_loader.batch_sampler, "batch_size", None) or 128
-        kwargs.setdefault("batch_size", batch_size)
-        kwargs.setdefault("num_workers", train_loader.num_workers)
-        kwargs.setdefault("eval_batch_size", test_loader.batch_size or None)
-        source = _Source(datamodule, train_loader, test_loader, keys, has_val)
-        return cls(train=train_loader.dataset, test=test_loader.dataset, forget=forget, _source=source, **kwargs)
+        train, test, kwargs = _wrap(datamodule, input_key, target_key, kwargs)
+        return cls(train=train, test=test, forget=forget, **kwargs)
 
     def load_datasets(self) -> tuple[Dataset, Dataset, Optional[Dataset], Optional[Dataset]]:
         """Hook for ready datamodules that load data lazily: returns ``(train, test, val, train_eval)``."""
@@ -581,3 +546,93 @@ class _KeptBatches(Sampler[list[int]]):
             kept = [int(i) for i in batch if int(i) in self.keep]
             if kept:
                 yield kept
+
+
+def _wrap(
+    datamodule: L.LightningDataModule, input_key: Optional[str], target_key: Optional[str], kwargs: dict[str, Any]
+) -> tuple[Dataset, Dataset, dict[str, Any]]:
+    """The train and held-out datasets of a user's datamodule and the keyword arguments of the
+    :class:`UnlearningDataModule` wrapping its loaders (see :meth:`UnlearningDataModule.from_datamodule`)."""
+    from lightning.pytorch.utilities.model_helpers import is_overridden
+
+    if not isinstance(datamodule, L.LightningDataModule):
+        raise ValueError(f"`datamodule` must be a LightningDataModule, got {type(datamodule).__name__}.")
+    if (input_key is None) != (target_key is None):
+        raise ValueError(
+            f"Give both `input_key` and `target_key` (got input_key={input_key!r}, target_key={target_key!r}),"
+            " or neither to use the defaults, e.g. input_key='image', target_key='label'."
+        )
+    keys = None if input_key is None else (str(input_key), str(target_key))
+    if kwargs.get("keys") is not None:
+        raise ValueError("from_datamodule takes `input_key`/`target_key`, not `keys`.")
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    train_loader = datamodule.train_dataloader()
+    if not isinstance(train_loader, DataLoader):
+        raise ValueError(
+            f"{type(datamodule).__name__}.train_dataloader() must return one DataLoader to be wrapped,"
+            f" got {type(train_loader).__name__}."
+        )
+    has_val = is_overridden("val_dataloader", datamodule)
+    if is_overridden("test_dataloader", datamodule):
+        datamodule.setup("test")
+        test_loader = datamodule.test_dataloader()
+    elif has_val:
+        test_loader = datamodule.val_dataloader()
+    else:
+        raise ValueError(
+            f"{type(datamodule).__name__} defines neither test_dataloader() nor val_dataloader(): the evaluation"
+            " needs held-out data (test accuracy, MIA-efficacy)."
+        )
+    if not isinstance(test_loader, DataLoader):
+        raise ValueError(f"The held-out loader of {type(datamodule).__name__} must be one DataLoader, got {type(test_loader).__name__}.")
+    kwargs = {k: v for k, v in kwargs.items() if v is not None or k not in ("batch_size", "num_workers")}
+    kwargs.setdefault("batch_size", train_loader.batch_size or getattr(train_loader.batch_sampler, "batch_size", None) or 128)
+    kwargs.setdefault("num_workers", train_loader.num_workers)
+    kwargs.setdefault("eval_batch_size", test_loader.batch_size or None)
+    kwargs["_source"] = _Source(datamodule, train_loader, test_loader, keys, has_val)
+    return train_loader.dataset, test_loader.dataset, kwargs
+
+
+class WrappedDataModule(UnlearningDataModule):
+    """A user's LightningDataModule wrapped as an :class:`UnlearningDataModule` (exactly
+    :meth:`UnlearningDataModule.from_datamodule`), as one class for configs and the CLI.
+
+    Example (the command line does this for ``--data=my_pkg.MyDataModule --data.forget.classes=[3]``)::
+
+        data:
+          class_path: lightning_unlearn.data.WrappedDataModule
+          init_args:
+            datamodule:
+              class_path: my_pkg.MyDataModule
+            forget: {classes: [3]}
+
+    Args:
+        datamodule: the user's LightningDataModule.
+        forget: the deletion request.
+        input_key: key of the input in dict batches (with ``target_key``; default: the known pairs).
+        target_key: key of the class index in dict batches.
+        batch_size: training batch size (default: the user's training loader's).
+        eval_batch_size: evaluation batch size (default: the user's test loader's).
+        num_workers: loader workers (default: the user's training loader's).
+        shuffle_seed: seed of the package's training order (see :class:`UnlearningDataModule`).
+    """
+
+    def __init__(
+        self,
+        datamodule: L.LightningDataModule,
+        forget: ForgetSpec,
+        input_key: Optional[str] = None,
+        target_key: Optional[str] = None,
+        batch_size: Optional[int] = None,
+        eval_batch_size: Optional[int] = None,
+        num_workers: Optional[int] = None,
+        shuffle_seed: int = 0,
+    ) -> None:
+        train, test, kwargs = _wrap(datamodule, input_key, target_key, {
+            "batch_size": batch_size, "eval_batch_size": eval_batch_size, "num_workers": num_workers,
+            "shuffle_seed": shuffle_seed,
+        })
+        if kwargs.get("eval_batch_size") is None:
+            kwargs.pop("eval_batch_size")
+        super().__init__(train=train, test=test, forget=forget, **kwargs)

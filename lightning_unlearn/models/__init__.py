@@ -4,7 +4,7 @@ from lightning_unlearn.models.classifier import ClassifierModule, ImageClassifie
 from lightning_unlearn.models.cnn import SmallCNN
 from lightning_unlearn.models.network import buffers_restored, check_logits, eval_mode, network_of, reinitialise
 from lightning_unlearn.models.resnet import ResNet18
-from lightning_unlearn.models.weights import load_weights, read_state_dict, weights_sha256
+from lightning_unlearn.models.weights import export_weights, load_weights, read_state_dict, weights_sha256
 
 __all__ = [
     "ClassifierModule",
@@ -14,6 +14,7 @@ __all__ = [
     "buffers_restored",
     "check_logits",
     "eval_mode",
+    "export_weights",
     "load_weights",
     "network_of",
     "read_state_dict",

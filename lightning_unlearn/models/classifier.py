@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from typing import Any, Callable, ClassVar, Iterable, Literal, Optional, Union
 
 import lightning as L
@@ -13,6 +15,7 @@ from torch.optim.lr_scheduler import LRScheduler as LRSchedulerBase
 
 from lightning_unlearn.data.access import batch_xy
 from lightning_unlearn.models.divergence import DivergenceGuard
+from lightning_unlearn.models.weights import export_weights
 from lightning_unlearn.validation import check_float
 
 # Same shapes as lightning.pytorch.cli.OptimizerCallable / LRSchedulerCallable, defined here so
@@ -87,6 +90,18 @@ class ClassifierModule(L.LightningModule):
         # A trained network usually arrives in eval mode; Lightning keeps submodule modes, so put it
         # in train mode (BatchNorm batch statistics), as every reference recipe trains.
         self.model.train()
+
+    def export(self, path: str, report: Optional[str] = None) -> str:
+        """Writes the network (``self.model``: the unlearned classifier after a method's fit) as a
+        plain ``state_dict`` with the keys of the network's own class, atomically, plus a sidecar
+        ``<path>.json`` with its SHA-256 and the report's (``report``: default the ``report_path`` of
+        a callback on the trainer, e.g. :class:`~lightning_unlearn.callbacks.UnlearningEvaluation`).
+        Load it back with ``MyNet().load_state_dict(torch.load(path, weights_only=True))``.
+        Returns ``path`` (see :func:`~lightning_unlearn.models.weights.export_weights`)."""
+        if report is None and self._trainer is not None:
+            found = [getattr(cb, "report_path", None) for cb in self.trainer.callbacks]
+            report = next((r for r in found if r and os.path.isfile(r)), None)
+        return str(export_weights(self.model, path, report=report, source=type(self).__name__))
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters handed to the optimiser."""
