@@ -48,6 +48,7 @@ Single runs (LightningCLI):
 
 The whole story (original, every method, retrain, table):
   lightning-unlearn compare --config configs/quickstart.yaml --output results.json
+  lightning-unlearn compare quickstart     # packaged presets by name: quickstart, digits/<method>
   lightning-unlearn compare --help
 
 Check a report (schema, arithmetic, status, forget-set fingerprint, weights hash; exit 0/1):
@@ -190,8 +191,10 @@ def cli_main(args: Optional[Sequence[str]] = None, run: bool = True) -> Any:
         def before_fit(self) -> None:
             attach_config(self.trainer, self.parser, self.config, self.subcommand)
 
+    from lightning_unlearn.benchmark.config import resolve_config_args
+
     if args is None:  # LightningCLI reads sys.argv itself (and warns when given both)
-        wrapped = wrap_user_datamodule(sys.argv[1:])
+        wrapped = resolve_config_args(wrap_user_datamodule(sys.argv[1:]))
         if wrapped != sys.argv[1:]:
             sys.argv[1:] = wrapped
     return UnlearnCLI(
@@ -205,7 +208,7 @@ def cli_main(args: Optional[Sequence[str]] = None, run: bool = True) -> Any:
             "parser_mode": "omegaconf", "prog": "lightning-unlearn", "description": description(),
             "formatter_class": HelpFormatter,
         },
-        args=wrap_user_datamodule(args) if args is not None else None,
+        args=resolve_config_args(wrap_user_datamodule(args)) if args is not None else None,
         run=run,
     )
 

@@ -48,7 +48,7 @@ def test_short_names_work_without_a_config(tmp_path: Path, capsys: pytest.Captur
 
 
 def test_one_optimiser_option(capsys: pytest.CaptureFixture) -> None:
-    base = ["fit", "--config", str(ROOT / "configs" / "digits" / "gradient_ascent.yaml")]
+    base = ["fit", "--config", str(ROOT / "lightning_unlearn" / "configs" / "digits" / "gradient_ascent.yaml")]
     with pytest.raises(SystemExit) as exc:
         cli_main([*base, "--model.optimizer=Adam"])
     assert exc.value.code == 2

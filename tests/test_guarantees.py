@@ -242,7 +242,7 @@ def compare_output_folder(tmp: Path, capsys: pytest.CaptureFixture) -> str:
     from lightning_unlearn.benchmark.compare import main as compare_main
 
     with pytest.raises(SystemExit) as exit_info:
-        compare_main(["--config", str(ROOT / "configs" / "quickstart.yaml"), "--output", str(tmp)])
+        compare_main(["--config", str(ROOT / "lightning_unlearn" / "configs" / "quickstart.yaml"), "--output", str(tmp)])
     assert exit_info.value.code == 2
     err = capsys.readouterr()
     assert "| Method |" not in err.out  # refused before anything trained

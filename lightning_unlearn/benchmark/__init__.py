@@ -17,7 +17,8 @@ when a config is parsed).
 
 from lightning_unlearn.benchmark.compare import run_compare
 from lightning_unlearn.benchmark.config import (
-    REFERENCE, MethodSpec, OriginalSpec, build_parser, check_methods, load_config, parse_config,
+    PRESETS, REFERENCE, MethodSpec, OriginalSpec, build_parser, check_methods, load_config, parse_config, presets,
+    resolve_config_args, resolve_preset,
 )
 from lightning_unlearn.benchmark.runner import (
     RowRun, build_callbacks, build_method, quiet_fit_warnings, row_trainer, run_row, train_original, trainer_options,
@@ -25,6 +26,7 @@ from lightning_unlearn.benchmark.runner import (
 from lightning_unlearn.benchmark.table import format_table, gaps, percent, table_row
 
 __all__ = [
+    "PRESETS",
     "REFERENCE",
     "MethodSpec",
     "OriginalSpec",
@@ -38,7 +40,10 @@ __all__ = [
     "load_config",
     "parse_config",
     "percent",
+    "presets",
     "quiet_fit_warnings",
+    "resolve_config_args",
+    "resolve_preset",
     "row_trainer",
     "run_compare",
     "run_row",

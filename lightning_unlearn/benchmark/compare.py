@@ -10,6 +10,7 @@ Example::
 
     lightning-unlearn compare --config configs/quickstart.yaml --output results.json
     lightning-unlearn compare --config configs/quickstart.yaml --original.max_epochs=5
+    lightning-unlearn compare quickstart            # a packaged preset, from anywhere
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from dataclasses import asdict
 from typing import Any, Optional, Sequence
 
-from lightning_unlearn.benchmark.config import REFERENCE, Config, build_parser, load_config
+from lightning_unlearn.benchmark.config import REFERENCE, Config, build_parser, load_config, resolve_config_args
 from lightning_unlearn.benchmark.runner import RowRun, quiet_fit_warnings, run_row, train_original, trainer_options
 from lightning_unlearn.benchmark.table import format_table, percent, table_row
 from lightning_unlearn.metrics.evaluation import evaluate
@@ -111,8 +112,11 @@ def main(args: Optional[Sequence[str]] = None) -> None:
     """
     import sys
 
+    argv = list(sys.argv[2:] if args is None else args)
+    if argv and not argv[0].startswith("-"):  # `compare quickstart`: a preset name or a path
+        argv = ["--config", *argv]
     parser = build_parser()
-    cfg = parser.parse_args(list(sys.argv[2:] if args is None else args))
+    cfg = parser.parse_args(resolve_config_args(argv))
     if cfg.output is not None:
         try:
             check_output_path(cfg.output, "--output")
