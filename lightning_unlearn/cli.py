@@ -180,6 +180,7 @@ def cli_main(args: Optional[Sequence[str]] = None, run: bool = True) -> Any:
 
         def before_instantiate_classes(self) -> None:
             config = self.config.get(self.subcommand) if self.subcommand else self.config
+            default_wandb_project(config)
             model = config.get("model") if config is not None else None
             init_args = model.get("init_args") if hasattr(model, "get") else None
             if init_args is not None and init_args.get("optimizer") is not None:
@@ -211,6 +212,23 @@ def cli_main(args: Optional[Sequence[str]] = None, run: bool = True) -> Any:
         args=resolve_config_args(wrap_user_datamodule(args)) if args is not None else None,
         run=run,
     )
+
+
+def default_wandb_project(config: Any) -> None:
+    """Gives a ``WandbLogger`` of the trainer that names no project the project
+    ``$WANDB_PROJECT``, else ``lightning-unlearn`` (Lightning's default is ``lightning_logs``)."""
+    import os
+
+    from lightning_unlearn.benchmark.compare import DEFAULT_WANDB_PROJECT
+
+    trainer = config.get("trainer") if config is not None else None
+    loggers = trainer.get("logger") if trainer is not None else None
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        if not hasattr(logger, "get") or not str(logger.get("class_path", "")).endswith("WandbLogger"):
+            continue
+        init_args = logger.get("init_args")
+        if init_args is not None and init_args.get("project") is None:
+            init_args["project"] = os.environ.get("WANDB_PROJECT") or DEFAULT_WANDB_PROJECT
 
 
 def attach_config(trainer: Any, parser: Any, config: Any, subcommand: Optional[str]) -> Optional[dict]:

@@ -23,7 +23,7 @@ from lightning_unlearn.benchmark.config import (
 from lightning_unlearn.benchmark.runner import (
     RowRun, build_callbacks, build_method, quiet_fit_warnings, row_trainer, run_row, train_original, trainer_options,
 )
-from lightning_unlearn.benchmark.table import format_table, gaps, percent, table_row
+from lightning_unlearn.benchmark.table import format_table, gaps, percent, print_table, table_row
 
 __all__ = [
     "PRESETS",
@@ -41,6 +41,7 @@ __all__ = [
     "parse_config",
     "percent",
     "presets",
+    "print_table",
     "quiet_fit_warnings",
     "resolve_config_args",
     "resolve_preset",

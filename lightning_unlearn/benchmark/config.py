@@ -162,6 +162,12 @@ def build_parser(exit_on_error: bool = True) -> Any:
                         help="Lightning precision of every fit, e.g. bf16-mixed (evaluation runs in float32).")
     parser.add_argument("--mia_backend", type=Literal["torch", "sklearn"], default="torch", help="MIA attack backend.")
     parser.add_argument("--output", type=Optional[str], default=None, help="Where to write the JSON results.")
+    parser.add_argument("--logger", type=Optional[Literal["wandb", "none"]], default=None,
+                        help="wandb: one W&B run per row (group: the comparison, job_type: the row).")
+    parser.add_argument("--project", type=Optional[str], default=None,
+                        help="W&B project (default: $WANDB_PROJECT, else lightning-unlearn).")
+    parser.add_argument("--group", type=Optional[str], default=None,
+                        help="W&B group of the rows (default: compare-<date>-<time>).")
     return parser
 
 

@@ -44,12 +44,13 @@ def trainer_options(cfg: Any) -> dict[str, Any]:
 
 
 def row_trainer(max_epochs: int, callbacks: Sequence[Any] = (), *, accelerator: str = "auto",
-                precision: Optional[str] = None) -> L.Trainer:
-    """The Trainer of the original and of every row: one device, no logger, checkpoints, progress
-    bar or validation."""
+                precision: Optional[str] = None, progress: bool = False, logger: Any = False) -> L.Trainer:
+    """The Trainer of the original and of every row: one device, no checkpoints or validation;
+    no logger unless ``logger`` is given; Lightning's progress bar (and the evaluation's) only with
+    ``progress=True``."""
     return L.Trainer(
-        max_epochs=int(max_epochs), accelerator=accelerator, precision=precision, devices=1, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        max_epochs=int(max_epochs), accelerator=accelerator, precision=precision, devices=1, logger=logger,
+        enable_checkpointing=False, enable_progress_bar=bool(progress), enable_model_summary=False,
         num_sanity_val_steps=0, limit_val_batches=0, callbacks=list(callbacks),
     )
 
@@ -130,6 +131,9 @@ def run_row(
     callbacks: Sequence[L.Callback] = (),
     accelerator: str = "auto",
     precision: Optional[str] = None,
+    progress: bool = False,
+    logger: Any = False,
+    run_config: Optional[dict[str, Any]] = None,
 ) -> RowRun:
     """Runs one row: ``spec``'s method around (a copy of) ``original``, in its own
     :func:`row_trainer` for ``spec.max_epochs`` epochs, after ``seed_everything(seed)``.
@@ -152,6 +156,10 @@ def run_row(
         callbacks: extra callbacks, after the row's own.
         accelerator: Lightning accelerator (see :func:`trainer_options`).
         precision: Lightning precision of the fit.
+        progress: show Lightning's progress bar and the evaluation's (see :func:`row_trainer`).
+        logger: a Lightning logger for the row's fit (default: none).
+        run_config: the configuration the evaluation's report embeds (``recipe.config``) and
+            uploads to W&B with its report.
 
     Returns:
         A :class:`RowRun`: the fitted method (``.model``), and with ``evaluation`` the metrics
@@ -163,8 +171,9 @@ def run_row(
     """
     method = build_method(spec, original, seed)
     evaluator = UnlearningEvaluation(reference=reference, mia_backend=mia_backend) if evaluation else None
+    if evaluator is not None and run_config is not None:
+        evaluator.run_config = run_config
     trainer_callbacks = [*build_callbacks(spec), *callbacks, *([evaluator] if evaluator is not None else [])]
-    row_trainer(spec.max_epochs, trainer_callbacks, accelerator=accelerator, precision=precision).fit(
-        method, datamodule=datamodule
-    )
+    row_trainer(spec.max_epochs, trainer_callbacks, accelerator=accelerator, precision=precision, progress=progress,
+                logger=logger).fit(method, datamodule=datamodule)
     return RowRun(spec=spec, method=method, evaluation=evaluator)

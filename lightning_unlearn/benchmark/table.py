@@ -90,3 +90,29 @@ def format_table(result: Mapping[str, Any]) -> str:
         f" metrics in %, (|gap| to {REFERENCE}); fingerprint {forget['fingerprint'][:12]}."
     )
     return caption + "\n\n" + "\n".join(lines)
+
+
+def print_table(result: Mapping[str, Any], file: Any = None) -> None:
+    """Prints :func:`format_table`: as a ``rich`` console table when ``rich`` is installed and the
+    output is a terminal, else as markdown (pipes, files and tests get the markdown)."""
+    import sys
+
+    file = sys.stdout if file is None else file
+    text = format_table(result)
+    if not (hasattr(file, "isatty") and file.isatty()):
+        print(text, file=file, flush=True)
+        return
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        print(text, file=file, flush=True)
+        return
+    caption, _, body = text.partition("\n\n")
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in body.splitlines()]
+    table = Table(title="lightning-unlearn compare", caption=caption)
+    for i, title in enumerate(rows[0]):
+        table.add_column(title, justify="left" if i == 0 else "right")
+    for row in rows[2:]:
+        table.add_row(*row)
+    Console(file=file).print(table)

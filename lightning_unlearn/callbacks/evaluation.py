@@ -24,7 +24,7 @@ from lightning_unlearn.models.divergence import DivergenceGuard
 from lightning_unlearn.models.network import check_logits, network_of, sample_like
 from lightning_unlearn.models.weights import weights_sha256
 from lightning_unlearn.registry import register
-from lightning_unlearn.report import build_report, read_report, write_report
+from lightning_unlearn.report import build_report, json_safe, read_report, write_report
 from lightning_unlearn.report.recipe import (
     callbacks_recipe,
     data_recipe,
@@ -138,6 +138,8 @@ class UnlearningEvaluation(Callback):
             every_n_epochs, "every_n_epochs", minimum=1, hint="e.g. 1 to measure after every epoch, or None")
         self.verbose = check_bool(verbose, "verbose")
         self.run_config: Optional[dict[str, Any]] = None
+        #: Extra figures for W&B (name -> matplotlib figure, PIL image or image path), e.g. audit plots.
+        self.figures: dict[str, Any] = {}
         self.results: dict[str, Any] = {}
         self.report: Optional[dict[str, Any]] = None
         self._guard: Optional[DivergenceGuard] = None
@@ -186,9 +188,11 @@ class UnlearningEvaluation(Callback):
             return  # resuming: the measurements of the interrupted run come back with this callback's state
         distributed = trainer.world_size > 1
         on_device = original if next(original.parameters()).device == device else copy.deepcopy(original).to(device)
-        before = evaluate(on_device, data, device, self.mia_backend, distributed=distributed, name="model")
+        before = evaluate(on_device, data, device, self.mia_backend, distributed=distributed, name="model",
+                          progress=_progress(trainer, "evaluating the original"))
         if reference is not None:
-            reference_metrics = evaluate(reference, data, device, self.mia_backend, distributed=distributed, name="reference")
+            reference_metrics = evaluate(reference, data, device, self.mia_backend, distributed=distributed, name="reference",
+                                         progress=_progress(trainer, "evaluating the reference"))
         self.results = {"before": before, "reference": reference_metrics}
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -299,11 +303,13 @@ class UnlearningEvaluation(Callback):
         original = getattr(pl_module, "original_model", None)
         network = copy.deepcopy(original).to(device) if isinstance(original, nn.Module) else network_of(pl_module)
         convert = None if isinstance(original, nn.Module) else (lambda x: convert_input(trainer, x))
-        before = evaluate(network, data, device, self.mia_backend, distributed=trainer.world_size > 1, convert_input=convert)
+        before = evaluate(network, data, device, self.mia_backend, distributed=trainer.world_size > 1, convert_input=convert,
+                          progress=_progress(trainer, "evaluating the original"))
         reference = None
         if self.reference is not None:
             reference = evaluate(copy.deepcopy(self.reference).to(device), data, device, self.mia_backend,
-                                 distributed=trainer.world_size > 1, name="reference")
+                                 distributed=trainer.world_size > 1, name="reference",
+                                 progress=_progress(trainer, "evaluating the reference"))
         elif self.reference_report is not None:
             reference = self._read_reference_report()
         self.results = {"before": before, "reference": reference}
@@ -312,7 +318,7 @@ class UnlearningEvaluation(Callback):
         return evaluate(
             network_of(pl_module), self._data(trainer), pl_module.device, self.mia_backend,
             distributed=trainer.world_size > 1, convert_input=lambda x: convert_input(trainer, x),
-            name="model (after unlearning)", strict=strict,
+            name="model (after unlearning)", strict=strict, progress=_progress(trainer, "evaluating after unlearning"),
         )
 
     def _current_recipe(self, trainer: L.Trainer, pl_module: L.LightningModule, sha256_after: Optional[str]) -> dict[str, Any]:
@@ -410,7 +416,69 @@ class UnlearningEvaluation(Callback):
                 ]
                 logger.log_table(key=f"{self.log_prefix}/summary",
                                  columns=["metric", "before", "after", "reference", "gap"], data=rows)
+                self._log_wandb_extras(logger)
             logger.save()
+
+    def _log_wandb_extras(self, logger: Any) -> None:
+        """What a W&B user expects beyond the numbers: the JSON report and the run's configuration
+        as artifacts (types ``unlearning-report`` and ``config``), and the figures as images: an
+        accuracy chart (before / after / reference on forget, retain, test; needs matplotlib) and
+        every figure in :attr:`figures` (name -> matplotlib figure, PIL image or image path)."""
+        import tempfile
+
+        import wandb
+        import yaml
+
+        run = logger.experiment
+        with tempfile.TemporaryDirectory() as folder:
+            report = os.path.join(folder, "unlearning_report.json")
+            write_report(report, self.report)
+            artifact = wandb.Artifact(f"report-{run.id}", type="unlearning-report",
+                                      metadata={"status": self.results.get("status")})
+            artifact.add_file(report)
+            run.log_artifact(artifact)
+            if self.run_config is not None:
+                config = os.path.join(folder, "config.yaml")
+                with open(config, "w") as handle:
+                    yaml.safe_dump(json_safe(self.run_config), handle, sort_keys=False)
+                artifact = wandb.Artifact(f"config-{run.id}", type="config")
+                artifact.add_file(config)
+                run.log_artifact(artifact)
+        figures = dict(self.figures)
+        chart = self._accuracy_figure()
+        if chart is not None:
+            figures.setdefault("accuracy", chart)
+        for name, figure in figures.items():
+            logger.log_image(key=f"{self.log_prefix}/figures/{name}", images=[figure])
+        if chart is not None:
+            import matplotlib.pyplot as plt
+
+            plt.close(chart)
+
+    def _accuracy_figure(self) -> Any:
+        """Bars of forget / retain / test accuracy before, after and for the reference (``None``
+        without matplotlib)."""
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg", force=False)
+            import matplotlib.pyplot as plt
+        except ImportError:
+            return None
+        blocks = [(name, self.results.get(name)) for name in ("before", "after", "reference")]
+        blocks = [(name, block) for name, block in blocks if block]
+        splits = ["forget_acc", "retain_acc", "test_acc"]
+        figure, axes = plt.subplots(figsize=(5, 3))
+        width = 0.8 / max(1, len(blocks))
+        for i, (name, block) in enumerate(blocks):
+            values = [100.0 * float(block.get(k) or 0.0) for k in splits]
+            axes.bar([j + i * width for j in range(len(splits))], values, width, label=name)
+        axes.set_xticks([j + width * (len(blocks) - 1) / 2 for j in range(len(splits))], [k[:-4] for k in splits])
+        axes.set_ylabel("accuracy (%)")
+        axes.set_ylim(0, 100)
+        axes.legend()
+        figure.tight_layout()
+        return figure
 
     def summary(self) -> str:
         """The before/after/reference table of the last fit, its status and the report's path."""
@@ -440,3 +508,9 @@ def _global_seed() -> Optional[int]:
     seed = os.environ.get("PL_GLOBAL_SEED")
     return int(seed) if seed is not None and seed.lstrip("-").isdigit() else None
 
+
+
+def _progress(trainer: L.Trainer, description: str) -> Optional[str]:
+    """``description`` when the trainer shows a progress bar (on rank 0), else ``None``: the
+    evaluation passes show a bar exactly when the fit does (and only on a terminal)."""
+    return description if trainer.progress_bar_callback is not None and trainer.is_global_zero else None

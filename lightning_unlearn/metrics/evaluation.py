@@ -25,6 +25,7 @@ def evaluate_loaders(
     convert_input: Optional[Callable[[Any], Any]] = None,
     name: str = "model",
     strict: bool = True,
+    progress: Optional[str] = None,
 ) -> dict[str, Optional[float]]:
     """Measures ``model`` on ``{"forget": ..., "retain": ..., "test": ...}`` loaders of ``(x, y)``.
 
@@ -52,6 +53,8 @@ def evaluate_loaders(
         name: how errors call the model (``"model"``, ``"reference"``...).
         strict: non-finite logits raise (``True``); ``False``: the metrics they would enter are
             ``None`` (a diverged model's report still shows what could be measured).
+        progress: a description to show a progress bar over the batches under (tqdm on stderr,
+            shown only when stderr is a terminal); ``None``: no bar.
 
     Returns:
         ``forget_acc``, ``retain_acc``, ``test_acc``, ``unlearning_accuracy`` (1 - forget_acc) and
@@ -81,9 +84,12 @@ def evaluate_loaders(
     finite = {split: True for split in EVAL_SPLITS}
     was_training = model.training
     model.eval()
+    bar = _progress_bar(progress, loaders)
     try:
         for split in EVAL_SPLITS:
             for offset, x, y in _batches_of_rank(loaders[split], split, rank, world):
+                if bar is not None:
+                    bar.update(world)
                 if convert_input is not None:
                     x = convert_input(x)
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -97,6 +103,8 @@ def evaluate_loaders(
                 mia.update(logits, y, split, index=torch.arange(offset, offset + len(y), device=device))
     finally:
         model.train(was_training)
+        if bar is not None:
+            bar.close()
     if sync:  # every rank takes the same decisions below (each compute() is a collective)
         flags = torch.tensor([int(not finite[s]) for s in EVAL_SPLITS], device=device)
         torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
@@ -127,6 +135,22 @@ def evaluate(
     ``evaluation_dataloaders()``, e.g. an :class:`~lightning_unlearn.data.UnlearningDataModule`);
     ``kwargs`` (``distributed``, ``convert_input``, ``name``, ``strict``) go to :func:`evaluate_loaders`."""
     return evaluate_loaders(model, datamodule.evaluation_dataloaders(), device, mia_backend, **kwargs)
+
+
+def _progress_bar(description: Optional[str], loaders: Mapping[str, Iterable]) -> Any:
+    """A tqdm bar over the evaluation batches (``None`` without ``description``); tqdm's
+    ``disable=None`` keeps it quiet when stderr is not a terminal."""
+    if description is None:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm comes with lightning
+        return None
+    try:
+        total: Optional[int] = sum(len(loaders[split]) for split in EVAL_SPLITS)  # type: ignore[arg-type]
+    except TypeError:
+        total = None
+    return tqdm(total=total, desc=description, unit="batch", leave=False, disable=None, dynamic_ncols=True)
 
 
 def _rank_and_world(distributed: bool) -> tuple[int, int]:
