@@ -122,6 +122,8 @@ class UnlearningDataModule(L.LightningDataModule):
         self._targets: Optional[Tensor] = None
         if train is not None:
             self._split()
+        if self._has_validation():  # known now: Lightning checks for a val_dataloader before `setup`
+            self.val_dataloader = self._val_dataloader  # type: ignore[method-assign]
 
     # ------------------------------------------------------------------ construction
     @classmethod

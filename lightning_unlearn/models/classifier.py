@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 from typing import Any, Callable, ClassVar, Iterable, Literal, Optional, Union
 
 import lightning as L
+from lightning.pytorch.utilities.model_helpers import is_overridden
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -129,6 +131,18 @@ class ClassifierModule(L.LightningModule):
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._accuracy_step(batch, "val")
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        """No callbacks; a fit on a datamodule without validation data runs this module without a
+        validation step (so Lightning does not warn that it has no ``val_dataloader``)."""
+        self.__dict__.pop("validation_step", None)
+        trainer = self._trainer
+        datamodule = getattr(trainer, "datamodule", None)
+        if trainer is not None and trainer.state.fn == "fit" and datamodule is not None and not is_overridden(
+            "val_dataloader", datamodule
+        ):
+            self.validation_step = functools.partial(L.LightningModule.validation_step, self)  # type: ignore[method-assign]
+        return []
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._accuracy_step(batch, "test")

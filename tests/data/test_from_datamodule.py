@@ -202,8 +202,12 @@ def test_a_plain_fit_has_no_empty_validation_warning():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         quiet_trainer(max_epochs=1).fit(FineTune(Tiny()), datamodule=dm)
-    assert not [w for w in caught if "Total length" in str(w.message)]
+    noise = [str(w.message) for w in caught if "Total length" in str(w.message) or "val_dataloader" in str(w.message)]
+    assert not noise, noise
     with_val = UnlearningDataModule(train, train, forget=ForgetSpec(classes=[1]), batch_size=8, val=train)
     trainer = quiet_trainer(max_epochs=1)
-    trainer.fit(FineTune(Tiny()), datamodule=with_val)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(FineTune(Tiny()), datamodule=with_val)
     assert "val/acc" in trainer.callback_metrics
+    assert not [str(w.message) for w in caught if "val_dataloader" in str(w.message)]
