@@ -179,9 +179,9 @@ def cli_main(args: Optional[Sequence[str]] = None, run: bool = True) -> Any:
             return parser
 
         def before_instantiate_classes(self) -> None:
-            config = self.config.get(self.subcommand) if self.subcommand else self.config
+            config: Any = self.config.get(self.subcommand) if self.subcommand else self.config
             default_wandb_project(config)
-            model = config.get("model") if config is not None else None
+            model: Any = config.get("model") if config is not None else None
             init_args = model.get("init_args") if hasattr(model, "get") else None
             if init_args is not None and init_args.get("optimizer") is not None:
                 self.parser.error(
@@ -223,6 +223,7 @@ def default_wandb_project(config: Any) -> None:
 
     trainer = config.get("trainer") if config is not None else None
     loggers = trainer.get("logger") if trainer is not None else None
+    logger: Any
     for logger in loggers if isinstance(loggers, list) else [loggers]:
         if not hasattr(logger, "get") or not str(logger.get("class_path", "")).endswith("WandbLogger"):
             continue

@@ -86,7 +86,7 @@ def run_compare(config: Config, *, progress: bool = False, logger: Optional[str]
         for name in order:
             bar.set_description(name)
             reference = runs[reference_name].model if reference_name in runs else None
-            row_logger = wandb_row_logger(name, group, project, run_config) if logger == "wandb" else False
+            row_logger: Any = wandb_row_logger(name, group, project, run_config) if logger == "wandb" else False
             try:
                 runs[name] = run_row(specs[name], original, datamodule, seed, reference=reference,
                                      mia_backend=mia_backend, progress=progress, logger=row_logger,

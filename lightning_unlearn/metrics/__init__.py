@@ -2,7 +2,7 @@
 sparse topology; torchmetrics ``Metric``s with functional twins in :mod:`lightning_unlearn.metrics.functional`."""
 
 from lightning_unlearn.metrics import functional
-from lightning_unlearn.metrics.accuracy import Accuracy, UnlearningAccuracy
+from lightning_unlearn.metrics.accuracy import ClassificationAccuracy, UnlearningAccuracy
 from lightning_unlearn.metrics.evaluation import evaluate, evaluate_loaders
 from lightning_unlearn.metrics.keys import GAP_METRICS, METRICS
 from lightning_unlearn.metrics.mia import MIAEfficacy
@@ -10,7 +10,7 @@ from lightning_unlearn.metrics.topology import MaskIoU, Sparsity, topology_repor
 from lightning_unlearn.metrics.zrf import ZRFScore
 
 __all__ = [
-    "Accuracy",
+    "ClassificationAccuracy",
     "GAP_METRICS",
     "METRICS",
     "MIAEfficacy",

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from lightning_unlearn.metrics.accuracy import Accuracy
+from lightning_unlearn.metrics.accuracy import ClassificationAccuracy
 from lightning_unlearn.metrics.mia import MIAEfficacy
 
 EVAL_SPLITS = ("forget", "retain", "test")
@@ -79,7 +79,7 @@ def evaluate_loaders(
 
     rank, world = _rank_and_world(distributed)
     sync = world > 1
-    accuracy = {split: Accuracy(sync_on_compute=sync).to(device) for split in EVAL_SPLITS}
+    accuracy = {split: ClassificationAccuracy(sync_on_compute=sync).to(device) for split in EVAL_SPLITS}
     mia = MIAEfficacy(backend=mia_backend, sync_on_compute=sync).to(device)
     finite = {split: True for split in EVAL_SPLITS}
     was_training = model.training

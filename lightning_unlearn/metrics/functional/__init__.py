@@ -1,14 +1,14 @@
 """Functional unlearning metrics: plain functions over tensors, usable in any loop."""
 
-from lightning_unlearn.metrics.functional.accuracy import accuracy, unlearning_accuracy
+from lightning_unlearn.metrics.functional.accuracy import classification_accuracy, unlearning_accuracy
 from lightning_unlearn.metrics.functional.gap import avg_gap, metric_gaps
 from lightning_unlearn.metrics.functional.mia import mia_efficacy, true_class_confidence
 from lightning_unlearn.metrics.functional.topology import load_masks, mask_iou, masks_of, sparsity, topology_gap
 from lightning_unlearn.metrics.functional.zrf import jensen_shannon, zrf_score
 
 __all__ = [
-    "accuracy",
     "avg_gap",
+    "classification_accuracy",
     "jensen_shannon",
     "load_masks",
     "mask_iou",
