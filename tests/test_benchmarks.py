@@ -133,3 +133,4 @@ def test_select_rows_keeps_the_retrain_reference_and_names_unknown_rows():
     assert quality.select_rows(config, None) == config
     with pytest.raises(ValueError, match=r"--rows: no row\(s\) \['nope'\]"):
         quality.select_rows(config, ["nope"])
+

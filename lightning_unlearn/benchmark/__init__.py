@@ -17,16 +17,20 @@ when a config is parsed).
 
 from lightning_unlearn.benchmark.compare import run_compare
 from lightning_unlearn.benchmark.config import (
-    PRESETS, REFERENCE, MethodSpec, OriginalSpec, build_parser, check_methods, load_config, parse_config, presets,
-    resolve_config_args, resolve_preset,
+    DENSE, PRESETS, REFERENCE, MethodSpec, OriginalSpec, PipelineSpec, build_parser, check_methods, check_originals,
+    load_config, parse_config, presets, resolve_config_args, resolve_preset,
 )
 from lightning_unlearn.benchmark.runner import (
-    RowRun, build_callbacks, build_method, quiet_fit_warnings, row_trainer, run_row, train_original, trainer_options,
+    EpochSnapshots, RowRun, build_callbacks, build_method, effective_spec, quiet_fit_warnings, reference_rows, row_topologies,
+    row_trainer, run_row, topology_of, train_original, train_pipeline_original, trainer_options, with_shuffle_seed,
 )
-from lightning_unlearn.benchmark.table import format_table, gaps, percent, print_table, table_row
+from lightning_unlearn.benchmark.table import format_table, gaps, percent, print_table, table_row, topology_table
 
 __all__ = [
+    "DENSE",
+    "EpochSnapshots",
     "PRESETS",
+    "PipelineSpec",
     "REFERENCE",
     "MethodSpec",
     "OriginalSpec",
@@ -35,6 +39,8 @@ __all__ = [
     "build_method",
     "build_parser",
     "check_methods",
+    "check_originals",
+    "effective_spec",
     "format_table",
     "gaps",
     "load_config",
@@ -43,12 +49,18 @@ __all__ = [
     "presets",
     "print_table",
     "quiet_fit_warnings",
+    "reference_rows",
     "resolve_config_args",
     "resolve_preset",
+    "row_topologies",
     "row_trainer",
     "run_compare",
     "run_row",
     "table_row",
+    "topology_of",
+    "topology_table",
     "train_original",
+    "train_pipeline_original",
     "trainer_options",
+    "with_shuffle_seed",
 ]

@@ -16,19 +16,24 @@ Example::
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from dataclasses import asdict
 from typing import Any, Optional, Sequence
 
-from lightning_unlearn.benchmark.config import REFERENCE, Config, build_parser, load_config, resolve_config_args
-from lightning_unlearn.benchmark.runner import RowRun, quiet_fit_warnings, run_row, train_original, trainer_options
+from lightning_unlearn.benchmark.config import DENSE, Config, build_parser, check_originals, load_config, resolve_config_args
+from lightning_unlearn.benchmark.runner import (
+    EpochSnapshots, RowRun, effective_spec, quiet_fit_warnings, reference_rows, row_topologies, run_row, topology_of,
+    train_original, train_pipeline_original, trainer_options, with_shuffle_seed,
+)
 from lightning_unlearn.benchmark.table import percent, print_table, table_row
+from lightning_unlearn.models.network import copy_network
 from lightning_unlearn.metrics.evaluation import evaluate
 from lightning_unlearn.report import json_safe, versions, write_json
+from lightning_unlearn.validation import check_output_path
 
 #: The W&B project of runs that name none (instead of Lightning's ``lightning_logs``).
 DEFAULT_WANDB_PROJECT = "lightning-unlearn"
-from lightning_unlearn.validation import check_output_path
 
 
 def run_compare(config: Config, *, progress: bool = False, logger: Optional[str] = None,
@@ -49,7 +54,7 @@ def run_compare(config: Config, *, progress: bool = False, logger: Optional[str]
         logger: ``"wandb"``: one W&B run per row (:func:`wandb_row_logger`): ``group`` the
             comparison, ``job_type`` the row, metrics, summary table, report and config artifacts.
         project: the W&B project (default: ``$WANDB_PROJECT``, else ``lightning-unlearn``).
-        group: the W&B group of the rows (default: ``compare-<config>-<time>``).
+        group: the W&B group of the rows (default: ``compare-<date>-<time>``).
 
     Returns:
         ``{"config", "forget", "original", "rows", "total_time_s", "versions"}``. Each row holds the
@@ -64,53 +69,98 @@ def run_compare(config: Config, *, progress: bool = False, logger: Optional[str]
             before anything is trained.
     """
     cfg, specs, original_spec = load_config(config)
+    pipelines = check_originals(cfg.get("originals") or {}, specs)
     datamodule, network = cfg.data, cfg.model
     seed, mia_backend = int(cfg.seed), cfg.mia_backend
     options = trainer_options(cfg)
+    references = reference_rows(specs)
+    for name, pipeline in pipelines.items():
+        if pipeline.pipeline == "omp" and pipeline.rewind_epoch > original_spec.max_epochs:
+            raise ValueError(
+                f"originals.{name}.rewind_epoch={pipeline.rewind_epoch} is after the dense original's last epoch"
+                f" ({original_spec.max_epochs}): rewind to an epoch of its training (0: its initialisation)."
+            )
 
     if logger not in (None, "none", "wandb"):
         raise ValueError(f"`logger` must be None or 'wandb', got {logger!r}.")
-    start = time.perf_counter()
-    reference_name = next(name for name, spec in specs.items() if spec.method == REFERENCE)
-    order = [reference_name] + [name for name in specs if name != reference_name]
-    run_config = _run_config(cfg, datamodule, network, original_spec, specs, seed, mia_backend)
+    run_config = _run_config(cfg, datamodule, network, original_spec, pipelines, specs, references, seed, mia_backend)
     group = group or f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
-    bar = _rows_bar(progress, len(order) + 1)
-    with quiet_fit_warnings():
-        bar.set_description("original")
-        original, original_time = train_original(network, datamodule, original_spec, seed, progress=progress, **options)
-        original_metrics = evaluate(original, datamodule, mia_backend=mia_backend,
-                                    progress="evaluating the original" if progress else None)
-        bar.update(1)
+    start = time.perf_counter()
+    extra: dict[str, Any] = {}
+    with quiet_fit_warnings(), tempfile.TemporaryDirectory(prefix="lightning_unlearn_compare_") as scratch:
+        used = {spec.original for spec in specs.values()}
+        untrained = copy_network(network) if pipelines else None
+        rewinds = [p.rewind_epoch for name, p in pipelines.items() if p.pipeline == "omp" and name in used]
+        snapshots = EpochSnapshots(rewinds, scratch)
+        originals: dict[str, Any] = {}
+        bar = _rows_bar(progress, len(specs) + int(DENSE in used or bool(rewinds)))
+        if DENSE in used or rewinds:
+            bar.set_description("original")
+            originals[DENSE], original_time = train_original(network, datamodule, original_spec, seed,
+                                                             [snapshots] if rewinds else [], progress=progress, **options)
+            original_metrics = evaluate(originals[DENSE], datamodule, mia_backend=mia_backend,
+                                        progress="evaluating the original" if progress else None)
+            bar.update(1)
+        for name, pipeline in pipelines.items():
+            if name not in used:
+                continue
+            originals[name], elapsed = train_pipeline_original(
+                pipeline, originals.get(DENSE), untrained, datamodule, original_spec, seed,
+                snapshots.paths.get(pipeline.rewind_epoch), **options,
+            )
+            extra[name] = {**percent(evaluate(originals[name], datamodule, mia_backend=mia_backend)), "runtime_s": round(elapsed, 3)}
+        if DENSE not in originals:  # every row unlearns a sparse original: the first one stands for "the original"
+            first = next(name for name in pipelines if name in used)
+            original_metrics, original_time = None, extra[first]["runtime_s"]
+
+        order = [name for name in specs if references[name] is None] + [name for name in specs if references[name] is not None]
         runs: dict[str, RowRun] = {}
         for name in order:
             bar.set_description(name)
-            reference = runs[reference_name].model if reference_name in runs else None
+            spec = specs[name]
+            reference = runs[references[name]].model if references[name] is not None else None
+            row_data = with_shuffle_seed(datamodule, spec.shuffle_seed)
             row_logger: Any = wandb_row_logger(name, group, project, run_config) if logger == "wandb" else False
             try:
-                runs[name] = run_row(specs[name], original, datamodule, seed, reference=reference,
+                runs[name] = run_row(effective_spec(spec, pipelines.get(spec.original), seed, original_spec),
+                                     originals[spec.original], row_data, seed, reference=reference,
                                      mia_backend=mia_backend, progress=progress, logger=row_logger,
                                      run_config=run_config if row_logger else None, **options)
             finally:
                 if row_logger:
                     row_logger.experiment.finish()
             bar.update(1)
-    bar.close()
+        bar.close()
 
-    reference_metrics = runs[reference_name].after
-    rows = [table_row(name, specs[name], runs[name].after, reference_metrics, runs[name].runtime_s) for name in order]
+    ordered = [name for name in order if references[name] is None][:1] + [name for name in specs if name != order[0]]
+    rows = []
+    for name in ordered:
+        row = table_row(name, specs[name], runs[name].after, runs[references[name] or name].after, runs[name].runtime_s)
+        if pipelines:
+            row.update(original=specs[name].original, reference=references[name] or name)
+        rows.append(row)
+    if pipelines:
+        topologies = {name: topology_of(run.model, run.method.trainer.callbacks) for name, run in runs.items()}
+        topology = row_topologies(specs, references, originals, topologies)
+        for name, values in topology.items():  # fit-start topology work (un-pruning), which the row's RTE does not time
+            values["topology_time_s"] = round(sum(float(getattr(cb, "topology_time_s", 0.0) or 0.0)
+                                                  for cb in runs[name].method.trainer.callbacks), 3)
+        extra = {"originals": extra, "topology": topology}
+    original_row = ({**percent(original_metrics), "runtime_s": round(original_time, 3)} if original_metrics is not None
+                    else extra["originals"][first])
     return {
         "config": run_config,
         "forget": datamodule.forget_summary(),
-        "original": {**percent(original_metrics), "runtime_s": round(original_time, 3)},
+        "original": original_row,
         "rows": rows,
+        **extra,
         "total_time_s": round(time.perf_counter() - start, 3),
         "versions": versions(),
     }
 
 
-def _run_config(cfg: Any, datamodule: Any, network: Any, original_spec: Any, specs: dict, seed: int,
-                mia_backend: str) -> dict[str, Any]:
+def _run_config(cfg: Any, datamodule: Any, network: Any, original_spec: Any, pipelines: dict, specs: dict,
+                references: dict, seed: int, mia_backend: str) -> dict[str, Any]:
     """The comparison's configuration as the results (and each W&B run's config) show it."""
     return {
         "seed": seed,
@@ -121,8 +171,11 @@ def _run_config(cfg: Any, datamodule: Any, network: Any, original_spec: Any, spe
         "model": {"class": type(network).__name__,
                   "parameters": sum(p.numel() for p in network.parameters())},
         "original": asdict(original_spec),
+        **({"originals": {name: asdict(p) for name, p in pipelines.items()}} if pipelines else {}),
         "methods": {name: {"method": s.method, "max_epochs": int(s.max_epochs), "init_args": json_safe(s.init_args),
-                           "callbacks": json_safe(s.callbacks)}
+                           "callbacks": json_safe(s.callbacks),
+                           **({"original": s.original, "reference": references[name], "shuffle_seed": s.shuffle_seed}
+                              if pipelines else {})}
                     for name, s in specs.items()},
     }
 

@@ -14,9 +14,17 @@ The config (YAML; ``${...}`` interpolation is resolved after command-line overri
       class_path: lightning_unlearn.models.SmallCNN
       init_args: {in_channels: 1, num_classes: 10}
     original: {max_epochs: 20, lr: 0.05, lr_scheduler: cosine}   # ImageClassifier's arguments
+    originals:                # optional: more originals, sparse ones made by a pipeline (PipelineSpec)
+      sparse95: {pipeline: omp, amount: 0.95, rewind_epoch: 1}
     methods:                  # name -> registry name, epochs, init arguments
       retrain: {method: retrain, max_epochs: ${original.max_epochs}, init_args: {lr: ${original.lr}}}
       finetune: {method: finetune, max_epochs: 5, init_args: {lr: 0.01}}
+      retrain_sparse95: {method: retrain, original: sparse95, max_epochs: ${original.max_epochs}}
+      finetune_sparse95: {method: finetune, original: sparse95, max_epochs: 5}
+
+Every row unlearns the original it names (``original``, default ``dense``: the one ``original``
+trains) and is measured against a Retrain row of that same original (``reference``, default its
+first Retrain row), so dense and sparse rows stand in one table, each with the right Retrain.
 
 jsonargparse and omegaconf are imported inside the functions that parse, so importing this
 module needs torch and lightning alone.
@@ -33,10 +41,14 @@ from torch import nn
 
 from lightning_unlearn import registry
 from lightning_unlearn.data.datamodule import UnlearningDataModule
-from lightning_unlearn.validation import check_int
+from lightning_unlearn.validation import check_bool, check_fraction, check_int
 
 #: Registry name of the reference method: every gap is measured to its row.
 REFERENCE = "retrain"
+#: Name of the original that ``original:`` trains (the default of every row's ``original``).
+DENSE = "dense"
+#: How ``originals:`` entries are made (see :class:`PipelineSpec`).
+PIPELINES = ("omp", "lottery")
 
 Config = Union[str, os.PathLike, Mapping[str, Any], Any]
 
@@ -74,12 +86,79 @@ class MethodSpec:
         callbacks: callbacks stacked on the method, in order, each
             ``{callback: <registry name>, init_args: {...}}`` (e.g. SalUn =
             ``random_label`` + ``[{callback: saliency_mask}]``).
+        original: the original this row unlearns: ``"dense"`` (the one ``original`` trains) or a
+            name in ``originals``. A Retrain row of a sparse original is that original's Retrain:
+            the same mask (``omp``: ``mask: model``) or the same pipeline from the same
+            initialisation on D_r (``lottery``: its pruning callback, ``init_seed``, epochs and
+            optimiser), filled in by compare; every other row of a sparse original unlearns under its
+            mask (``KeepTopology``, added by compare).
+        reference: the Retrain row every gap of this row is measured to (default: the first
+            Retrain row of the same original). A Retrain row with a reference is a noise-floor row
+            (e.g. another data order): its gaps are what chance alone gives.
+        shuffle_seed: the data order of this row's fit (default: the datamodule's), e.g. the
+            reference' of the topology noise floor.
     """
 
     method: str
     max_epochs: int = 5
     init_args: dict[str, Any] = field(default_factory=dict)
     callbacks: list[dict[str, Any]] = field(default_factory=list)
+    original: str = DENSE
+    reference: Optional[str] = None
+    shuffle_seed: Optional[int] = None
+
+
+@dataclass
+class PipelineSpec:
+    """How a sparse original is made (an entry of ``originals:``), from the compare model.
+
+    * ``pipeline: omp`` — "prune first, then unlearn" (Jia et al., NeurIPS 2023; OPTML
+      Unlearn-Sparse ``main_imp.py``): the dense original (``original:``) is pruned by one-shot
+      magnitude to ``amount`` (global over ``parameters``; the reference prunes conv weights only,
+      pass their regex), the survivors are rewound to the dense original's weights after
+      ``rewind_epoch`` epochs of its training (0: its initialisation; the reference uses 8 of
+      182) and the sparse network is trained again on all the data with the mask fixed, for
+      ``max_epochs`` with the optimiser below. Its Retrain trains fresh weights under the same
+      mask on D_r.
+    * ``pipeline: lottery`` — the lottery-ticket pipeline the un-pruning paper builds its sparse
+      models with (Xiao et al., arXiv 2507.18725; NKUShaw/SparseModels ->
+      rahulvigneswaran/Lottery-Ticket-Hypothesis-in-Pytorch): from the initialisation drawn with
+      ``init_seed`` (:func:`~lightning_unlearn.models.reinitialise`), ``rounds`` rounds of train,
+      prune ``p = 1 - (1 - amount) ** (1 / rounds)`` of each layer's remaining weights by
+      magnitude (``scope: layer``), rewind the survivors to the initialisation, then train the
+      final ticket; ``max_epochs`` in all (``max_epochs / (rounds + 1)`` per segment), on all
+      the data. Its Retrain is the same pipeline from the same initialisation on D_r (the
+      reference topology). Use a constant learning rate (``lr_scheduler: null``).
+
+    Args:
+        pipeline: ``"omp"`` or ``"lottery"``.
+        amount: final sparsity, in (0, 1).
+        parameters: regex(es) of the weights pruned (default: conv and linear weights).
+        scope: ``"global"`` or ``"layer"`` (default: ``global`` for omp, ``layer`` for lottery).
+        structured: prune whole conv filters / linear rows (by L2 norm).
+        rewind_epoch: omp: the dense original's epoch to rewind to (0 = its initialisation).
+        rounds: lottery: pruning rounds.
+        init_seed: lottery: seed of the initialisation (default: the compare seed).
+        max_epochs: training epochs of the pipeline (default: ``original.max_epochs``).
+        lr: SGD learning rate (default: ``original.lr``).
+        momentum: SGD momentum (default: ``original.momentum``).
+        weight_decay: SGD weight decay (default: ``original.weight_decay``).
+        lr_scheduler: ``"original"`` (the original's), ``None`` (constant) or ``"cosine"``.
+    """
+
+    pipeline: Literal["omp", "lottery"]
+    amount: float = 0.95
+    parameters: Optional[Union[str, list[str]]] = None
+    scope: Optional[Literal["global", "layer"]] = None
+    structured: bool = False
+    rewind_epoch: int = 0
+    rounds: int = 1
+    init_seed: Optional[int] = None
+    max_epochs: Optional[int] = None
+    lr: Optional[float] = None
+    momentum: Optional[float] = None
+    weight_decay: Optional[float] = None
+    lr_scheduler: Optional[str] = "original"
 
 
 # ---------------------------------------------------------------------------------- parsing
@@ -153,6 +232,8 @@ def build_parser(exit_on_error: bool = True) -> Any:
     parser.add_subclass_arguments(UnlearningDataModule, "data", required=True, help="The data and the forget request.")
     parser.add_subclass_arguments(nn.Module, "model", required=True, help="The architecture, returning logits.")
     parser.add_argument("--original", type=OriginalSpec, default=OriginalSpec(), help="Training of the original.")
+    parser.add_argument("--originals", type=dict[str, dict[str, Any]], default={},
+                        help="More originals by name, each made by a pipeline (omp or lottery; see PipelineSpec).")
     # Plain mappings (checked by check_methods): a dataclass with an `init_args` field would be
     # read by jsonargparse as a subclass specification.
     parser.add_argument("--methods", type=dict[str, dict[str, Any]], required=True,
@@ -205,7 +286,7 @@ def parse_config(config: Config, instantiate: bool = True) -> Any:
 
 
 # ---------------------------------------------------------------------------------- checks
-def _spec(value: Any, cls: type, where: str) -> Any:
+def _spec(value: Any, cls: type, where: str, example: str = "{method: finetune, max_epochs: 5, init_args: {lr: 0.01}}") -> Any:
     if isinstance(value, cls):
         return value
     if is_dataclass(value):
@@ -221,7 +302,7 @@ def _spec(value: Any, cls: type, where: str) -> Any:
     required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
     missing = [name for name in required if name not in value]
     if missing:
-        raise ValueError(f"`{where}` lacks {missing}: e.g. {{method: finetune, max_epochs: 5, init_args: {{lr: 0.01}}}}.")
+        raise ValueError(f"`{where}` lacks {missing}: e.g. {example}.")
     return cls(**dict(value))
 
 
@@ -270,12 +351,74 @@ def check_methods(methods: Mapping[str, Any]) -> dict[str, MethodSpec]:
                     f" {arg!r}; it takes {[a for a in accepted if a not in ('model', 'weights')]}."
                 )
         _check_callbacks(name, spec.callbacks)
+        if not isinstance(spec.original, str) or not spec.original:
+            raise ValueError(f"methods.{name}.original must be the name of an original ('{DENSE}' or one in `originals`), got {spec.original!r}.")
+        if spec.shuffle_seed is not None:
+            spec.shuffle_seed = check_int(spec.shuffle_seed, f"methods.{name}.shuffle_seed", hint="the seed of this row's data order.")
     if not any(spec.method == REFERENCE for spec in specs.values()):
         raise ValueError(
             "`methods` has no Retrain row: add `retrain: {method: retrain, max_epochs: ...}`; it is the"
             " reference of every gap."
         )
     return specs
+
+
+def check_originals(originals: Mapping[str, Any], specs: Mapping[str, MethodSpec]) -> dict[str, PipelineSpec]:
+    """Validates ``originals`` and the rows' ``original``/``reference`` fields before anything is trained.
+
+    Returns:
+        The pipelines by name, as :class:`PipelineSpec` objects.
+
+    Raises:
+        ValueError: an unknown pipeline or out-of-range field, a row naming an original or a
+            reference that does not exist, a reference that is not a Retrain row of the same
+            original, an original used by rows but without a Retrain row.
+    """
+    pipelines = {
+        str(name): _spec(value, PipelineSpec, f"originals.{name}", "{pipeline: omp, amount: 0.95, rewind_epoch: 1}")
+        for name, value in (originals or {}).items()
+    }
+    for name, p in pipelines.items():
+        where = f"originals.{name}"
+        if name == DENSE:
+            raise ValueError(f"`{where}`: '{DENSE}' is the original that `original:` trains; give this one another name.")
+        if p.pipeline not in PIPELINES:
+            raise ValueError(f"`{where}.pipeline` must be one of {PIPELINES}, got {p.pipeline!r}.")
+        p.amount = check_fraction(p.amount, f"{where}.amount", allow_one=False, hint="the final sparsity, e.g. 0.95.")
+        if p.scope not in (None, "global", "layer"):
+            raise ValueError(f"`{where}.scope` must be 'global' or 'layer', got {p.scope!r}.")
+        p.scope = p.scope or ("layer" if p.pipeline == "lottery" else "global")
+        p.structured = check_bool(p.structured, f"{where}.structured")
+        p.rewind_epoch = check_int(p.rewind_epoch, f"{where}.rewind_epoch", minimum=0, hint="the dense original's epoch to rewind to (0: its initialisation).")
+        p.rounds = check_int(p.rounds, f"{where}.rounds", minimum=1, hint="the pruning rounds of the lottery pipeline.")
+        if p.pipeline == "omp" and p.rounds != 1:
+            raise ValueError(f"`{where}.rounds` applies to pipeline 'lottery' (omp prunes once): drop it.")
+        if p.init_seed is not None:
+            p.init_seed = check_int(p.init_seed, f"{where}.init_seed")
+        if p.max_epochs is not None:
+            p.max_epochs = check_int(p.max_epochs, f"{where}.max_epochs", minimum=1)
+            if p.pipeline == "lottery" and p.max_epochs < p.rounds + 1:
+                raise ValueError(f"`{where}.max_epochs` must be >= rounds + 1 = {p.rounds + 1}: one training segment per round and the final one.")
+        if p.lr_scheduler not in (None, "cosine", "original"):
+            raise ValueError(f"`{where}.lr_scheduler` must be 'original', null or 'cosine', got {p.lr_scheduler!r}.")
+    names = (DENSE, *pipelines)
+    for row, spec in specs.items():
+        if spec.original not in names:
+            raise ValueError(f"methods.{row}.original: no original {spec.original!r}; the originals are {list(names)}.")
+        if spec.reference is not None:
+            ref = specs.get(spec.reference)
+            if ref is None or ref.method != REFERENCE or ref.original != spec.original or ref.reference is not None:
+                raise ValueError(
+                    f"methods.{row}.reference: {spec.reference!r} must be a Retrain row of the same original"
+                    f" ({spec.original!r}) that is itself a reference (no `reference` of its own)."
+                )
+    for original in {spec.original for spec in specs.values()}:
+        if not any(spec.method == REFERENCE and spec.original == original for spec in specs.values()):
+            raise ValueError(
+                f"Rows unlearn original {original!r} but none retrains it: add"
+                f" `retrain_{original}: {{method: retrain, original: {original}, max_epochs: ...}}`, its reference."
+            )
+    return pipelines
 
 
 def _check_callbacks(name: str, callbacks: Any) -> None:

@@ -8,19 +8,26 @@ they train and measure alike: one device, no logger, checkpoints, progress bar o
 from __future__ import annotations
 
 import contextlib
+import copy
+import os
 import time
 import warnings
-from dataclasses import dataclass
-from typing import Any, Iterator, Optional, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import lightning as L
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from lightning_unlearn import registry
-from lightning_unlearn.benchmark.config import REFERENCE, MethodSpec, OriginalSpec
+from lightning_unlearn.benchmark.config import DENSE, REFERENCE, MethodSpec, OriginalSpec, PipelineSpec
 from lightning_unlearn.callbacks.evaluation import UnlearningEvaluation
+from lightning_unlearn.callbacks.magnitude_pruning import MagnitudePruning
 from lightning_unlearn.data.datamodule import UnlearningDataModule
+from lightning_unlearn.functional.pruning import canonical_name
+from lightning_unlearn.metrics.functional.topology import masks_of, topology_gap
 from lightning_unlearn.models import ImageClassifier
+from lightning_unlearn.models.network import copy_network, reinitialise
 
 
 def build_method(spec: MethodSpec, original: nn.Module, seed: int) -> Any:
@@ -64,10 +71,12 @@ def quiet_fit_warnings() -> Iterator[None]:
         yield
 
 
-def train_original(network: nn.Module, datamodule: Any, spec: OriginalSpec, seed: int, **options: Any) -> tuple[nn.Module, float]:
+def train_original(
+    network: nn.Module, datamodule: Any, spec: OriginalSpec, seed: int, callbacks: Sequence[L.Callback] = (), **options: Any
+) -> tuple[nn.Module, float]:
     """Trains ``network`` in place as :class:`~lightning_unlearn.models.ImageClassifier` on the whole
-    training set (the forget set included) after ``seed_everything(seed)``; ``options`` go to
-    :func:`row_trainer`.
+    training set (the forget set included) after ``seed_everything(seed)``; ``callbacks`` join the
+    fit (e.g. :class:`EpochSnapshots`, a pruning pipeline), ``options`` go to :func:`row_trainer`.
 
     Returns:
         The trained network (left in its mode: Lightning keeps submodule modes in fit) and the
@@ -78,8 +87,173 @@ def train_original(network: nn.Module, datamodule: Any, spec: OriginalSpec, seed
         network, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay, lr_scheduler=spec.lr_scheduler
     )
     tic = time.perf_counter()
-    row_trainer(spec.max_epochs, **options).fit(classifier, datamodule=datamodule)
+    row_trainer(spec.max_epochs, callbacks, **options).fit(classifier, datamodule=datamodule)
     return classifier.model, time.perf_counter() - tic
+
+
+class EpochSnapshots(L.Callback):
+    """Saves the network's weights after the given epochs of a fit (epoch 0: before the first
+    step) to ``directory/epoch_{k}.pt``, for a rewind. Reads weights only: the fit is unchanged."""
+
+    def __init__(self, epochs: Sequence[int], directory: str) -> None:
+        self.epochs, self.directory, self.paths = sorted(set(int(e) for e in epochs)), directory, {}
+
+    def _save(self, pl_module: L.LightningModule, epoch: int) -> None:
+        if epoch in self.epochs:
+            path = os.path.join(self.directory, f"epoch_{epoch}.pt")
+            torch.save({k: v.detach().cpu().clone() for k, v in pl_module.model.state_dict().items()}, path)
+            self.paths[epoch] = path
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._save(pl_module, 0)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._save(pl_module, trainer.current_epoch + 1)
+
+
+# ---------------------------------------------------------------------------------- per-row originals
+def pipeline_training(pipeline: PipelineSpec, original: OriginalSpec) -> OriginalSpec:
+    """The training recipe of a pipeline: its own fields, the original's where it leaves them unset."""
+    return OriginalSpec(
+        max_epochs=pipeline.max_epochs or original.max_epochs,
+        lr=original.lr if pipeline.lr is None else pipeline.lr,
+        momentum=original.momentum if pipeline.momentum is None else pipeline.momentum,
+        weight_decay=original.weight_decay if pipeline.weight_decay is None else pipeline.weight_decay,
+        lr_scheduler=original.lr_scheduler if pipeline.lr_scheduler == "original" else pipeline.lr_scheduler,
+    )
+
+
+def pipeline_callback(pipeline: PipelineSpec, rewind: Optional[str] = None) -> dict[str, Any]:
+    """The ``MagnitudePruning`` of a pipeline, as a row's callback entry (registry name + init args)."""
+    args: dict[str, Any] = {"amount": pipeline.amount, "scope": pipeline.scope, "structured": pipeline.structured}
+    if pipeline.parameters is not None:
+        args["parameters"] = pipeline.parameters
+    if pipeline.pipeline == "lottery":
+        args.update(method="imp", rounds=pipeline.rounds, schedule="lottery", rewind="start")
+    else:
+        args.update(method="omp", rewind=rewind)
+    return {"callback": "magnitude_pruning", "init_args": args}
+
+
+def train_pipeline_original(
+    pipeline: PipelineSpec, dense: nn.Module, untrained: nn.Module, datamodule: Any, original: OriginalSpec, seed: int,
+    rewind: Optional[str] = None, **options: Any,
+) -> tuple[nn.Module, float]:
+    """Makes a sparse original (see :class:`~lightning_unlearn.benchmark.PipelineSpec`) on the whole
+    training set: ``omp`` prunes a copy of the trained ``dense`` original, rewinds it to the
+    weights saved at ``rewind`` and trains it with the mask; ``lottery`` runs the lottery-ticket
+    pipeline from ``untrained`` re-initialised with the pipeline's ``init_seed`` (default ``seed``).
+
+    Returns:
+        The sparse network (pruned weights exactly 0, no reparametrisation) and the fit's wall time.
+    """
+    entry = pipeline_callback(pipeline, rewind)
+    if pipeline.pipeline == "lottery":
+        network = reinitialise(copy_network(untrained), seed if pipeline.init_seed is None else pipeline.init_seed)
+    else:
+        network = copy_network(dense)
+    return train_original(network, datamodule, pipeline_training(pipeline, original), seed,
+                          [MagnitudePruning(**entry["init_args"])], **options)
+
+
+def effective_spec(spec: MethodSpec, pipeline: Optional[PipelineSpec], seed: int, original: OriginalSpec) -> MethodSpec:
+    """The row as it runs on its original: a Retrain row of an ``omp`` original trains under its
+    mask (``mask: model``); a Retrain row of a ``lottery`` original is the same pipeline from the
+    same initialisation on D_r (its ``MagnitudePruning``, ``init_seed`` and training recipe); any
+    other row keeps the sparse original's topology (``KeepTopology`` first, unless the row has
+    one); an ``UnPruning(score="replay")`` on a ``lottery`` original replays from its
+    ``init_seed``. The row's own settings win."""
+    if pipeline is None:
+        return spec
+    init_args, callbacks = dict(spec.init_args), [dict(c) for c in spec.callbacks]
+    if spec.method != REFERENCE and not any(c["callback"] == "keep_topology" for c in callbacks):
+        callbacks = [{"callback": "keep_topology"}, *callbacks]
+    init_seed = seed if pipeline.init_seed is None else pipeline.init_seed
+    if spec.method == REFERENCE and pipeline.pipeline == "omp":
+        init_args.setdefault("mask", "model")
+    elif spec.method == REFERENCE:
+        recipe = pipeline_training(pipeline, original)
+        init_args.setdefault("init_seed", init_seed)
+        for key in ("lr", "momentum", "weight_decay", "lr_scheduler"):
+            init_args.setdefault(key, getattr(recipe, key))
+        callbacks = [pipeline_callback(pipeline), *callbacks]
+        spec = replace(spec, max_epochs=recipe.max_epochs)
+    if pipeline.pipeline == "lottery":
+        for entry in callbacks:
+            args = dict(entry.get("init_args") or {})
+            if entry["callback"] == "unpruning" and args.get("score") == "replay" and "init" not in args:
+                args.setdefault("init_seed", init_seed)
+                entry["init_args"] = args
+    return replace(spec, init_args=init_args, callbacks=callbacks)
+
+
+def reference_rows(specs: Mapping[str, MethodSpec]) -> dict[str, Optional[str]]:
+    """Row name -> the Retrain row its gaps are measured to (``None`` for a reference row itself):
+    the row's ``reference``, else the first Retrain row without one of the same original."""
+    firsts: dict[str, str] = {}
+    for name, spec in specs.items():
+        if spec.method == REFERENCE and spec.reference is None:
+            firsts.setdefault(spec.original, name)
+    return {name: (None if firsts.get(spec.original) == name else spec.reference or firsts[spec.original])
+            for name, spec in specs.items()}
+
+
+def with_shuffle_seed(datamodule: UnlearningDataModule, seed: Optional[int]) -> UnlearningDataModule:
+    """``datamodule``, or a shallow copy that orders its training batches by ``seed`` (same data)."""
+    if seed is None or seed == datamodule.shuffle_seed:
+        return datamodule
+    twin = copy.copy(datamodule)
+    twin.shuffle_seed = int(seed)
+    return twin
+
+
+def topology_of(network: nn.Module, holders: Sequence[Any] = ()) -> dict[str, Tensor]:
+    """The kept masks of ``network`` by canonical name: those the topology callbacks of its fit hold
+    (``topology_masks()``, intersected; a kept weight may be exactly 0, e.g. revived at 0), else its
+    non-zero conv/linear weights."""
+    masks = masks_of(network)
+    held: dict[str, Tensor] = {}
+    for holder in holders:
+        get = getattr(holder, "topology_masks", None)
+        for name, mask in (get() if callable(get) else {}).items():
+            key = canonical_name(name)
+            held[key] = held[key] & mask.cpu() if key in held else mask.detach().cpu()
+    return {n: held.get(n, m.cpu()) for n, m in masks.items()}
+
+
+def pruned_masks(masks: Mapping[str, Tensor], like: Optional[Mapping[str, Tensor]] = None) -> dict[str, Tensor]:
+    """``masks`` restricted to the layers ``like`` prunes (those with a pruned entry; default: ``masks`` itself)."""
+    names = [n for n, m in (like or masks).items() if not bool(m.all())]
+    return {n: masks[n] for n in names}
+
+
+def row_topologies(
+    specs: Mapping[str, MethodSpec], references: Mapping[str, Optional[str]], originals: Mapping[str, nn.Module],
+    topologies: Mapping[str, Mapping[str, Tensor]],
+) -> dict[str, dict[str, float]]:
+    """The topology gap of every row of a sparse original (``dense`` rows are skipped): IoU of the
+    original's and the row's masks (``topologies``, by row: see :func:`topology_of`) with the
+    reference row's, and with the noise-floor rows (Retrain rows of the same original that name
+    that reference) the floor and the gap closed (see
+    :func:`~lightning_unlearn.metrics.functional.topology_gap`); over the layers the original prunes."""
+    out: dict[str, dict[str, float]] = {}
+    for name, spec in specs.items():
+        if spec.original == DENSE:
+            continue
+        reference = references[name] or name
+        before = pruned_masks(topology_of(originals[spec.original]))
+        if not before:
+            continue
+        ref = pruned_masks(topologies[reference], before)
+        noise = [pruned_masks(topologies[n], before) for n, r in references.items()
+                 if r == reference and specs[n].method == REFERENCE and n != name]
+        if name == reference:
+            continue
+        if all(torch.equal(before[n], ref[n]) for n in before):
+            continue  # the reference keeps the original's mask (omp): the topology is fixed by construction
+        gap = topology_gap(pruned_masks(topologies[name], before), before, ref, noise)
+        out[name] = {"density": float(sum(int(m.sum()) for m in before.values()) / sum(m.numel() for m in before.values())), **gap}
+    return out
 
 
 @dataclass(frozen=True)

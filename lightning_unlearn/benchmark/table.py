@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Mapping, Optional
 
 from lightning_unlearn import registry
-from lightning_unlearn.benchmark.config import REFERENCE, MethodSpec
+from lightning_unlearn.benchmark.config import DENSE, REFERENCE, MethodSpec
 from lightning_unlearn.metrics.functional import avg_gap, metric_gaps
 from lightning_unlearn.metrics.keys import GAP_METRICS, METRICS
 from lightning_unlearn.report import json_safe
@@ -69,27 +69,61 @@ def format_table(result: Mapping[str, Any]) -> str:
     distance to Retrain in parentheses, then Avg. Gap and the run time (RTE, seconds). The original
     model's row comes first, for scale (it has no gap).
 
+    With per-row originals (``originals:`` in the config) every original's row comes first, each
+    row names the Retrain row its gaps are measured to, and a second table gives the topology gap
+    of the rows of sparse originals (:func:`topology_table`).
+
     Args:
         result: what :func:`~lightning_unlearn.benchmark.run_compare` returns (``original``,
-            ``rows`` and ``forget`` are read).
+            ``rows`` and ``forget`` are read; ``originals`` and ``topology`` when present).
     """
-    header = ["Method", *GAP_METRICS.values(), "Avg. Gap", "RTE (s)"]
+    per_row = any("reference" in row for row in result["rows"])
+    header = ["Method", *GAP_METRICS.values(), "Avg. Gap", *(["Reference"] if per_row else []), "RTE (s)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
-    original = result["original"]
-    cells = ["original (before)"] + [f"{original[key]:.2f}" for key in GAP_METRICS] + ["-", f"{original['runtime_s']:.2f}"]
-    lines.append("| " + " | ".join(cells) + " |")
+    befores = [("original (before)", result["original"])] if not per_row else []
+    if per_row:
+        uses_dense = any(row.get("original") == DENSE for row in result["rows"])
+        befores = ([(f"{DENSE} original (before)", result["original"])] if uses_dense else [])
+        befores += [(f"{name} original (before)", values) for name, values in (result.get("originals") or {}).items()]
+    for label, original in befores:
+        cells = [label] + [f"{original[key]:.2f}" for key in GAP_METRICS] + ["-", *(["-"] if per_row else []), f"{original['runtime_s']:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
     for row in result["rows"]:
         cells = [row["name"]]
         cells += [f"{row[key]:.2f} ({row['gap'][key]:.2f})" for key in GAP_METRICS]
-        cells += [f"{row['avg_gap']:.2f}", f"{row['runtime_s']:.2f}"]
+        cells += [f"{row['avg_gap']:.2f}", *([row["reference"]] if per_row else []), f"{row['runtime_s']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     forget = result["forget"]
     spec = ", ".join(f"{k}={v}" for k, v in forget["spec"].items() if v is not None)
+    to = "its reference (last column)" if per_row else REFERENCE
     caption = (
         f"Forget {forget['count']} of {forget['count'] + forget['retain_count']} training examples ({spec});"
-        f" metrics in %, (|gap| to {REFERENCE}); fingerprint {forget['fingerprint'][:12]}."
+        f" metrics in %, (|gap| to {to}); fingerprint {forget['fingerprint'][:12]}."
     )
-    return caption + "\n\n" + "\n".join(lines)
+    text = caption + "\n\n" + "\n".join(lines)
+    if result.get("topology"):
+        text += "\n\n" + topology_table(result)
+    return text
+
+
+def topology_table(result: Mapping[str, Any]) -> str:
+    """The topology gap of the rows of sparse originals, in a markdown table: the density of the
+    pruned layers, IoU(original, reference) ("before"), IoU(row, reference) ("after"), the noise
+    floor IoU(reference, reference') and the gap closed, ``(after - before) / (floor - before)``
+    (means over the reference and its noise-floor rows when there are any; "-" without them), and
+    the wall time of the fit-start topology change (un-pruning), which RTE does not include."""
+    header = ["Method", "Original", "Density", "IoU before", "IoU after", "Floor", "Gap closed", "Un-pruning (s)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---", "---"] + ["---:"] * (len(header) - 2)) + "|"]
+    originals = {row["name"]: row.get("original", DENSE) for row in result["rows"]}
+    for name, topo in result["topology"].items():
+        before, after = topo.get("before", topo["iou_original"]), topo.get("after", topo["iou_unpruned"])
+        floor = topo.get("floor")
+        closed = topo.get("gap_closed")
+        cells = [name, originals.get(name, "-"), f"{topo['density']:.3f}", f"{before:.4f}", f"{after:.4f}",
+                 "-" if floor is None else f"{floor:.4f}", "-" if closed is None or closed != closed else f"{closed:.2f}",
+                 f"{topo.get('topology_time_s', 0.0):.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "Topology of the pruned layers (IoU of the kept weights with the Retrain row's, its noise-floor rows included):\n\n" + "\n".join(lines)
 
 
 def print_table(result: Mapping[str, Any], file: Any = None) -> None:
@@ -109,6 +143,7 @@ def print_table(result: Mapping[str, Any], file: Any = None) -> None:
         print(text, file=file, flush=True)
         return
     caption, _, body = text.partition("\n\n")
+    body, _, rest = body.partition("\n\n")  # the topology table, when there is one, follows as text
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in body.splitlines()]
     table = Table(title="lightning-unlearn compare", caption=caption)
     for i, title in enumerate(rows[0]):
@@ -116,3 +151,5 @@ def print_table(result: Mapping[str, Any], file: Any = None) -> None:
     for row in rows[2:]:
         table.add_row(*row)
     Console(file=file).print(table)
+    if rest:
+        print(rest, file=file, flush=True)

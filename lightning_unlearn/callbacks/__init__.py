@@ -13,11 +13,13 @@ from lightning_unlearn.callbacks.dynamic_mask import DynamicMask
 from lightning_unlearn.callbacks.sparsity_regularization import SparsityRegularization
 from lightning_unlearn.callbacks.gradient_projection import GradientProjection
 from lightning_unlearn.callbacks.magnitude_pruning import MagnitudePruning
+from lightning_unlearn.callbacks.keep_topology import KeepTopology
 from lightning_unlearn.callbacks.unpruning import UnPruning
 
 __all__ = [
     "DynamicMask",
     "GradientProjection",
+    "KeepTopology",
     "MagnitudePruning",
     "MaskedUpdateCallback",
     "SaliencyMask",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 import time
 from typing import Any, Literal, Optional
@@ -21,7 +20,7 @@ from lightning_unlearn.metrics.functional import avg_gap, metric_gaps
 from lightning_unlearn.metrics.keys import METRICS
 from lightning_unlearn.metrics.topology import topology_report
 from lightning_unlearn.models.divergence import DivergenceGuard
-from lightning_unlearn.models.network import check_logits, network_of, sample_like
+from lightning_unlearn.models.network import check_logits, copy_network, network_of, sample_like
 from lightning_unlearn.models.weights import weights_sha256
 from lightning_unlearn.registry import register
 from lightning_unlearn.report import build_report, json_safe, read_report, write_report
@@ -168,7 +167,7 @@ class UnlearningEvaluation(Callback):
         device = trainer.strategy.root_device
         reference = None
         if self.reference is not None:
-            reference = copy.deepcopy(self.reference).to(device)
+            reference = copy_network(self.reference).to(device)
             ref_classes = check_logits(reference, sample_like(reference, x[:2]), data.num_classes, "reference")
             if ref_classes != classes:
                 raise ValueError(
@@ -187,7 +186,7 @@ class UnlearningEvaluation(Callback):
         if trainer.ckpt_path is not None:
             return  # resuming: the measurements of the interrupted run come back with this callback's state
         distributed = trainer.world_size > 1
-        on_device = original if next(original.parameters()).device == device else copy.deepcopy(original).to(device)
+        on_device = original if next(original.parameters()).device == device else copy_network(original).to(device)
         before = evaluate(on_device, data, device, self.mia_backend, distributed=distributed, name="model",
                           progress=_progress(trainer, "evaluating the original"))
         if reference is not None:
@@ -301,13 +300,13 @@ class UnlearningEvaluation(Callback):
     def _measure_before(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         data, device = self._data(trainer), pl_module.device
         original = getattr(pl_module, "original_model", None)
-        network = copy.deepcopy(original).to(device) if isinstance(original, nn.Module) else network_of(pl_module)
+        network = copy_network(original).to(device) if isinstance(original, nn.Module) else network_of(pl_module)
         convert = None if isinstance(original, nn.Module) else (lambda x: convert_input(trainer, x))
         before = evaluate(network, data, device, self.mia_backend, distributed=trainer.world_size > 1, convert_input=convert,
                           progress=_progress(trainer, "evaluating the original"))
         reference = None
         if self.reference is not None:
-            reference = evaluate(copy.deepcopy(self.reference).to(device), data, device, self.mia_backend,
+            reference = evaluate(copy_network(self.reference).to(device), data, device, self.mia_backend,
                                  distributed=trainer.world_size > 1, name="reference",
                                  progress=_progress(trainer, "evaluating the reference"))
         elif self.reference_report is not None:

@@ -18,7 +18,7 @@ from torch.nn import Parameter
 
 from lightning_unlearn.callbacks.masking import TopologyCallback
 from lightning_unlearn.data.access import retain_batches
-from lightning_unlearn.functional.masks import ParameterFilter, Scope, select_parameters, zero_optimizer_state
+from lightning_unlearn.functional.masks import ParameterFilter, Scope, select_parameters
 from lightning_unlearn.functional.pruning import (
     PruningMethod,
     PruningRecipe,
@@ -29,7 +29,10 @@ from lightning_unlearn.functional.pruning import (
 from lightning_unlearn.models.network import network_of
 from lightning_unlearn.models.weights import load_weights
 from lightning_unlearn.registry import register
-from lightning_unlearn.validation import check_optional_path
+from lightning_unlearn.validation import check_choice, check_optional_path
+
+Schedule = Literal["start", "lottery"]
+SCHEDULES = ("start", "lottery")
 
 
 # ---------------------------------------------------------------------------------- the callback
@@ -53,7 +56,21 @@ class MagnitudePruning(TopologyCallback):
       ``1 - (1 - amount) ** (1 / rounds)`` of the remaining weights, so that the final sparsity is
       ``amount``. The reference retrains the network between rounds; this callback lets the
       training it runs (the unlearning) do that: round ``r`` (0-based) prunes at the start of
-      epoch ``floor(r * max_epochs / rounds)``, round 0 at fit start;
+      epoch ``floor(r * max_epochs / rounds)``, round 0 at fit start (``schedule="start"``);
+      with ``schedule="lottery"`` the fit is the whole lottery-ticket pipeline (Frankle & Carbin,
+      ICLR 2019; the code the un-pruning paper builds its sparse models with,
+      rahulvigneswaran/Lottery-Ticket-Hypothesis-in-Pytorch): nothing is pruned at fit start,
+      the ``rounds + 1`` equal segments of ``max_epochs`` train, and round ``r`` (1-based)
+      prunes at the start of epoch ``floor(r * max_epochs / (rounds + 1))``, after ``r``
+      segments; with ``rewind="start"`` and ``scope="layer"`` this is "train, prune ``p`` % of
+      each layer's remaining weights, rewind the survivors to the original initialisation",
+      ``p = 1 - (1 - amount) ** (1 / rounds)``, and the last segment trains the final ticket.
+      Deviations from that code: a constant rate per round reaching exactly ``amount`` (it prunes
+      by the ``p``-th percentile of the alive magnitudes, so counts differ by rounding); pruned
+      weights are frozen by their mask (it zeroes the gradients of every weight below 1e-6,
+      which in its code also freezes all negative weights); the epochs per round are
+      ``max_epochs / (rounds + 1)`` of one Lightning fit, with the optimiser's state reset at
+      each rewind (it builds a new Adam per round; use a constant learning rate);
     * ``"synflow"``: data-free iterative SynFlow scores, 100 rounds, exponential schedule, BN
       in eval mode (:func:`~lightning_unlearn.functional.synflow_masks`); the input shape comes
       from ``input_shape``, ``pl_module.example_input_array`` or one retained example;
@@ -70,7 +87,8 @@ class MagnitudePruning(TopologyCallback):
     ``rewind`` (IMP's "rewind to early weights"): after a pruning round the whole network is
     reset to ``"start"`` (its weights at fit start, before pruning; one copy kept, checkpointed
     while rounds remain) or to the weights saved at a path, the mask re-applied and the
-    optimiser's per-parameter state zeroed. With OMP and a path this is the reference recipe
+    optimiser's per-parameter state dropped (momentum, Adam moments and step count: as a new
+    optimiser would start). With OMP and a path this is the reference recipe
     (prune the trained model, rewind to the epoch-8 checkpoint, train).
 
     Defaults: ``amount=0.95`` (the paper's 95 % sparse models), OMP, unstructured, global. The
@@ -94,6 +112,8 @@ class MagnitudePruning(TopologyCallback):
         structured: prune whole filters / rows.
         scope: ``"global"`` or ``"layer"``.
         rounds: IMP rounds (only with ``method="imp"``).
+        schedule: ``"start"`` (round 0 at fit start) or ``"lottery"`` (rounds after training
+            segments: the lottery-ticket pipeline; only with ``method="imp"``).
         parameters: regex(es) selecting parameters by name (default: conv and linear weights).
         rewind: ``None``, ``"start"`` or the path of weights to rewind to after pruning.
         strict: restore pruned entries to 0 and clear their optimiser state after every step.
@@ -127,11 +147,18 @@ class MagnitudePruning(TopologyCallback):
         seed: int = 0,
         input_shape: Optional[list[int]] = None,
         synflow_iterations: int = 100,
+        schedule: Schedule = "start",
     ) -> None:
         super().__init__(parameters, strict)
         #: How this callback prunes (validated: amount, method, scope, rounds, shapes).
         self.recipe = PruningRecipe(amount, method, structured, scope, rounds, seed, input_shape, synflow_iterations)
         self.rewind = check_optional_path(rewind, "rewind", hint="None, 'start' or the path of weights to rewind to after pruning.")
+        self.schedule = check_choice(
+            schedule, "schedule", SCHEDULES,
+            hint="'start' prunes the first round at fit start, 'lottery' prunes after each training segment (lottery tickets).",
+        )
+        if self.schedule == "lottery" and method != "imp":
+            raise ValueError(f"schedule='lottery' is iterative magnitude pruning: use method='imp' (got method={method!r}).")
         self.rounds_done = 0
         self._start_state: Optional[dict[str, Tensor]] = None
 
@@ -144,7 +171,8 @@ class MagnitudePruning(TopologyCallback):
     seed = property(lambda self: self.recipe.seed, doc="Seed of random pruning.")
 
     def key_args(self) -> dict[str, Any]:
-        return {**super().key_args(), "amount": self.amount, "method": self.method, "structured": self.structured, "scope": self.scope}
+        keys = {**super().key_args(), "amount": self.amount, "method": self.method, "structured": self.structured, "scope": self.scope}
+        return keys if self.schedule == "start" else {**keys, "schedule": self.schedule}
 
     def pruning_recipe(self) -> PruningRecipe:
         return self.recipe
@@ -154,8 +182,15 @@ class MagnitudePruning(TopologyCallback):
         return select_parameters(network, self.parameters, prunable_weights(network))
 
     # ------------------------------------------------------------------ schedule
+    @property
+    def lottery(self) -> bool:
+        """Whether the rounds follow training segments (the lottery-ticket pipeline)."""
+        return self.schedule == "lottery"
+
     def round_epoch(self, index: int, max_epochs: int) -> int:
         """The epoch at whose start IMP round ``index`` (0-based) prunes."""
+        if self.lottery:
+            return ((index + 1) * max_epochs) // (self.rounds + 1)
         return (index * max_epochs) // self.rounds
 
     def density_after(self, rounds: int) -> float:
@@ -165,27 +200,29 @@ class MagnitudePruning(TopologyCallback):
     # ------------------------------------------------------------------ hooks
     def check_setup(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().check_setup(trainer, pl_module)
-        if self.rounds > 1:
+        needed = self.rounds + 1 if self.lottery else self.rounds
+        if needed > 1:
             max_epochs = trainer.max_epochs
-            if max_epochs is None or max_epochs < self.rounds:
+            if max_epochs is None or max_epochs < needed:
                 raise ValueError(
-                    f"IMP prunes at the start of evenly spaced epochs: `rounds`={self.rounds} needs Trainer(max_epochs >= {self.rounds}),"
+                    f"IMP prunes at the start of evenly spaced epochs: `rounds`={self.rounds} needs Trainer(max_epochs >= {needed}),"
                     f" got max_epochs={max_epochs}."
                 )
         if self.rewind not in (None, "start") and not os.path.isfile(self.rewind):
             raise ValueError(f"`rewind`={self.rewind!r} is neither None, 'start' nor an existing weights file.")
 
     def prepare_topology(self, trainer: L.Trainer, pl_module: L.LightningModule, fresh: bool) -> None:
-        if fresh and self.rewind == "start" and self.rounds > 1:
+        if fresh and self.rewind == "start" and (self.rounds > 1 or self.lottery):
             self._start_state = {k: v.detach().clone() for k, v in network_of(pl_module).state_dict().items()}
 
     def change_topology(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Prunes: the first (or only) round."""
-        self.rounds_done = 1
+        """Prunes: the first (or only) round; nothing yet under the lottery schedule."""
+        self.rounds_done = 0 if self.lottery else 1
         self._commit(trainer, pl_module, [torch.ones_like(m) for m in self.masked.masks], at_start=True)
 
     def build_masks(self, trainer: L.Trainer, pl_module: L.LightningModule, named: list[tuple[str, Parameter]]) -> list[Tensor]:
-        return self._next_masks(trainer, pl_module, named, existing_masks(network_of(pl_module), named), 1)
+        kept = existing_masks(network_of(pl_module), named)
+        return kept if self.lottery else self._next_masks(trainer, pl_module, named, kept, 1)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.masked is None or self.rounds_done >= self.rounds:
@@ -218,13 +255,13 @@ class MagnitudePruning(TopologyCallback):
         masked.set_anchor_zero()
         masked.apply()
         network = network_of(pl_module)
-        rewound = self._rewind(network) if not (at_start and self.rewind == "start") else False
+        rewound = False if at_start and (self.rewind == "start" or self.lottery) else self._rewind(network)
         if rewound:
             masked.apply()
         sync_prune_buffers(network, masked)
         masked.restore_frozen(trainer.optimizers)
         if rewound:
-            zero_optimizer_state(trainer.optimizers, network.parameters())
+            reset_optimizer_state(trainer.optimizers, network.parameters())
             self.write_through(trainer, {id(p): None for p in network.parameters()})
         else:
             self.write_through(trainer, {id(p): n for p, n in zip(masked.params, newly)})
@@ -265,3 +302,12 @@ class MagnitudePruning(TopologyCallback):
     def topology_masks(self) -> dict[str, Tensor]:
         """The kept masks (``True`` = kept) by parameter name, for the topology metrics."""
         return self.masks()
+
+
+def reset_optimizer_state(optimizers: Sequence[torch.optim.Optimizer], params: Sequence[Tensor]) -> None:
+    """Drops the per-parameter state of ``params`` (momentum buffers, Adam moments and step
+    counts), so the next step starts them afresh, as a new optimiser would (for SGD the same as
+    zeroing the momentum buffer)."""
+    for optimizer in optimizers:
+        for p in params:
+            optimizer.state.pop(p, None)

@@ -277,6 +277,11 @@ class TopologyCallback(MaskedUpdateCallback):
         raise NotImplementedError
 
 
+def topology_callbacks(trainer: Optional[L.Trainer]) -> list[TopologyCallback]:
+    """Every topology callback on ``trainer`` (pruning, keeping or un-pruning a topology)."""
+    return [] if trainer is None else [cb for cb in trainer.callbacks if isinstance(cb, TopologyCallback)]
+
+
 def pruning_callbacks(trainer: Optional[L.Trainer]) -> list[TopologyCallback]:
     """The topology callbacks on ``trainer`` that prune (their :meth:`TopologyCallback.pruning_recipe` is set)."""
     if trainer is None:

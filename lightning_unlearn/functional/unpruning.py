@@ -1,10 +1,19 @@
 """Un-pruning: re-derive a sparse topology from retained data only (the rule is our design).
 
-Pure torch, usable in any training loop: the score functions (:data:`UNPRUNING_SCORES`, each a
-function of a :class:`ScoreContext`), :func:`unpruned_masks` (the retain-driven topology at the
-same sparsity), :func:`regrow_toward` (one gradual drop/regrow step towards it),
-:func:`swap_topology` (the weight edit) and :func:`apply_unpruning`, the one-shot swap on a
-sparse network::
+Pure torch, usable in any training loop. Two kinds of rule:
+
+* **replay** (:func:`replay_lottery_masks`): re-run the pruning pipeline itself, iterative
+  magnitude pruning with rewinding to the original initialisation, on retained data only. The
+  topology it returns is a function of the initialisation, D_r and a seed alone: it carries no
+  trace of the deleted data by construction;
+* **scores** (:data:`UNPRUNING_SCORES`, each a function of a :class:`ScoreContext`): heuristics
+  that re-rank the current sparse model's weights on retained batches; they read the trained
+  weights, which the deleted data shaped, and on Fashion-MNIST they do not move the topology
+  towards the retain-only reference (README, "Sparse models").
+
+Then :func:`unpruned_masks` (the retain-driven topology at the same sparsity),
+:func:`regrow_toward` (one gradual drop/regrow step towards it), :func:`swap_topology` (the
+weight edit) and :func:`apply_unpruning`, the one-shot swap on a sparse network::
 
     masks = apply_unpruning(sparse_net, retained_batches, values=dense_weights)
 """
@@ -15,10 +24,13 @@ import importlib
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Literal, Mapping, Optional, Sequence, Union
+from typing import Callable, Iterable, Iterator, Literal, Mapping, Optional, Sequence, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.func import functional_call
+from torch.optim import Optimizer
 
 from lightning_unlearn.functional.masks import (
     MaskedParameters,
@@ -33,13 +45,15 @@ from lightning_unlearn.functional.masks import (
     unit_scores,
 )
 from lightning_unlearn.functional.pruning import (
+    PRUNE_SUFFIX,
     batch_loss,
     eval_mode,
     existing_masks,
     prunable_weights,
+    prune_to_density,
     sync_prune_buffers,
 )
-from lightning_unlearn.validation import check_choice
+from lightning_unlearn.validation import check_choice, check_int
 
 __all__ = [
     "REVIVE",
@@ -52,6 +66,7 @@ __all__ = [
     "is_row_structured",
     "magnitude_after_finetune_score",
     "regrow_toward",
+    "replay_lottery_masks",
     "resolve_score",
     "retain_magnitude_score",
     "sparse_masks",
@@ -210,6 +225,131 @@ def unpruning_scores(
         name = score if isinstance(score, str) else getattr(score, "__qualname__", repr(score))
         raise ValueError(f"The score function {name!r} must return one tensor per parameter, shaped like it.")
     return [s.detach().float() for s in scores]
+
+
+# ---------------------------------------------------------------------------------- replay
+def replay_lottery_masks(
+    network: nn.Module,
+    names: Sequence[str],
+    masks: Sequence[Tensor],
+    init_state: Mapping[str, Tensor],
+    batches: Iterable[tuple[Tensor, Tensor]],
+    rounds: int,
+    steps_per_round: int,
+    optimizer: Callable[[list[Tensor]], Optimizer],
+    scope: Scope = "layer",
+    structured: bool = False,
+) -> list[Tensor]:
+    """The topology the lottery-ticket pipeline finds on retained data alone, at the sparsity of
+    ``masks``: the un-pruning rule "replay".
+
+    Starting from ``init_state`` (the original initialisation the pipeline rewinds to), ``rounds``
+    times: train every parameter of ``network`` for ``steps_per_round`` optimiser steps on the next
+    retained batches (cross-entropy, train mode, pruned weights held at 0 with masked gradients),
+    prune by magnitude to the density of this round, and rewind the survivors to ``init_state``.
+    Round ``r`` (1-based) keeps the fraction ``d ** (r / rounds)`` of the units, ``d`` the density
+    of ``masks`` in each tensor (``scope="layer"``, the pipeline's per-layer pruning) or over all of
+    them (``"global"``); whole rows by L2 norm with ``structured``. The last round lands exactly on
+    the counts of ``masks``. ``network`` and its parameters are not modified: the replay runs on
+    copies through :func:`torch.func.functional_call`; BatchNorm statistics are replayed too.
+
+    What holds (the guarantee): the returned masks are a function of ``init_state``, the retained
+    batches and the optimiser alone, so they hold no information about the deleted data (exactly
+    as a Retrain's topology), and they have the sparsity of ``masks`` (per tensor with
+    ``scope="layer"``). What is NOT proven: how close they come to the topology of the full
+    pipeline on D_r (more steps per round, another data order); that is measured (README,
+    "Sparse models"). With ``steps_per_round`` and the optimiser of the pipeline itself the result
+    has the distribution of the reference topology under another data order.
+
+    Args:
+        network: a network of the architecture (its forward is used, its weights are not).
+        names: the parameters to prune (names in ``network``; ``..._orig`` under
+            ``torch.nn.utils.prune``, whose ``..._mask`` buffers follow the replay's masks).
+        masks: the current kept masks of ``names``: their densities (and row structure) are the target.
+        init_state: the initialisation to rewind to (``network.state_dict()`` keys; missing keys
+            take the network's current values).
+        batches: retained ``(x, y)`` training batches, on the network's device, at least
+            ``rounds * steps_per_round`` of them (an endless stream is fine).
+        rounds: pruning rounds (>= 1).
+        steps_per_round: optimiser steps per round (>= 1).
+        optimizer: a factory ``list of tensors -> Optimizer``.
+        scope: ``"layer"`` (each tensor keeps its own density) or ``"global"``.
+        structured: prune whole rows (conv filters / linear output rows), ranked by L2 norm.
+
+    Returns:
+        The kept masks of ``names`` (bool, shaped like ``masks``).
+
+    Raises:
+        ValueError: non-positive ``rounds``/``steps_per_round``, a name ``network`` lacks, too few
+            batches.
+
+    Example::
+
+        >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> stream = ((torch.randn(16, 4), torch.randint(0, 2, (16,))) for _ in range(6))
+        >>> half = [torch.rand(8, 4) < 2.0, torch.ones(2, 8, dtype=torch.bool)]
+        >>> half[0][:4] = False                             # 50 % of the first layer pruned
+        >>> new = replay_lottery_masks(net, ["0.weight", "2.weight"], half, net.state_dict(), stream,
+        ...                            rounds=2, steps_per_round=3, optimizer=lambda p: torch.optim.SGD(p, lr=0.1))
+        >>> [int(m.sum()) for m in new]
+        [16, 16]
+    """
+    rounds = check_int(rounds, "rounds", minimum=1, hint="the number of pruning rounds replayed.")
+    steps_per_round = check_int(steps_per_round, "steps_per_round", minimum=1, hint="optimiser steps per replayed round.")
+    check_scope(scope)
+    params = dict(network.named_parameters())
+    missing = [n for n in names if n not in params]
+    if missing:
+        raise ValueError(f"replay_lottery_masks: {type(network).__name__} has no parameter {missing[:3]}.")
+    current_state = {**dict(network.named_parameters()), **dict(network.named_buffers())}
+    start = {k: (init_state[k] if k in init_state else v).detach() for k, v in current_state.items()}
+    buffers = {k for k, _ in network.named_buffers()}
+    prune_buffers = {n: n[: -len(PRUNE_SUFFIX)] + "_mask" for n in names if n.endswith(PRUNE_SUFFIX)}
+    prune_buffers = {n: b for n, b in prune_buffers.items() if b in buffers}
+    unit_count = [u.numel() for u in unit_masks(masks, structured)]
+    unit_kept = [int(u.sum()) for u in unit_masks(masks, structured)]
+    stream: Iterator[tuple[Tensor, Tensor]] = iter(batches)
+    kept = [torch.ones_like(m, dtype=torch.bool) for m in masks]
+    modes = [(m, m.training) for m in network.modules()]
+    network.train()
+    try:
+        for r in range(1, rounds + 1):
+            state = {k: v.clone() for k, v in start.items()}
+            for n, k in zip(names, kept):
+                state[n].mul_(k)
+                if n in prune_buffers:
+                    state[prune_buffers[n]] = k.to(state[prune_buffers[n]].dtype)
+            leaves = [state[k].requires_grad_(True) for k in params if k not in buffers]
+            opt = optimizer(leaves)
+            pruned = [(state[n], k) for n, k in zip(names, kept)]
+            for _ in range(steps_per_round):
+                try:
+                    x, y = next(stream)
+                except StopIteration:
+                    raise ValueError(f"replay_lottery_masks needs {rounds * steps_per_round} batches; the stream ended early.") from None
+                opt.zero_grad(set_to_none=True)
+                with torch.enable_grad():
+                    F.cross_entropy(functional_call(network, state, (x,)), y).backward()
+                with torch.no_grad():
+                    grads = [(t.grad, k) for t, k in pruned if t.grad is not None]
+                    if grads:
+                        torch._foreach_mul_([g for g, _ in grads], [k for _, k in grads])
+                opt.step()
+                with torch.no_grad():
+                    torch._foreach_mul_([t for t, _ in pruned], [k for _, k in pruned])
+            scores = [state[n].detach().abs() for n in names]
+            if scope == "global":
+                density = (sum(unit_kept) / sum(unit_count)) ** (r / rounds)
+                kept = prune_to_density(scores, kept, density, "global", structured, "l2")
+            else:
+                kept = [
+                    prune_to_density([s], [k], (c / n) ** (r / rounds), "layer", structured, "l2")[0]
+                    for s, k, c, n in zip(scores, kept, unit_kept, unit_count)
+                ]
+    finally:
+        for module, training in modes:
+            module.training = training
+    return [k.clone() for k in kept]
 
 
 # ---------------------------------------------------------------------------------- topology

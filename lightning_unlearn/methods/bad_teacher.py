@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import functools
 import math
 from typing import Any, ClassVar, Optional
@@ -15,7 +14,7 @@ from torch import Tensor, nn
 from lightning_unlearn.methods.base import Batch
 from lightning_unlearn.methods.teachers import TeacherStudentMethod, distillation_kl
 from lightning_unlearn.models.classifier import OptimizerCallable
-from lightning_unlearn.models.network import check_logits, reinitialise, sample_like
+from lightning_unlearn.models.network import check_logits, copy_network, reinitialise, sample_like
 from lightning_unlearn.registry import register
 from lightning_unlearn.validation import check_float, check_fraction, check_int
 
@@ -146,7 +145,7 @@ class BadTeacher(TeacherStudentMethod):
         self.temperature, self.retain_fraction = temperature, retain_fraction
         self.add_teacher("competent", self.model)
         if given_incompetent is None:
-            given_incompetent = reinitialise(copy.deepcopy(self.model), incompetent_seed)
+            given_incompetent = reinitialise(copy_network(self.model), incompetent_seed)
         self.add_teacher("incompetent", given_incompetent)
         # Set at fit start from the data: |D_f| / (|D_f| + subset), and (subset, |D_f|, forget batch size).
         self.forget_share: Optional[float] = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any, ClassVar, Optional
 
 import torch
@@ -12,7 +11,7 @@ from torch import Tensor, nn
 from lightning_unlearn.data.access import batch_xy, require_unlearning_data, unlearning_data
 from lightning_unlearn.data.datamodule import LONGEST, SPLITS
 from lightning_unlearn.models.classifier import ClassifierModule, LRScheduler, OptimizerCallable
-from lightning_unlearn.models.network import check_logits, sample_like
+from lightning_unlearn.models.network import check_logits, copy_network, sample_like
 from lightning_unlearn.models.weights import load_weights
 from lightning_unlearn.validation import check_bool, check_choice, check_optional_path
 
@@ -80,11 +79,11 @@ class UnlearningMethod(ClassifierModule):
             epoch_split or self.default_epoch_split, "epoch_split", (*self.unlearning_inputs, LONGEST),
             f"the splits {type(self).__name__} trains on, or 'longest'",
         )
-        network = model if inplace else copy.deepcopy(model)
+        network = model if inplace else copy_network(model)
         original = None if inplace else model
         if weights is not None:
             load_weights(network, weights)  # strict: a file that does not fit leaves `network` untouched
-            original = None if inplace else copy.deepcopy(network)  # the loaded original, kept for "before"
+            original = None if inplace else copy_network(network)  # the loaded original, kept for "before"
         super().__init__(
             network, lr=lr, momentum=momentum, weight_decay=weight_decay, optimizer=optimizer, lr_scheduler=lr_scheduler,
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import hashlib
 from typing import Any, Callable
 
@@ -12,11 +11,12 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from lightning_unlearn.methods.base import UnlearningMethod
+from lightning_unlearn.models.network import copy_network
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:
     """A deep copy of ``model`` in eval mode with ``requires_grad=False`` everywhere."""
-    teacher = copy.deepcopy(model).eval()
+    teacher = copy_network(model).eval()
     teacher.requires_grad_(False)
     return teacher
 

@@ -90,25 +90,32 @@ class MaskIoU(Metric):
         return _mask_iou_compute(self.intersection, self.union)
 
 
-def topology_report(holders: Sequence[Any], reference: Optional[MaskSource] = None) -> Optional[dict[str, Any]]:
+def topology_report(
+    holders: Sequence[Any], reference: Optional[MaskSource] = None, noise_references: Optional[Sequence[MaskSource]] = None,
+) -> Optional[dict[str, Any]]:
     """The sparse-topology numbers of a run, from the objects holding its topology.
 
     A holder has ``topology_masks()`` (the current kept-weight masks, e.g.
     :class:`~lightning_unlearn.callbacks.MagnitudePruning`, :class:`~lightning_unlearn.callbacks.UnPruning`);
     one that also has ``topology_before()`` (the masks before it changed the topology) and
-    ``topology_reference()`` (the retain-only reference, or ``None``) provides the topology gap.
+    ``topology_reference()`` (the retain-only reference, or ``None``) provides the topology gap,
+    and one with ``topology_noise_references()`` (references from the same pipeline in other data
+    orders) the noise floor and the gap closed.
     When several holders have masks of the same parameter, the kept set is their intersection.
 
     Args:
         holders: candidate holders, e.g. ``trainer.callbacks`` (those without ``topology_masks()`` are skipped).
         reference: the retain-only reference topology (masks, a model or a checkpoint path);
             default: the one the un-pruning holder was given.
+        noise_references: references that differ from ``reference`` only in the data order;
+            default: those the un-pruning holder was given.
 
     Returns:
         ``None`` when no holder has a topology; else ``{"sparsity": float,
         "sparsity_per_layer": {name: float}}`` plus, with an un-pruning holder,
         ``"iou_before_after"`` (IoU of the masks before and after it), and with a reference,
-        ``"iou_unpruned"``, ``"iou_original"`` and ``"gain"`` (see
+        ``"iou_unpruned"``, ``"iou_original"`` and ``"gain"``, and with noise references
+        ``"before"``, ``"after"``, ``"floor"`` and ``"gap_closed"`` (see
         :func:`~lightning_unlearn.metrics.functional.topology_gap`).
     """
     holders = [h for h in holders if callable(getattr(h, "topology_masks", None))]
@@ -129,8 +136,11 @@ def topology_report(holders: Sequence[Any], reference: Optional[MaskSource] = No
             continue
         report["iou_before_after"] = float(mask_iou(before, current))
         ref = reference if reference is not None else holder.topology_reference()
+        noise = noise_references
+        if noise is None:
+            noise = holder.topology_noise_references() if callable(getattr(holder, "topology_noise_references", None)) else ()
         if ref is not None:
-            report.update(topology_gap(current, before, ref))
+            report.update(topology_gap(current, before, ref, [n for n in noise or () if n is not None]))
         break
     return report
 

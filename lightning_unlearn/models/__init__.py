@@ -2,17 +2,21 @@
 
 from lightning_unlearn.models.classifier import ClassifierModule, ImageClassifier
 from lightning_unlearn.models.cnn import SmallCNN
-from lightning_unlearn.models.network import buffers_restored, check_logits, eval_mode, network_of, reinitialise
+from lightning_unlearn.models.lenet import LeNet5, LeNet300100
+from lightning_unlearn.models.network import buffers_restored, check_logits, copy_network, eval_mode, network_of, reinitialise
 from lightning_unlearn.models.resnet import ResNet18
 from lightning_unlearn.models.weights import export_weights, load_weights, read_state_dict, weights_sha256
 
 __all__ = [
     "ClassifierModule",
     "ImageClassifier",
+    "LeNet300100",
+    "LeNet5",
     "ResNet18",
     "SmallCNN",
     "buffers_restored",
     "check_logits",
+    "copy_network",
     "eval_mode",
     "export_weights",
     "load_weights",

@@ -3,15 +3,18 @@ passes without side effects (eval mode, buffers restored)."""
 
 from __future__ import annotations
 
+import copy
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional, TypeVar
 
 import torch
 from torch import Tensor, nn
 
-from lightning_unlearn.functional.pruning import eval_mode
+from lightning_unlearn.functional.pruning import PRUNE_SUFFIX, eval_mode
 
-__all__ = ["buffers_restored", "check_logits", "eval_mode", "network_of", "reinitialise", "sample_like"]
+__all__ = ["buffers_restored", "check_logits", "copy_network", "eval_mode", "network_of", "reinitialise", "sample_like"]
+
+M = TypeVar("M", bound=nn.Module)
 
 
 def network_of(module: nn.Module) -> nn.Module:
@@ -94,8 +97,64 @@ def buffers_restored(module: nn.Module) -> Iterator[None]:
                 torch._foreach_copy_(buffers, saved)
 
 
+def _reparametrised(module: nn.Module) -> list[tuple[str, nn.Parameter, Tensor]]:
+    """``(name, name_orig parameter, name_mask buffer)`` of every ``torch.nn.utils.prune``
+    reparametrisation held directly by ``module`` (``weight = weight_orig * weight_mask``)."""
+    out = []
+    for key, param in module.named_parameters(recurse=False):
+        if not key.endswith(PRUNE_SUFFIX):
+            continue
+        name = key[: -len(PRUNE_SUFFIX)]
+        mask = getattr(module, name + "_mask", None)
+        if isinstance(mask, Tensor):
+            out.append((name, param, mask))
+    return out
+
+
+def copy_network(model: M) -> M:
+    """A deep copy of ``model`` that also works when parameters are reparametrised by
+    ``torch.nn.utils.prune`` (e.g. Lightning's ``ModelPruning``) or other forward pre-hooks.
+
+    Such a module holds its effective weight as a plain attribute computed from a parameter
+    (``weight = weight_orig * weight_mask``, a non-leaf tensor), which ``copy.deepcopy`` refuses
+    ("Only Tensors created explicitly by the user (graph leaves) support the deepcopy protocol").
+    The copy gets those derived tensors recomputed from its own parameters and buffers (so they
+    stay linked to the copy's ``weight_orig``, as ``torch.nn.utils.prune`` links them), any other
+    derived tensor a detached copy (its hook recomputes it at the next forward). The original is
+    not modified; a network without such tensors is copied exactly like ``copy.deepcopy``.
+
+    Example::
+
+        >>> from torch.nn.utils import prune
+        >>> net = nn.Sequential(nn.Linear(4, 3))
+        >>> _ = prune.l1_unstructured(net[0], "weight", amount=0.5)
+        >>> twin = copy_network(net)
+        >>> torch.equal(twin[0].weight, net[0].weight), twin[0].weight_orig is net[0].weight_orig
+        (True, False)
+    """
+    memo: dict[int, Any] = {}
+    for module in model.modules():
+        for value in vars(module).values():
+            if isinstance(value, Tensor) and value.grad_fn is not None:
+                memo[id(value)] = value.detach().clone()
+    twin = copy.deepcopy(model, memo)
+    for module in twin.modules():
+        for name, param, mask in _reparametrised(module):
+            setattr(module, name, param * mask)
+    return twin
+
+
 def reinitialise(model: nn.Module, seed: Optional[int] = None) -> nn.Module:
-    """Resets every submodule that has ``reset_parameters`` (conv, linear, norm layers), in place."""
+    """Resets every submodule that has ``reset_parameters`` (conv, linear, norm layers) and
+    ``reset_running_stats`` (norm layers), in place, drawing from ``seed`` when given (the global
+    RNG is left as it was).
+
+    A parameter reparametrised by ``torch.nn.utils.prune`` is re-initialised too: ``reset_parameters``
+    writes the derived ``weight``, so its fresh values are copied into ``weight_orig`` and
+    ``weight = weight_orig * weight_mask`` recomputed; the mask is kept (it is the topology, part
+    of the architecture), and the values drawn are those a plain network of the same shapes
+    gets from the same seed.
+    """
     state = torch.random.get_rng_state()
     if seed is not None:
         torch.manual_seed(seed)
@@ -103,6 +162,13 @@ def reinitialise(model: nn.Module, seed: Optional[int] = None) -> nn.Module:
         for module in model.modules():
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
+                with torch.no_grad():
+                    for name, param, mask in _reparametrised(module):
+                        fresh = vars(module).get(name)
+                        if isinstance(fresh, Tensor) and fresh.shape == param.shape:
+                            param.copy_(fresh)
+                for name, param, mask in _reparametrised(module):
+                    setattr(module, name, param * mask)
             if hasattr(module, "reset_running_stats"):
                 module.reset_running_stats()
     finally:

@@ -115,6 +115,44 @@ def test_imp_with_rewind_resumes_exactly_from_a_mid_run_checkpoint(tmp_path):
     assert all(torch.equal(cb.masks()[k], v) for k, v in cb_resumed.masks().items())
 
 
+def test_lottery_schedule_trains_prunes_each_layer_and_rewinds_to_the_original_initialisation():
+    L.seed_everything(0)
+    module = UserModule()
+    module.configure_optimizers = lambda: torch.optim.Adam(module.parameters(), lr=1e-2)
+    init = copy.deepcopy(module.state_dict())
+    callback = MagnitudePruning(amount=0.75, method="imp", rounds=2, schedule="lottery", rewind="start", scope="layer")
+    seen = []
+
+    class Probe(L.Callback):  # after MagnitudePruning on the trainer: sees each epoch's start after its round
+        def on_train_epoch_start(self, trainer, pl_module):
+            masks = callback.masks()
+            seen.append({n: float(m.float().mean()) for n, m in masks.items()})
+            for name, value in pl_module.state_dict().items():
+                mask = masks.get(name, torch.ones_like(value, dtype=torch.bool))
+                if trainer.current_epoch in (0, 1, 2):  # every segment starts from the original initialisation
+                    assert torch.equal(value, init[name] * mask), (trainer.current_epoch, name)
+            if trainer.current_epoch > 0:
+                opt = trainer.optimizers[0]
+                assert all(p not in opt.state for p in pl_module.parameters())  # a fresh optimiser state per round
+
+    quiet_trainer(max_epochs=3, callbacks=[callback, Probe()]).fit(module)
+    # epoch 0 trains dense; round 1 (epoch 1) keeps 50 % of each layer, round 2 (epoch 2) 25 %
+    assert [round(v, 3) for v in seen[0].values()] == [1.0, 1.0]
+    assert seen[1] == {"net.fc1.weight": 0.5, "net.fc2.weight": 0.5}
+    assert seen[2] == {"net.fc1.weight": 0.25, "net.fc2.weight": 0.25}
+    trained = module.state_dict()
+    assert not torch.equal(trained["net.fc1.weight"], init["net.fc1.weight"] * callback.masks()["net.fc1.weight"])
+
+
+def test_lottery_schedule_bad_input():
+    with pytest.raises(ValueError, match="use method='imp'"):
+        MagnitudePruning(schedule="lottery")
+    with pytest.raises(ValueError, match="`schedule` must be one of"):
+        MagnitudePruning(method="imp", schedule="late")
+    with pytest.raises(ValueError, match="max_epochs >= 3"):
+        quiet_trainer(max_epochs=2, callbacks=[MagnitudePruning(method="imp", rounds=2, schedule="lottery")]).fit(UserModule())
+
+
 def test_omp_then_finetune_on_digits_keeps_the_mask(digits_classwise):
     callback = MagnitudePruning(amount=0.9, parameters=r"features\.\d+\.0\.weight")  # conv weights, as the reference
     torch.manual_seed(0)

@@ -174,6 +174,30 @@ def test_taylor_warns_when_values_before_pruning_are_unknown():
         quiet_trainer(max_steps=1, callbacks=[UnPruning()]).fit(FineTune(net), datamodule=built_datamodule())
 
 
+# ---------------------------------------------------------------------------------- the replay rule
+def test_replay_recovers_the_retain_only_topology_and_reports_the_noise_floor(models, tmp_path):
+    """UnPruning(score="replay") on the built case: the sparse model (pruned with the forget set's help)
+    is un-pruned by replaying the pipeline on D_r from its initialisation; the topology report has the
+    noise floor of a second reference and the gap closed."""
+    from tests.functional.built_case import linear_net
+
+    full, reference, _ = models
+    torch.save(linear_net().state_dict(), tmp_path / "init.pt")  # the pipeline's initialisation
+    torch.save({f"model.{k}": v.float() for k, v in reference.items()}, tmp_path / "reference.pt")
+    noise = {"0.weight": reference["0.weight"].clone()}
+    noise["0.weight"][0, :2] = ~noise["0.weight"][0, :2]  # a reference' differing in two entries
+    torch.save({f"model.{k}": v.float() for k, v in noise.items()}, tmp_path / "noise.pt")
+    unpruning = UnPruning(score="replay", init=str(tmp_path / "init.pt"), replay_rounds=1, replay_epochs=12.0, replay_lr=0.5,
+                          scope="global", reference=str(tmp_path / "reference.pt"), noise_reference=str(tmp_path / "noise.pt"))
+    method = FineTune(copy.deepcopy(full), lr=0.01)
+    quiet_trainer(max_steps=1, callbacks=[MagnitudePruning(amount=0.5), unpruning]).fit(method, datamodule=built_datamodule())
+    report = topology_report(method.trainer.callbacks)
+    assert report["iou_original"] < 0.7 and report["iou_unpruned"] > 0.9  # minibatch SGD on D_r: near the reference
+    assert not bool(unpruning.masks()["0.weight"][:, 8:].any())  # no weight reading forget-only features survives
+    assert report["sparsity"] == 0.5 and report["floor"] == pytest.approx(float(mask_iou(reference, noise)))
+    assert report["gap_closed"] > 0.9 and unpruning.topology_time_s > 0
+
+
 # ---------------------------------------------------------------------------------- resume and composition
 def test_gradual_unpruning_resumes_exactly_from_a_mid_run_checkpoint(models, tmp_path):
     full = models[0]
@@ -231,6 +255,10 @@ def test_stacks_with_saliency_mask_and_random_label(models):
         ({"batches": 0}, "`batches` must be an integer >= 1"),
         ({"lr": 0.0}, "`lr` must be a finite number > 0"),
         ({"reference": 3}, "`reference` must be None or a file path"),
+        ({"score": "replay"}, "give `init_seed`"),
+        ({"score": "replay", "init_seed": 0, "mode": "gradual"}, "use mode='one_shot'"),
+        ({"score": "replay", "init_seed": 0, "replay_epochs": 0.0}, "`replay_epochs` must be a finite number > 0"),
+        ({"score": "replay", "init_seed": 0, "replay_rounds": 0}, "`replay_rounds` must be an integer >= 1"),
     ],
 )
 def test_bad_arguments_are_rejected_at_construction(kwargs, match):

@@ -18,6 +18,7 @@ from lightning_unlearn.functional import (
     apply_unpruning,
     is_row_structured,
     regrow_toward,
+    replay_lottery_masks,
     resolve_score,
     sparse_masks,
     swap_topology,
@@ -152,3 +153,47 @@ def test_apply_unpruning_bad_input():
         apply_unpruning(linear_net(), [])
     with pytest.raises(ValueError, match="`revive` must be one of"):
         apply_unpruning(linear_net(), retain_batches(1), revive="random")
+
+
+# ---------------------------------------------------------------------------------- replay
+def full_batch_retained(steps: int):
+    x, y = built_data(0).tensors
+    return ((x[:240], y[:240]) for _ in range(steps))
+
+
+def built_sgd(params):
+    return torch.optim.SGD(params, lr=0.5, momentum=0.9, weight_decay=5e-4)
+
+
+def test_replay_with_the_pipelines_own_budget_reproduces_the_retain_only_reference_exactly(models):
+    full, reference, _ = models
+    net = copy.deepcopy(full)
+    original = apply_pruning(net, amount=0.5)  # the pipeline on all data: D_f shaped this mask
+    assert float(mask_iou(original, reference)) < 0.7
+    init = linear_net().state_dict()  # the pipeline's initialisation
+    # One round, 150 full-batch SGD steps on D_r from the initialisation, 50 % global magnitude: the very
+    # pipeline that made `reference`, so the replayed topology is the reference, entry for entry.
+    masks = replay_lottery_masks(net, ["0.weight"], [original["0.weight"]], init, full_batch_retained(150), 1, 150, built_sgd, "global")
+    assert torch.equal(masks[0], reference["0.weight"])
+    assert not bool(masks[0][:, 8:].any())  # no weight reading forget-only features survives
+    assert torch.equal(net[0].weight, full[0].weight * original["0.weight"])  # the network itself is untouched
+
+
+def test_replay_rounds_keep_each_layers_density_and_rows():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 4))
+    masks = [torch.zeros(12, 16, dtype=torch.bool), torch.ones(4, 12, dtype=torch.bool)]
+    masks[0][:5] = True  # 5 of 12 rows kept: a row-structured topology of the first layer
+    masks[1][:, :3] = False  # 9 of 12 entries of each row of the second
+    stream = ((torch.randn(32, 16), torch.randint(0, 4, (32,))) for _ in range(9))
+    sgd = lambda p: torch.optim.SGD(p, lr=0.1)  # noqa: E731
+    out = replay_lottery_masks(net, ["0.weight", "2.weight"], masks, net.state_dict(), stream, 3, 3, sgd, "layer", structured=True)
+    assert int(out[0].all(dim=1).sum()) == 5 and bool((out[0].all(dim=1) | ~out[0].any(dim=1)).all())
+    assert int(out[1].all(dim=1).sum()) == 4  # rows of a layer whose rows were all kept stay kept
+    layerwise = replay_lottery_masks(net, ["0.weight", "2.weight"], masks, net.state_dict(),
+                                     ((torch.randn(8, 16), torch.randint(0, 4, (8,))) for _ in range(6)), 2, 3, sgd, "layer")
+    assert [int(m.sum()) for m in layerwise] == [80, 36]
+    with pytest.raises(ValueError, match="stream ended early"):
+        replay_lottery_masks(net, ["0.weight"], masks[:1], net.state_dict(), iter([]), 1, 1, sgd)
+    with pytest.raises(ValueError, match="has no parameter"):
+        replay_lottery_masks(net, ["5.weight"], masks[:1], net.state_dict(), iter([]), 1, 1, sgd)

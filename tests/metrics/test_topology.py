@@ -8,7 +8,8 @@ from torch import nn
 from torch.nn.utils import prune
 
 from lightning_unlearn.metrics import MaskIoU, Sparsity
-from lightning_unlearn.metrics.functional import load_masks, mask_iou, masks_of, sparsity, topology_gap
+from lightning_unlearn.metrics import topology_report
+from lightning_unlearn.metrics.functional import gap_closed, load_masks, mask_iou, masks_of, resolve_topology, sparsity, topology_gap
 
 T, F = True, False
 A = {"l1.weight": torch.tensor([[T, T, F], [F, F, F]]), "l2.weight": torch.tensor([T, F, T, T])}
@@ -37,6 +38,66 @@ def test_topology_gap():
     gap = topology_gap(B, A, B)
     assert gap["iou_unpruned"] == 1.0 and gap["iou_original"] == pytest.approx(4 / 7)
     assert gap["gain"] == pytest.approx(3 / 7)
+
+
+def test_gap_closed_and_the_noise_floor_by_hand():
+    # Original O, reference R, reference' R2 (same pipeline, another data order), un-pruned U; 8 entries, 4 kept each.
+    O = {"w": torch.tensor([T, T, T, T, F, F, F, F])}  # noqa: E741
+    R = {"w": torch.tensor([T, T, F, F, T, T, F, F])}
+    R2 = {"w": torch.tensor([T, T, F, F, T, F, T, F])}
+    U = {"w": torch.tensor([T, T, F, F, T, F, F, T])}
+    # IoU(O, R) = 2/6, IoU(O, R2) = 2/6; IoU(R, R2) = 3/5; IoU(U, R) = 3/5, IoU(U, R2) = 3/5.
+    gap = topology_gap(U, O, R, [R2])
+    assert gap["iou_original"] == pytest.approx(1 / 3) and gap["iou_unpruned"] == pytest.approx(3 / 5)
+    assert gap["floor"] == pytest.approx(3 / 5)
+    assert gap["before"] == pytest.approx(1 / 3) and gap["after"] == pytest.approx(3 / 5)
+    assert gap["gap_closed"] == pytest.approx(1.0)  # as close to the reference as another retrain is
+    assert topology_gap(O, O, R, [R2])["gap_closed"] == 0.0  # nothing moved
+    half = (1 / 3 + 3 / 5) / 2
+    assert gap_closed(1 / 3, half, 3 / 5) == pytest.approx(0.5)
+    assert gap_closed(0.6, 0.7, 0.6) != gap_closed(0.6, 0.7, 0.6)  # NaN: no gap beyond the noise floor to close
+    # two noise references: the floor is the mean over the three pairs of references
+    R3 = {"w": torch.tensor([T, F, F, F, T, T, F, T])}
+    three = topology_gap(U, O, R, [R2, R3])
+    pairs = [float(mask_iou(a, b)) for a, b in ((R, R2), (R, R3), (R2, R3))]
+    assert three["floor"] == pytest.approx(sum(pairs) / 3)
+    assert three["before"] == pytest.approx(sum(float(mask_iou(O, r)) for r in (R, R2, R3)) / 3)
+
+
+def test_topology_report_takes_the_noise_reference_of_the_unpruning_holder():
+    R = {"w": torch.tensor([T, T, F, F])}
+    R2 = {"w": torch.tensor([T, F, T, F])}
+
+    class Holder:
+        def topology_masks(self):
+            return R
+
+        def topology_before(self):
+            return {"w": torch.tensor([F, F, T, T])}
+
+        def topology_reference(self):
+            return R
+
+        def topology_noise_references(self):
+            return [R2]
+
+    report = topology_report([Holder()])
+    # floor IoU(R, R2) = 1/3; before = (0 + 1/3) / 2 = 1/6; after = (1 + 1/3) / 2 = 2/3; (2/3 - 1/6) / (1/3 - 1/6) = 3
+    assert report["floor"] == pytest.approx(1 / 3) and report["before"] == pytest.approx(1 / 6)
+    assert report["gap_closed"] == pytest.approx(3.0)
+
+
+def test_resolve_topology_sources(tmp_path):
+    net = nn.Linear(3, 2)
+    with torch.no_grad():
+        net.weight[1] = 0.0
+    kept = {"weight": torch.tensor([[T, T, T], [F, F, F]]), "bias": torch.tensor([T, T])}
+    assert torch.equal(resolve_topology("model", net)["weight"], kept["weight"])
+    torch.save(net.state_dict(), tmp_path / "sparse.pt")
+    assert torch.equal(resolve_topology(str(tmp_path / "sparse.pt"))["weight"], kept["weight"])
+    assert torch.equal(resolve_topology(lambda n: {"weight": n.weight != 0}, net)["weight"], kept["weight"])
+    with pytest.raises(ValueError, match="neither 'model'"):
+        resolve_topology("no_such_package.masks")
 
 
 def test_masks_of_a_network_reads_zeros_and_torch_prune_masks():

@@ -17,16 +17,24 @@ produces on a model trained on the retained data only.
 
 from __future__ import annotations
 
+import importlib
+import math
 import os
-from typing import Mapping, Sequence, Union
+import re
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
 # The torch.nn.utils.prune interop lives with the pruning core; the metrics read masks through it.
+from lightning_unlearn.functional.masks import unpack_mask
 from lightning_unlearn.functional.pruning import PRUNE_SUFFIX, canonical_name, prunable_weights, prune_reparametrisation
 
 MaskSource = Union[Mapping[str, Tensor], Sequence[Tensor], nn.Module, str, os.PathLike]
+#: Where a topology comes from (see :func:`resolve_topology`).
+TopologySource = Union[str, os.PathLike, Mapping[str, Tensor], nn.Module, Callable[[nn.Module], Mapping[str, Tensor]]]
+#: Key under which the mask callbacks store their masks in a Lightning checkpoint.
+CHECKPOINT_MASKS = "lightning_unlearn_masks"
 
 
 @torch.no_grad()
@@ -79,8 +87,29 @@ def weights_from_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 
 def masks_from_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Kept-weight masks (non-zero entries) of :func:`weights_from_state_dict`."""
+    """Kept-weight masks of a saved model: the pruning masks recorded in a Lightning checkpoint by
+    the mask callbacks that pin pruned weights at zero (``MagnitudePruning``, ``UnPruning``: their
+    intersection, by canonical parameter name) when the checkpoint holds any, else the non-zero
+    entries of :func:`weights_from_state_dict` (``torch.nn.utils.prune`` masks applied)."""
+    recorded = _recorded_pruning_masks(state)
+    if recorded:
+        return recorded
     return {name: w != 0 for name, w in weights_from_state_dict(state).items()}
+
+
+def _recorded_pruning_masks(state: Mapping[str, Any]) -> dict[str, Tensor]:
+    """The masks the zero-anchored mask callbacks saved in a Lightning checkpoint (intersected)."""
+    holders = state.get(CHECKPOINT_MASKS) if isinstance(state, Mapping) else None
+    masks: dict[str, Tensor] = {}
+    for entry in (holders or {}).values():
+        saved = entry.get("masks") if isinstance(entry, Mapping) else None
+        if not isinstance(saved, Mapping) or not saved.get("anchor_zero"):
+            continue  # value-anchored masks (saliency) say what may change, not what is pruned
+        for name, packed, shape in zip(saved["names"], saved["masks"], saved["shapes"]):
+            mask = unpack_mask(packed, shape)
+            key = canonical_name(name)
+            masks[key] = masks[key] & mask if key in masks else mask
+    return masks
 
 
 def load_masks(path: Union[str, os.PathLike]) -> dict[str, Tensor]:
@@ -97,6 +126,68 @@ def load_masks(path: Union[str, os.PathLike]) -> dict[str, Tensor]:
             " data only (e.g. Retrain + MagnitudePruning) and save its checkpoint there."
         )
     return masks_from_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+
+
+_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+
+
+def resolve_topology(source: TopologySource, network: Optional[nn.Module] = None) -> dict[str, Tensor]:
+    """A topology (kept-weight masks by canonical parameter name) from any of the places one lives.
+
+    Args:
+        source: ``"model"`` (the topology ``network`` carries: its zero conv/linear weights and
+            ``torch.nn.utils.prune`` masks, :func:`masks_of`); a path to a saved model or Lightning
+            checkpoint (:func:`load_masks`: the masks a ``MagnitudePruning``/``UnPruning`` run
+            recorded, else the non-zero weights); a network (its :func:`masks_of`); a mapping
+            ``{name: bool mask}``; a callable ``network -> mapping`` (called with ``network``), or
+            the dotted import path of one (``"package.module.function"``, for YAML).
+        network: the network ``"model"`` and callables read.
+
+    Returns:
+        ``{canonical parameter name: bool mask}`` (``True`` = kept), detached.
+
+    Raises:
+        ValueError: an unknown string, a callable returning no masks, ``"model"`` or a callable
+            without ``network``.
+        FileNotFoundError: a path that does not exist.
+
+    Example::
+
+        >>> net = nn.Linear(2, 2)
+        >>> with torch.no_grad():
+        ...     net.weight[0, 0] = 0.0
+        >>> resolve_topology("model", net)["weight"].tolist()
+        [[False, True], [True, True]]
+    """
+    if isinstance(source, str) and source == "model":
+        if network is None:
+            raise ValueError("mask='model' reads the topology of a network: pass the network.")
+        return masks_of(network)
+    if isinstance(source, nn.Module):
+        return masks_of(source)
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if os.path.isfile(path) or not _DOTTED.match(path):
+            return load_masks(path)
+        module_name, _, attribute = path.rpartition(".")
+        try:
+            source = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as err:
+            raise ValueError(
+                f"mask={path!r} is neither 'model', an existing checkpoint nor an importable 'package.module.function' ({err})."
+            ) from None
+    if isinstance(source, Mapping):
+        return _as_masks(source, "mask")
+    if callable(source):
+        if network is None:
+            raise ValueError("A mask callable is called with the network: pass the network.")
+        masks = source(network)
+        if not isinstance(masks, Mapping) or not masks:
+            raise ValueError(f"The mask callable {source!r} must return a non-empty mapping parameter name -> bool mask.")
+        return _as_masks(masks, "mask")
+    raise ValueError(
+        f"`mask` must be 'model', a checkpoint path, a mapping name -> bool mask, a network or a callable, got {type(source).__name__}."
+    )
 
 
 def _as_masks(source: MaskSource, argument: str) -> dict[str, Tensor]:
@@ -224,18 +315,54 @@ def mask_iou(masks_a: MaskSource, masks_b: MaskSource, per_layer: bool = False) 
     return _mask_iou_compute(intersection, union)
 
 
-def topology_gap(unpruned_masks: MaskSource, original_masks: MaskSource, reference_masks: MaskSource) -> dict[str, float]:
-    """How much closer un-pruning brought the topology to the retain-only reference.
+def gap_closed(before: float, after: float, floor: float) -> float:
+    """The fraction of the topology gap beyond the noise floor that un-pruning closed:
+    ``(after - before) / (floor - before)``.
+
+    ``before`` is IoU(original mask, reference), ``after`` IoU(un-pruned mask, reference) and
+    ``floor`` IoU(reference, reference') with reference' the same pipeline on D_r in another data
+    order: the overlap chance alone leaves between two equally valid references. 1 means the
+    un-pruned topology is as close to the reference as another retrain is; 0 that nothing moved;
+    above 1, closer than the noise floor. NaN when ``floor <= before``: the deleted data left no
+    gap beyond the noise floor, there is nothing to close.
+
+    Example:
+        >>> gap_closed(before=0.5, after=0.6, floor=0.7)
+        0.5
+        >>> gap_closed(before=0.7, after=0.6, floor=0.7)
+        nan
+    """
+    before, after, floor = float(before), float(after), float(floor)
+    if not floor > before:
+        return math.nan
+    return round((after - before) / (floor - before), 12)
+
+
+def topology_gap(
+    unpruned_masks: MaskSource,
+    original_masks: MaskSource,
+    reference_masks: MaskSource,
+    noise_references: Sequence[MaskSource] = (),
+) -> dict[str, float]:
+    """How much closer un-pruning brought the topology to the retain-only reference, and how that
+    compares with the noise floor.
 
     Args:
         unpruned_masks: the mask after un-pruning (or after any unlearning).
         original_masks: the mask before it (the model pruned with the deleted data).
-        reference_masks: the mask of the same pruning pipeline run on a model trained on the
-            retained data only.
+        reference_masks: the mask of the same pruning pipeline, from the same initialisation, on
+            the retained data only.
+        noise_references: more such references that differ from ``reference_masks`` only in the
+            data order (reference'): they define the noise floor.
 
     Returns:
         ``{"iou_unpruned": IoU(unpruned, reference), "iou_original": IoU(original, reference),
-        "gain": iou_unpruned - iou_original}`` (positive gain: closer to the reference).
+        "gain": iou_unpruned - iou_original}`` (positive gain: closer to the reference); with
+        ``noise_references``, also ``"floor"`` (the mean IoU over all pairs of references: with
+        one reference' exactly IoU(reference, reference')), ``"floor_spread"`` (the standard
+        deviation of those pair IoUs, 0 for one pair), ``"before"`` and ``"after"`` (the mean
+        IoU of the original and of the un-pruned mask with every reference) and ``"gap_closed"``
+        (:func:`gap_closed` of those three).
 
     Example:
         >>> import torch
@@ -243,7 +370,21 @@ def topology_gap(unpruned_masks: MaskSource, original_masks: MaskSource, referen
         >>> gap = topology_gap([torch.tensor([True, True, False, False])], [torch.tensor([True, False, True, False])], ref)
         >>> {k: round(v, 4) for k, v in gap.items()}
         {'iou_unpruned': 1.0, 'iou_original': 0.3333, 'gain': 0.6667}
+        >>> ref2 = [torch.tensor([True, True, True, False])]
+        >>> gap = topology_gap(ref, [torch.tensor([False, False, True, True])], ref, [ref2])
+        >>> {k: round(gap[k], 4) for k in ("before", "after", "floor", "gap_closed")}  # one pair: floor_spread 0
+        {'before': 0.125, 'after': 0.8333, 'floor': 0.6667, 'gap_closed': 1.3077}
     """
     iou_unpruned = float(mask_iou(unpruned_masks, reference_masks))
     iou_original = float(mask_iou(original_masks, reference_masks))
-    return {"iou_unpruned": iou_unpruned, "iou_original": iou_original, "gain": iou_unpruned - iou_original}
+    result = {"iou_unpruned": iou_unpruned, "iou_original": iou_original, "gain": iou_unpruned - iou_original}
+    if noise_references:
+        references = [reference_masks, *noise_references]
+        pairs = [(a, b) for i, a in enumerate(references) for b in references[i + 1:]]
+        ious = [float(mask_iou(a, b)) for a, b in pairs]
+        floor = sum(ious) / len(ious)
+        spread = math.sqrt(sum((v - floor) ** 2 for v in ious) / (len(ious) - 1)) if len(ious) > 1 else 0.0
+        before = sum(float(mask_iou(original_masks, r)) for r in references) / len(references)
+        after = sum(float(mask_iou(unpruned_masks, r)) for r in references) / len(references)
+        result.update(before=before, after=after, floor=floor, floor_spread=spread, gap_closed=gap_closed(before, after, floor))
+    return result
