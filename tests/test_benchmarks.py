@@ -67,7 +67,7 @@ def test_scaling_smoke(tmp_path):
 def test_quality_smoke(tmp_path):
     import yaml
 
-    config = yaml.safe_load(open("configs/quickstart.yaml"))
+    config = yaml.safe_load(open("lightning_unlearn/configs/quickstart.yaml"))
     config["original"]["max_epochs"] = 2
     config["methods"] = {"retrain": {"method": "retrain", "max_epochs": 1},
                          "ga": {"method": "gradient_ascent", "max_epochs": 1}}
@@ -87,7 +87,7 @@ def test_tune_smoke_chooses_on_the_validation_request(tmp_path, monkeypatch):
 
     monkeypatch.setitem(tune.EXTRA_GRIDS, "ssd", {"alpha": (1.0, 1000.0)})  # 1000 selects nothing: rejected
 
-    config = yaml.safe_load(open("configs/quickstart.yaml"))
+    config = yaml.safe_load(open("lightning_unlearn/configs/quickstart.yaml"))
     config["original"]["max_epochs"] = 2
     config["methods"] = {
         "retrain": {"method": "retrain", "max_epochs": 1},

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DIGITS = ROOT / "configs" / "digits"
+DIGITS = ROOT / "lightning_unlearn" / "configs" / "digits"
 SINGLE_RUN_CONFIGS = sorted(p for p in DIGITS.glob("*.yaml") if not p.name.startswith("compare"))
 
 

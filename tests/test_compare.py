@@ -12,8 +12,8 @@ import yaml
 from lightning_unlearn.benchmark import build_parser, check_methods, format_table, parse_config, run_compare
 
 ROOT = Path(__file__).resolve().parents[1]
-QUICKSTART = ROOT / "configs" / "quickstart.yaml"
-COMPARE_CONFIGS = [QUICKSTART, ROOT / "configs" / "digits" / "compare_classwise.yaml"]
+QUICKSTART = ROOT / "lightning_unlearn" / "configs" / "quickstart.yaml"
+COMPARE_CONFIGS = [QUICKSTART, ROOT / "lightning_unlearn" / "configs" / "digits" / "compare_classwise.yaml"]
 METHODS = ["retrain", "finetune", "gradient_ascent", "neggrad_plus", "random_label"]
 
 
@@ -38,7 +38,7 @@ def test_compare_configs_parse(path: Path) -> None:
 def test_classwise_compare_covers_every_registered_method_and_callback() -> None:
     from lightning_unlearn import registry
 
-    specs = check_methods(parse_config(ROOT / "configs/digits/compare_classwise.yaml", instantiate=False).methods)
+    specs = check_methods(parse_config(ROOT / "lightning_unlearn/configs/digits/compare_classwise.yaml", instantiate=False).methods)
     used_methods = {spec.method for spec in specs.values()}
     used_callbacks = {c["callback"] for spec in specs.values() for c in spec.callbacks}
     assert {e.name for e in registry.entries("method")} <= used_methods

@@ -17,7 +17,7 @@ from lightning_unlearn.benchmark.config import OriginalSpec
 from lightning_unlearn.metrics.functional import gap_closed, mask_iou, masks_of
 
 ROOT = Path(__file__).resolve().parents[1]
-PRESETS = [ROOT / "configs/digits/compare_sparse.yaml", ROOT / "configs/digits/compare_unpruning.yaml",
+PRESETS = [ROOT / "lightning_unlearn/configs/digits/compare_sparse.yaml", ROOT / "lightning_unlearn/configs/digits/compare_unpruning.yaml",
            ROOT / "benchmarks/configs/sparse_cpu.yaml", ROOT / "benchmarks/configs/unpruning_cpu.yaml"]
 
 

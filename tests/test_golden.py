@@ -31,7 +31,7 @@ import pytest
 from lightning_unlearn.metrics.keys import GAP_METRICS
 
 ROOT = Path(__file__).resolve().parents[1]
-QUICKSTART = ROOT / "configs" / "quickstart.yaml"
+QUICKSTART = ROOT / "lightning_unlearn" / "configs" / "quickstart.yaml"
 GOLDEN = Path(__file__).resolve().parent / "golden"
 METHODS = ["retrain", "finetune", "gradient_ascent", "neggrad_plus", "random_label"]
 COMPARED = ("forget", "original", "rows")  # the config block is the run's input, versions and times vary

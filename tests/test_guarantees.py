@@ -74,7 +74,7 @@ class DictItems(Dataset):
         return 10
 
     def __getitem__(self, i: int) -> dict:
-        return {"image": torch.zeros(6), "label": i % 2}
+        return {"pixels": torch.zeros(6), "cls": i % 2}
 
 
 class Stream(IterableDataset):
@@ -242,7 +242,7 @@ def compare_output_folder(tmp: Path, capsys: pytest.CaptureFixture) -> str:
     from lightning_unlearn.benchmark.compare import main as compare_main
 
     with pytest.raises(SystemExit) as exit_info:
-        compare_main(["--config", str(ROOT / "configs" / "quickstart.yaml"), "--output", str(tmp)])
+        compare_main(["--config", str(ROOT / "lightning_unlearn" / "configs" / "quickstart.yaml"), "--output", str(tmp)])
     assert exit_info.value.code == 2
     err = capsys.readouterr()
     assert "| Method |" not in err.out  # refused before anything trained
@@ -302,7 +302,7 @@ CASES = [
     Case("dataset-yields-x-only", lambda: UnlearningDataModule(TensorDataset(_x()), synthetic_dataset(), ForgetSpec(classes=[1])),
          r"ValueError: `train` must yield \(x, y\) pairs \(input, class index\), got a tuple of 1"),
     Case("dict-items-without-keys", lambda: UnlearningDataModule(DictItems(), DictItems(), ForgetSpec(classes=[1])),
-         r"ValueError: `train` yields dicts \(keys \['image', 'label'\]\).*keys=\('image', 'label'\)"),
+         r"ValueError: `train` yields dicts with keys \['cls', 'pixels'\], none of the known .*keys=\('image', 'label'\)"),
     Case("fractional-labels", lambda: UnlearningDataModule(TensorDataset(_x(), torch.rand(100)), synthetic_dataset(),
                                                            ForgetSpec(classes=[1])), r"ValueError: `train` yields labels like .*not class indices"),
     Case("iterable-dataset", lambda: UnlearningDataModule(Stream(), synthetic_dataset(), ForgetSpec(classes=[1])),

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def small_chain(**overrides) -> dict:
     """configs/sequential_digits.yaml cut down: two class requests, a short original and Retrain."""
-    config = yaml.safe_load((ROOT / "configs" / "sequential_digits.yaml").read_text())
+    config = yaml.safe_load((ROOT / "lightning_unlearn" / "configs" / "sequential_digits.yaml").read_text())
     config["requests"] = [{"classes": [3]}, {"classes": [5]}]
     config["original"]["max_epochs"] = 15
     methods = config["methods"]
@@ -109,7 +109,7 @@ def test_sequential_command_line(tmp_path, capsys):
                                                                           {"indices": None, "classes": [5], "ratio": None, "seed": 0}]
 
 
-@pytest.mark.parametrize("path", [ROOT / "configs" / "sequential_digits.yaml",
+@pytest.mark.parametrize("path", [ROOT / "lightning_unlearn" / "configs" / "sequential_digits.yaml",
                                   *sorted((ROOT / "benchmarks" / "configs" / "sequential").glob("*.yaml"))],
                          ids=lambda p: p.stem)
 def test_sequential_configs_parse(path):

@@ -111,9 +111,10 @@ def test_tune_row_tries_the_extra_knobs_and_records_rejections(original):
 
 
 def test_cli_tune_writes_trials_and_rows(tmp_path, capsys):
+    from lightning_unlearn.benchmark import resolve_preset
     from lightning_unlearn.cli import main
 
-    config = yaml.safe_load(open("configs/quickstart.yaml"))
+    config = yaml.safe_load(open(resolve_preset("quickstart")))
     config["original"]["max_epochs"] = 2
     config["accelerator"] = "cpu"
     config["data"]["init_args"]["forget"] = {"classes": [3]}

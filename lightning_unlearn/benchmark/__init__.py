@@ -17,18 +17,19 @@ when a config is parsed).
 
 from lightning_unlearn.benchmark.compare import run_compare
 from lightning_unlearn.benchmark.config import (
-    DENSE, REFERENCE, MethodSpec, OriginalSpec, PipelineSpec, build_parser, check_methods, check_originals, load_config,
-    parse_config,
+    DENSE, PRESETS, REFERENCE, MethodSpec, OriginalSpec, PipelineSpec, build_parser, check_methods, check_originals,
+    load_config, parse_config, presets, resolve_config_args, resolve_preset,
 )
 from lightning_unlearn.benchmark.runner import (
     EpochSnapshots, RowRun, build_callbacks, build_method, effective_spec, quiet_fit_warnings, reference_rows, row_topologies,
     row_trainer, run_row, topology_of, train_original, train_pipeline_original, trainer_options, with_shuffle_seed,
 )
-from lightning_unlearn.benchmark.table import format_table, gaps, percent, table_row, topology_table
+from lightning_unlearn.benchmark.table import format_table, gaps, percent, print_table, table_row, topology_table
 
 __all__ = [
     "DENSE",
     "EpochSnapshots",
+    "PRESETS",
     "PipelineSpec",
     "REFERENCE",
     "MethodSpec",
@@ -45,8 +46,12 @@ __all__ = [
     "load_config",
     "parse_config",
     "percent",
+    "presets",
+    "print_table",
     "quiet_fit_warnings",
     "reference_rows",
+    "resolve_config_args",
+    "resolve_preset",
     "row_topologies",
     "row_trainer",
     "run_compare",

@@ -10,29 +10,33 @@ Example::
 
     lightning-unlearn compare --config configs/quickstart.yaml --output results.json
     lightning-unlearn compare --config configs/quickstart.yaml --original.max_epochs=5
+    lightning-unlearn compare quickstart            # a packaged preset, from anywhere
 """
 
 from __future__ import annotations
 
-import logging
 import tempfile
 import time
 from dataclasses import asdict
 from typing import Any, Optional, Sequence
 
-from lightning_unlearn.benchmark.config import DENSE, Config, build_parser, check_originals, load_config
+from lightning_unlearn.benchmark.config import DENSE, Config, build_parser, check_originals, load_config, resolve_config_args
 from lightning_unlearn.benchmark.runner import (
-    EpochSnapshots, RowRun, effective_spec, quiet_fit_warnings, reference_rows, row_topologies, run_row, topology_of,
+    EpochSnapshots, RowRun, effective_spec, lightning_info_silenced, quiet_fit_warnings, reference_rows, row_topologies, run_row, topology_of,
     train_original, train_pipeline_original, trainer_options, with_shuffle_seed,
 )
-from lightning_unlearn.benchmark.table import audit_columns, format_table, percent, table_row
+from lightning_unlearn.benchmark.table import audit_columns, percent, print_table, table_row
 from lightning_unlearn.metrics.evaluation import evaluate, evaluate_pass
 from lightning_unlearn.models.network import copy_network
 from lightning_unlearn.report import json_safe, versions, write_json
 from lightning_unlearn.validation import check_output_path
 
+#: The W&B project of runs that name none (instead of Lightning's ``lightning_logs``).
+DEFAULT_WANDB_PROJECT = "lightning-unlearn"
 
-def run_compare(config: Config) -> dict[str, Any]:
+
+def run_compare(config: Config, *, progress: bool = False, logger: Optional[str] = None,
+                project: Optional[str] = None, group: Optional[str] = None) -> dict[str, Any]:
     """Runs the comparison.
 
     Trains the original (:class:`~lightning_unlearn.models.ImageClassifier`, whole training set),
@@ -44,6 +48,12 @@ def run_compare(config: Config) -> dict[str, Any]:
 
     Args:
         config: a YAML path, a mapping with the same keys, or a parsed jsonargparse Namespace.
+        progress: show a progress bar over the rows and Lightning's and the evaluation's bars in
+            each fit (on stderr; ``lightning-unlearn compare`` shows them when stderr is a terminal).
+        logger: ``"wandb"``: one W&B run per row (:func:`wandb_row_logger`): ``group`` the
+            comparison, ``job_type`` the row, metrics, summary table, report and config artifacts.
+        project: the W&B project (default: ``$WANDB_PROJECT``, else ``lightning-unlearn``).
+        group: the W&B group of the rows (default: ``compare-<date>-<time>``).
 
     Returns:
         ``{"config", "forget", "original", "rows", "total_time_s", "versions"}``. Each row holds the
@@ -72,6 +82,10 @@ def run_compare(config: Config) -> dict[str, Any]:
                 f" ({original_spec.max_epochs}): rewind to an epoch of its training (0: its initialisation)."
             )
 
+    if logger not in (None, "none", "wandb"):
+        raise ValueError(f"`logger` must be None or 'wandb', got {logger!r}.")
+    run_config = _run_config(cfg, datamodule, network, original_spec, pipelines, specs, references, seed, mia_backend)
+    group = group or f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
     start = time.perf_counter()
     extra: dict[str, Any] = {}
     with quiet_fit_warnings(), tempfile.TemporaryDirectory(prefix="lightning_unlearn_compare_") as scratch:
@@ -80,11 +94,15 @@ def run_compare(config: Config) -> dict[str, Any]:
         rewinds = [p.rewind_epoch for name, p in pipelines.items() if p.pipeline == "omp" and name in used]
         snapshots = EpochSnapshots(rewinds, scratch)
         originals: dict[str, Any] = {}
+        bar = _rows_bar(progress, len(specs) + int(DENSE in used or bool(rewinds)))
         if DENSE in used or rewinds:
+            bar.set_description("original")
             originals[DENSE], original_time = train_original(network, datamodule, original_spec, seed,
-                                                             [snapshots] if rewinds else [], **options)
-            original_pass = evaluate_pass(originals[DENSE], datamodule.evaluation_dataloaders(), mia_backend=mia_backend)
+                                                             [snapshots] if rewinds else [], progress=progress, **options)
+            original_pass = evaluate_pass(originals[DENSE], datamodule.evaluation_dataloaders(), mia_backend=mia_backend,
+                                          progress="evaluating the original" if progress else None)
             original_metrics = original_pass.metrics
+            bar.update(1)
         for name, pipeline in pipelines.items():
             if name not in used:
                 continue
@@ -100,12 +118,21 @@ def run_compare(config: Config) -> dict[str, Any]:
         order = [name for name in specs if references[name] is None] + [name for name in specs if references[name] is not None]
         runs: dict[str, RowRun] = {}
         for name in order:
+            bar.set_description(name)
             spec = specs[name]
             reference = runs[references[name]].model if references[name] is not None else None
             row_data = with_shuffle_seed(datamodule, spec.shuffle_seed)
-            runs[name] = run_row(effective_spec(spec, pipelines.get(spec.original), seed, original_spec),
-                                 originals[spec.original], row_data, seed, reference=reference,
-                                 mia_backend=mia_backend, audits="attacks", **options)
+            row_logger: Any = wandb_row_logger(name, group, project, run_config) if logger == "wandb" else False
+            try:
+                runs[name] = run_row(effective_spec(spec, pipelines.get(spec.original), seed, original_spec),
+                                     originals[spec.original], row_data, seed, reference=reference,
+                                     mia_backend=mia_backend, audits="attacks", progress=progress, logger=row_logger,
+                                     run_config=run_config if row_logger else None, **options)
+            finally:
+                if row_logger:
+                    row_logger.experiment.finish()
+            bar.update(1)
+        bar.close()
 
     audits = {name: (run.evaluation.audit or {}).get("after") for name, run in runs.items()}
     ordered = [name for name in order if references[name] is None][:1] + [name for name in specs if name != order[0]]
@@ -128,22 +155,7 @@ def run_compare(config: Config) -> dict[str, Any]:
                      **{k: v for k, v in audit_columns(original_pass.audit).items() if k == "mia_auc"}}
                     if original_metrics is not None else extra["originals"][first])
     return {
-        "config": {
-            "seed": seed,
-            "accelerator": cfg.accelerator,
-            "precision": cfg.get("precision"),
-            "mia_backend": mia_backend,
-            "data": {"class": type(datamodule).__name__, "forget": datamodule.forget.to_dict()},
-            "model": {"class": type(network).__name__,
-                      "parameters": sum(p.numel() for p in network.parameters())},
-            "original": asdict(original_spec),
-            **({"originals": {name: asdict(p) for name, p in pipelines.items()}} if pipelines else {}),
-            "methods": {name: {"method": s.method, "max_epochs": int(s.max_epochs), "init_args": json_safe(s.init_args),
-                               "callbacks": json_safe(s.callbacks), **({"trainer": json_safe(s.trainer)} if s.trainer else {}),
-                               **({"original": s.original, "reference": references[name], "shuffle_seed": s.shuffle_seed}
-                                  if pipelines else {})}
-                        for name, s in specs.items()},
-        },
+        "config": run_config,
         "forget": datamodule.forget_summary(),
         "original": original_row,
         "rows": rows,
@@ -151,6 +163,48 @@ def run_compare(config: Config) -> dict[str, Any]:
         "total_time_s": round(time.perf_counter() - start, 3),
         "versions": versions(),
     }
+
+
+def _run_config(cfg: Any, datamodule: Any, network: Any, original_spec: Any, pipelines: dict, specs: dict,
+                references: dict, seed: int, mia_backend: str) -> dict[str, Any]:
+    """The comparison's configuration as the results (and each W&B run's config) show it."""
+    return {
+        "seed": seed,
+        "accelerator": cfg.accelerator,
+        "precision": cfg.get("precision"),
+        "mia_backend": mia_backend,
+        "data": {"class": type(datamodule).__name__, "forget": datamodule.forget.to_dict()},
+        "model": {"class": type(network).__name__,
+                  "parameters": sum(p.numel() for p in network.parameters())},
+        "original": asdict(original_spec),
+        **({"originals": {name: asdict(p) for name, p in pipelines.items()}} if pipelines else {}),
+        "methods": {name: {"method": s.method, "max_epochs": int(s.max_epochs), "init_args": json_safe(s.init_args),
+                           "callbacks": json_safe(s.callbacks), **({"trainer": json_safe(s.trainer)} if s.trainer else {}),
+                           **({"original": s.original, "reference": references[name], "shuffle_seed": s.shuffle_seed}
+                              if pipelines else {})}
+                    for name, s in specs.items()},
+    }
+
+
+def _rows_bar(progress: bool, total: int) -> Any:
+    """A tqdm bar over the rows (the original first); quiet unless ``progress`` and stderr is a terminal."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="row", disable=None if progress else True, dynamic_ncols=True, desc="compare")
+
+
+def wandb_row_logger(row: str, group: str, project: Optional[str], config: dict[str, Any]) -> Any:
+    """The ``WandbLogger`` of one compare row: ``group`` the comparison, ``job_type`` and name the
+    row, project ``project`` (default ``$WANDB_PROJECT``, else ``lightning-unlearn``), the
+    comparison's configuration as the run config."""
+    import os
+
+    from lightning.pytorch.loggers import WandbLogger
+
+    return WandbLogger(
+        project=project or os.environ.get("WANDB_PROJECT") or DEFAULT_WANDB_PROJECT, group=group, job_type=row,
+        name=f"{group}/{row}", config={"compare": config, "row": row}, save_dir=os.environ.get("WANDB_DIR", "."),
+    )
 
 
 def main(args: Optional[Sequence[str]] = None) -> None:
@@ -170,20 +224,22 @@ def main(args: Optional[Sequence[str]] = None) -> None:
     """
     import sys
 
+    argv = list(sys.argv[2:] if args is None else args)
+    if argv and not argv[0].startswith("-"):  # `compare quickstart`: a preset name or a path
+        argv = ["--config", *argv]
     parser = build_parser()
-    cfg = parser.parse_args(list(sys.argv[2:] if args is None else args))
+    cfg = parser.parse_args(resolve_config_args(argv))
     if cfg.output is not None:
         try:
             check_output_path(cfg.output, "--output")
         except ValueError as exc:
             parser.error(str(exc))
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
     try:
-        result = run_compare(cfg)
+        with lightning_info_silenced():
+            result = run_compare(cfg, progress=sys.stderr.isatty(), logger=cfg.logger, project=cfg.project, group=cfg.group)
     except ValueError as exc:
         parser.error(str(exc))
-    print(format_table(result), flush=True)
+    print_table(result)
     if cfg.output:
         path = write_json(cfg.output, result)
         print(f"\nWrote {path}", flush=True)

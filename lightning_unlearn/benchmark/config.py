@@ -33,6 +33,7 @@ module needs torch and lightning alone.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from typing import Any, Literal, Mapping, Optional, Union
 
@@ -169,6 +170,51 @@ ROW_TRAINER_OPTIONS = ("limit_train_batches", "max_steps")
 
 
 # ---------------------------------------------------------------------------------- parsing
+#: The folder of the packaged presets (``lightning_unlearn/configs``: ``quickstart.yaml``, ``digits/*.yaml``).
+PRESETS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def presets() -> list[str]:
+    """The names of the packaged presets, e.g. ``["digits/bad_teacher", ..., "quickstart"]``."""
+    return sorted(p.relative_to(PRESETS).with_suffix("").as_posix() for p in PRESETS.rglob("*.yaml"))
+
+
+def resolve_preset(value: Union[str, os.PathLike]) -> str:
+    """A config argument as a path: an existing file is kept; otherwise a preset name
+    (``quickstart``, ``digits/random_label``, with or without ``.yaml`` and a leading ``configs/``,
+    as the README writes them) gives the packaged file, so the same command works from a clone and
+    from an installed wheel. Anything else is returned unchanged (the parser then reports it).
+
+    Example::
+
+        >>> resolve_preset("quickstart").endswith("lightning_unlearn/configs/quickstart.yaml")
+        True
+    """
+    text = os.fspath(value)
+    if os.path.exists(text) or text.lstrip().startswith(("{", "[")):
+        return text
+    name = text.replace(os.sep, "/")
+    for prefix in ("lightning_unlearn/configs/", "configs/", "./configs/"):
+        if name.startswith(prefix):
+            name = name[len(prefix):]
+            break
+    for candidate in (PRESETS / name, PRESETS / f"{name}.yaml"):
+        if candidate.is_file() and PRESETS in candidate.resolve().parents:
+            return str(candidate)
+    return text
+
+
+def resolve_config_args(args: list[str]) -> list[str]:
+    """``args`` with the value of every ``--config``/``-c`` option passed through :func:`resolve_preset`."""
+    out = list(args)
+    for i, arg in enumerate(out):
+        if arg in ("--config", "-c") and i + 1 < len(out):
+            out[i + 1] = resolve_preset(out[i + 1])
+        elif arg.startswith("--config="):
+            out[i] = "--config=" + resolve_preset(arg[len("--config="):])
+    return out
+
+
 def build_parser(exit_on_error: bool = True) -> Any:
     """The jsonargparse parser of a compare config (``omegaconf+`` mode: interpolation is resolved
     on the final config, so ``--original.max_epochs=5`` also reaches ``${original.max_epochs}``).
@@ -188,7 +234,8 @@ def build_parser(exit_on_error: bool = True) -> Any:
             " and print UA / RA / TA / MIA-efficacy / Avg. Gap to Retrain / run time."
         ),
     )
-    parser.add_argument("--config", action=ActionConfigFile, help="A compare YAML, e.g. configs/quickstart.yaml.")
+    parser.add_argument("--config", action=ActionConfigFile,
+                        help="A compare YAML or a packaged preset name, e.g. quickstart or digits/compare_classwise.")
     parser.add_argument("--seed", type=int, default=0, help="Global seed (set again before every method).")
     parser.add_subclass_arguments(UnlearningDataModule, "data", required=True, help="The data and the forget request.")
     parser.add_subclass_arguments(nn.Module, "model", required=True, help="The architecture, returning logits.")
@@ -204,6 +251,12 @@ def build_parser(exit_on_error: bool = True) -> Any:
                         help="Lightning precision of every fit, e.g. bf16-mixed (evaluation runs in float32).")
     parser.add_argument("--mia_backend", type=Literal["torch", "sklearn"], default="torch", help="MIA attack backend.")
     parser.add_argument("--output", type=Optional[str], default=None, help="Where to write the JSON results.")
+    parser.add_argument("--logger", type=Optional[Literal["wandb", "none"]], default=None,
+                        help="wandb: one W&B run per row (group: the comparison, job_type: the row).")
+    parser.add_argument("--project", type=Optional[str], default=None,
+                        help="W&B project (default: $WANDB_PROJECT, else lightning-unlearn).")
+    parser.add_argument("--group", type=Optional[str], default=None,
+                        help="W&B group of the rows (default: compare-<date>-<time>).")
     return parser
 
 
@@ -229,7 +282,7 @@ def parse_config(config: Config, instantiate: bool = True) -> Any:
             if isinstance(config, Mapping):
                 cfg = parser.parse_object(dict(config))
             else:
-                cfg = parser.parse_args(["--config", os.fspath(config)])
+                cfg = parser.parse_args(["--config", resolve_preset(config)])
         except ArgumentError as exc:
             raise ValueError(f"Invalid compare config {where}: {exc}") from exc
     if not instantiate:

@@ -8,6 +8,7 @@ they train and measure alike: one device, no logger, checkpoints, progress bar o
 from __future__ import annotations
 
 import contextlib
+import logging
 import copy
 import os
 import time
@@ -51,12 +52,14 @@ def trainer_options(cfg: Any) -> dict[str, Any]:
 
 
 def row_trainer(max_epochs: int, callbacks: Sequence[Any] = (), *, accelerator: str = "auto",
-                precision: Optional[str] = None, **overrides: Any) -> L.Trainer:
-    """The Trainer of the original and of every row: one device, no logger, checkpoints, progress
-    bar or validation; ``overrides`` are a row's own settings (``MethodSpec.trainer``)."""
+                precision: Optional[str] = None, progress: bool = False, logger: Any = False,
+                **overrides: Any) -> L.Trainer:
+    """The Trainer of the original and of every row: one device, no checkpoints or validation;
+    no logger unless ``logger`` is given; Lightning's progress bar (and the evaluation's) only with
+    ``progress=True``; ``overrides`` are a row's own settings (``MethodSpec.trainer``)."""
     return L.Trainer(
-        max_epochs=int(max_epochs), accelerator=accelerator, precision=precision, devices=1, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        max_epochs=int(max_epochs), accelerator=accelerator, precision=precision, devices=1, logger=logger,
+        enable_checkpointing=False, enable_progress_bar=bool(progress), enable_model_summary=False,
         num_sanity_val_steps=0, limit_val_batches=0, callbacks=list(callbacks), **overrides,
     )
 
@@ -68,6 +71,21 @@ def quiet_fit_warnings() -> Iterator[None]:
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*Total length of .* across ranks is zero.*")
         yield
+
+
+@contextlib.contextmanager
+def lightning_info_silenced() -> Iterator[None]:
+    """Lightning's INFO lines (GPU available, model summary...) off for a command's many fits; the
+    caller's logging levels are restored afterwards."""
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def train_original(
@@ -305,6 +323,9 @@ def run_row(
     accelerator: str = "auto",
     precision: Optional[str] = None,
     audits: Optional[Any] = None,
+    progress: bool = False,
+    logger: Any = False,
+    run_config: Optional[dict[str, Any]] = None,
 ) -> RowRun:
     """Runs one row: ``spec``'s method around (a copy of) ``original``, in its own
     :func:`row_trainer` for ``spec.max_epochs`` epochs (and the row's ``trainer`` settings), after
@@ -331,6 +352,10 @@ def run_row(
         audits: the evaluation's audits (``UnlearningEvaluation(audits=...)``, e.g. ``"attacks"``
             for compare's audit columns, ``"standard"`` for a population's margins); an audited
             evaluation does not print its summary.
+        progress: show Lightning's progress bar and the evaluation's (see :func:`row_trainer`).
+        logger: a Lightning logger for the row's fit (default: none).
+        run_config: the configuration the evaluation's report embeds (``recipe.config``) and
+            uploads to W&B with its report.
 
     Returns:
         A :class:`RowRun`: the fitted method (``.model``), and with ``evaluation`` the metrics
@@ -346,7 +371,9 @@ def run_row(
         bind(reference)
     evaluator = (UnlearningEvaluation(reference=reference, mia_backend=mia_backend, audits=audits, verbose=audits is None)
                  if evaluation else None)
+    if evaluator is not None and run_config is not None:
+        evaluator.run_config = run_config
     trainer_callbacks = [*build_callbacks(spec), *callbacks, *([evaluator] if evaluator is not None else [])]
-    row_trainer(spec.max_epochs, trainer_callbacks, accelerator=accelerator, precision=precision,
-                **dict(spec.trainer or {})).fit(method, datamodule=datamodule)
+    row_trainer(spec.max_epochs, trainer_callbacks, accelerator=accelerator, precision=precision, progress=progress,
+                logger=logger, **dict(spec.trainer or {})).fit(method, datamodule=datamodule)
     return RowRun(spec=spec, method=method, evaluation=evaluator)

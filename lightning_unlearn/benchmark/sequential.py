@@ -46,16 +46,16 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
-from lightning_unlearn.benchmark.config import REFERENCE, MethodSpec, OriginalSpec, build_parser, check_methods
-from lightning_unlearn.benchmark.runner import quiet_fit_warnings, run_row, train_original, trainer_options
+from lightning_unlearn.benchmark.config import REFERENCE, MethodSpec, OriginalSpec, build_parser, check_methods, resolve_config_args
+from lightning_unlearn.benchmark.runner import lightning_info_silenced, quiet_fit_warnings, run_row, train_original, trainer_options
 from lightning_unlearn.benchmark.table import percent, table_row
 from lightning_unlearn.data.datamodule import UnlearningDataModule
 from lightning_unlearn.data.requests import as_requests
 from lightning_unlearn.metrics.evaluation import evaluate
 from lightning_unlearn.metrics.keys import GAP_METRICS
 from lightning_unlearn.metrics.relapse import RELAPSE_ROW_KEYS, relapse_metrics, relapse_rows
-from lightning_unlearn.report import build_report, chain_report, json_safe, report_sha256, versions, write_report
-from lightning_unlearn.validation import check_int
+from lightning_unlearn.report import build_report, chain_report, json_safe, report_sha256, versions, write_json, write_report
+from lightning_unlearn.validation import check_int, check_output_path
 from lightning_unlearn.models.network import copy_network
 
 __all__ = ["build_sequential_parser", "format_sequential_tables", "main", "run_sequential"]
@@ -326,16 +326,18 @@ def main(args: Optional[Sequence[str]] = None) -> None:
     import sys
 
     parser = build_sequential_parser()
-    cfg = parser.parse_args(list(sys.argv[2:] if args is None else args))
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
+    cfg = parser.parse_args(resolve_config_args(list(sys.argv[2:] if args is None else args)))
+    if cfg.output is not None:
+        try:
+            check_output_path(cfg.output, "--output")
+        except ValueError as exc:
+            parser.error(str(exc))
     try:
-        result = run_sequential(cfg)
+        with lightning_info_silenced():
+            result = run_sequential(cfg)
     except ValueError as exc:
         parser.error(str(exc))
     print(format_sequential_tables(result), flush=True)
     if cfg.output:
-        path = Path(cfg.output)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2) + "\n")
+        path = write_json(cfg.output, result)
         print(f"\nWrote {path}", flush=True)

@@ -158,3 +158,32 @@ def topology_table(result: Mapping[str, Any]) -> str:
                  f"{topo.get('topology_time_s', 0.0):.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "Topology of the pruned layers (IoU of the kept weights with the Retrain row's, its noise-floor rows included):\n\n" + "\n".join(lines)
+
+
+def print_table(result: Mapping[str, Any], file: Any = None) -> None:
+    """Prints :func:`format_table`: as a ``rich`` console table when ``rich`` is installed and the
+    output is a terminal, else as markdown (pipes, files and tests get the markdown)."""
+    import sys
+
+    file = sys.stdout if file is None else file
+    text = format_table(result)
+    if not (hasattr(file, "isatty") and file.isatty()):
+        print(text, file=file, flush=True)
+        return
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        print(text, file=file, flush=True)
+        return
+    caption, _, body = text.partition("\n\n")
+    body, _, rest = body.partition("\n\n")  # the topology table, when there is one, follows as text
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in body.splitlines()]
+    table = Table(title="lightning-unlearn compare", caption=caption)
+    for i, title in enumerate(rows[0]):
+        table.add_column(title, justify="left" if i == 0 else "right")
+    for row in rows[2:]:
+        table.add_row(*row)
+    Console(file=file).print(table)
+    if rest:
+        print(rest, file=file, flush=True)

@@ -64,7 +64,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_unlearn import registry
-from lightning_unlearn.benchmark.config import REFERENCE, Config, MethodSpec, load_config
+from lightning_unlearn.benchmark.config import REFERENCE, Config, MethodSpec, load_config, resolve_config_args
 from lightning_unlearn.benchmark.runner import quiet_fit_warnings, run_row, train_original, trainer_options
 from lightning_unlearn.data.datamodule import UnlearningDataModule
 from lightning_unlearn.methods.one_shot import OneShotEdit
@@ -634,7 +634,7 @@ def main(args: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--output", default=None, help="Where to write every trial (JSON).")
     parser.add_argument("--write-rows", default=None, help="Where to write the chosen rows (compare YAML).")
     parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
-    ns = parser.parse_args(list(sys.argv[2:] if args is None else args))
+    ns = parser.parse_args(resolve_config_args(list(sys.argv[2:] if args is None else args)))
     try:
         result = tune_config(ns.config, ns.rows, budget=ns.budget, weights=ns.weights, max_drop=ns.max_drop,
                              progress=not ns.no_progress)

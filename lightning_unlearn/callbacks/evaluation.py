@@ -29,7 +29,7 @@ from lightning_unlearn.models.divergence import DivergenceGuard
 from lightning_unlearn.models.network import check_logits, copy_network, network_of, sample_like
 from lightning_unlearn.models.weights import weights_sha256
 from lightning_unlearn.registry import register
-from lightning_unlearn.report import build_report, read_report, write_report
+from lightning_unlearn.report import build_report, json_safe, read_report, write_report
 from lightning_unlearn.report.audit import audit_summary, summary_lines
 from lightning_unlearn.report.recipe import (
     callbacks_recipe,
@@ -227,6 +227,7 @@ class UnlearningEvaluation(Callback):
                                        for b in quantization_bits)
         self.audit: Optional[dict[str, Any]] = None
         self.margins: dict[str, dict[str, torch.Tensor]] = {}
+        #: The audit's figures written beside the report (name -> PNG path), logged to W&B as images.
         self.figures: dict[str, str] = {}
         self._audit_blocks: dict[str, Optional[dict[str, Any]]] = {}
         self._passes: dict[str, EvaluationPass] = {}
@@ -297,11 +298,14 @@ class UnlearningEvaluation(Callback):
             return  # resuming: the measurements of the interrupted run come back with this callback's state
         distributed = trainer.world_size > 1
         on_device = original if next(original.parameters()).device == device else copy_network(original).to(device)
-        before = self._pass("before", on_device, data, device, distributed, None, "model").metrics
+        before = self._pass("before", on_device, data, device, distributed, None, "model",
+                            progress=_progress(trainer, "evaluating the original")).metrics
         if reference is not None:
-            reference_metrics = self._pass("reference", reference, data, device, distributed, None, "reference").metrics
+            reference_metrics = self._pass("reference", reference, data, device, distributed, None, "reference",
+                                           progress=_progress(trainer, "evaluating the reference")).metrics
         if reseeded is not None:
-            self._reseeded_metrics = self._pass("reseeded", reseeded, data, device, distributed, None, "reseeded_reference").metrics
+            self._reseeded_metrics = self._pass("reseeded", reseeded, data, device, distributed, None, "reseeded_reference",
+                                                progress=_progress(trainer, "evaluating the reseeded reference")).metrics
         self.results = {"before": before, "reference": reference_metrics}
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -419,24 +423,26 @@ class UnlearningEvaluation(Callback):
         network = copy_network(original).to(device) if isinstance(original, nn.Module) else network_of(pl_module)
         convert = None if isinstance(original, nn.Module) else (lambda x: convert_input(trainer, x))
         distributed = trainer.world_size > 1
-        before = self._pass("before", network, data, device, distributed, convert, "model").metrics
+        before = self._pass("before", network, data, device, distributed, convert, "model",
+                            progress=_progress(trainer, "evaluating the original")).metrics
         reference = None
         if self.reference is not None:
             reference = self._pass("reference", copy_network(self.reference).to(device), data, device, distributed,
-                                   None, "reference").metrics
+                                   None, "reference", progress=_progress(trainer, "evaluating the reference")).metrics
         elif self.reference_report is not None:
             reference = self._read_reference_report()
         self.results = {"before": before, "reference": reference}
 
     def _pass(self, role: str, model: nn.Module, data: UnlearningDataModule, device: Any, distributed: bool,
-              convert: Any, name: str, strict: bool = True) -> EvaluationPass:
+              convert: Any, name: str, strict: bool = True, progress: Optional[str] = None) -> EvaluationPass:
         """One evaluation pass of ``model`` (the role ``before``, ``after``, ``reference`` or
-        ``reseeded``), with the attacks when audits are on; keeps its audit block and margins."""
+        ``reseeded``), with the attacks when audits are on; keeps its audit block and margins;
+        a progress bar under ``progress`` (see :func:`_progress`)."""
         audited = bool(self.audits)
         result = evaluate_pass(
             model, data.evaluation_dataloaders(), device, self.mia_backend, distributed=distributed,
             convert_input=convert, name=name, strict=strict, attacks=audited,
-            keep_samples=role == "after" and "plots" in self.audits,
+            keep_samples=role == "after" and "plots" in self.audits, progress=progress,
         )
         if audited:
             self._passes[role] = result
@@ -448,13 +454,14 @@ class UnlearningEvaluation(Callback):
     def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, strict: bool, audited: bool = False) -> dict[str, Any]:
         if trainer.world_size > 1:
             _broadcast_buffers(network_of(pl_module))
+        progress = _progress(trainer, "evaluating after unlearning")
         if audited:
             return self._pass("after", network_of(pl_module), self._data(trainer), pl_module.device, trainer.world_size > 1,
-                              lambda x: convert_input(trainer, x), "model (after unlearning)", strict).metrics
+                              lambda x: convert_input(trainer, x), "model (after unlearning)", strict, progress).metrics
         return evaluate_pass(
             network_of(pl_module), self._data(trainer).evaluation_dataloaders(), pl_module.device, self.mia_backend,
             distributed=trainer.world_size > 1, convert_input=lambda x: convert_input(trainer, x),
-            name="model (after unlearning)", strict=strict, attacks=False,
+            name="model (after unlearning)", strict=strict, attacks=False, progress=progress,
         ).metrics
 
     def _read_report_blocks(self, path: str, name: str) -> tuple[dict[str, float], Optional[dict[str, Any]]]:
@@ -527,8 +534,8 @@ class UnlearningEvaluation(Callback):
                         mia_backend=self.mia_backend, distributed=trainer.world_size > 1,
                         convert_input=convert if role == "after" else None, name=role))
 
-    def _subset_loader(self, dataset: Any, positions: torch.Tensor, batch_size: int) -> DataLoader:
-        return DataLoader(Subset(dataset, positions.tolist()), batch_size=batch_size, shuffle=False)
+    def _subset_loader(self, data: UnlearningDataModule, dataset: Any, positions: torch.Tensor, batch_size: int) -> DataLoader:
+        return data.make_loader(Subset(dataset, positions.tolist()), batch_size, evaluation=True)
 
     def _representation_loaders(self, data: UnlearningDataModule) -> dict[str, DataLoader]:
         """Deterministic subsets: the first ``representation_samples`` of D_f; D_t split in two
@@ -546,10 +553,10 @@ class UnlearningEvaluation(Callback):
         retain_pick = torch.randperm(len(retain), generator=generator)[:n].sort().values
         train = torch.utils.data.ConcatDataset([Subset(retain, retain_pick.tolist()), Subset(test, probe_a[:n].tolist())])
         return {
-            "forget": self._subset_loader(forget, torch.arange(min(n, len(forget))), batch),
-            "test": self._subset_loader(test, torch.arange(min(n, len(test))), batch),
-            "probe_train": DataLoader(train, batch_size=batch, shuffle=False),
-            "probe_test": self._subset_loader(test, probe_b[:n], batch),
+            "forget": self._subset_loader(data, forget, torch.arange(min(n, len(forget))), batch),
+            "test": self._subset_loader(data, test, torch.arange(min(n, len(test))), batch),
+            "probe_train": data.make_loader(train, batch, evaluation=True),
+            "probe_test": self._subset_loader(data, test, probe_b[:n], batch),
         }
 
     def _relearn_data(self, data: UnlearningDataModule) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], DataLoader]:
@@ -562,15 +569,15 @@ class UnlearningEvaluation(Callback):
         if held_pos.numel() == 0:
             held_pos = attack_pos
         batch = data.batch_size
-        attack = [tuple(t for t in b[:2]) for b in self._subset_loader(forget, attack_pos, batch)]
+        attack = [tuple(t for t in b[:2]) for b in self._subset_loader(data, forget, attack_pos, batch)]
         if self.relearn_data == "retain+forget":
             retain = data.split("retain", eval_transforms=True)
             picks = torch.randperm(len(retain), generator=generator)[: batch * min(self.relearn_steps or 1, 8)]
             x_f = torch.cat([x for x, _ in attack])
             y_f = torch.cat([torch.as_tensor(y) for _, y in attack])
             attack = [(torch.cat([x, x_f]), torch.cat([torch.as_tensor(y), y_f]))
-                      for x, y in self._subset_loader(retain, picks.sort().values, batch)]
-        return attack, self._subset_loader(forget, held_pos, data.eval_batch_size)
+                      for x, y in self._subset_loader(data, retain, picks.sort().values, batch)]
+        return attack, self._subset_loader(data, forget, held_pos, data.eval_batch_size)
 
     def _current_recipe(self, trainer: L.Trainer, pl_module: L.LightningModule, sha256_after: Optional[str]) -> dict[str, Any]:
         return redact_indices({
@@ -748,9 +755,68 @@ class UnlearningEvaluation(Callback):
                     columns = ["quantity", "meaning", "value", "reference", "difference", "noise_floor", "verdict"]
                     logger.log_table(key=f"{self.log_prefix}/audit_summary", columns=columns,
                                      data=[[entry[c] for c in columns] for entry in self.audit["summary"]])
-                    for name, path in self.figures.items():
-                        logger.log_image(key=f"{self.log_prefix}/audit/figures/{name}", images=[path])
+                self._log_wandb_extras(logger)
             logger.save()
+
+    def _log_wandb_extras(self, logger: Any) -> None:
+        """What a W&B user expects beyond the numbers: the JSON report and the run's configuration
+        as artifacts (types ``unlearning-report`` and ``config``), and the figures as images: an
+        accuracy chart (before / after / reference on forget, retain, test; needs matplotlib) and
+        every figure in :attr:`figures` (name -> matplotlib figure, PIL image or image path)."""
+        import tempfile
+
+        import wandb
+        import yaml
+
+        run = logger.experiment
+        with tempfile.TemporaryDirectory() as folder:
+            report = os.path.join(folder, "unlearning_report.json")
+            write_report(report, self.report)
+            artifact = wandb.Artifact(f"report-{run.id}", type="unlearning-report",
+                                      metadata={"status": self.results.get("status")})
+            artifact.add_file(report)
+            run.log_artifact(artifact)
+            if self.run_config is not None:
+                config = os.path.join(folder, "config.yaml")
+                with open(config, "w") as handle:
+                    yaml.safe_dump(json_safe(self.run_config), handle, sort_keys=False)
+                artifact = wandb.Artifact(f"config-{run.id}", type="config")
+                artifact.add_file(config)
+                run.log_artifact(artifact)
+        for name, figure in self.figures.items():  # the audit's pictures (audits=[..., "plots"])
+            logger.log_image(key=f"{self.log_prefix}/audit/figures/{name}", images=[figure])
+        chart = None if "accuracy" in self.figures else self._accuracy_figure()
+        if chart is not None:
+            logger.log_image(key=f"{self.log_prefix}/figures/accuracy", images=[chart])
+        if chart is not None:
+            import matplotlib.pyplot as plt
+
+            plt.close(chart)
+
+    def _accuracy_figure(self) -> Any:
+        """Bars of forget / retain / test accuracy before, after and for the reference (``None``
+        without matplotlib)."""
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg", force=False)
+            import matplotlib.pyplot as plt
+        except ImportError:
+            return None
+        blocks = [(name, self.results.get(name)) for name in ("before", "after", "reference")]
+        blocks = [(name, block) for name, block in blocks if block]
+        splits = ["forget_acc", "retain_acc", "test_acc"]
+        figure, axes = plt.subplots(figsize=(5, 3))
+        width = 0.8 / max(1, len(blocks))
+        for i, (name, block) in enumerate(blocks):
+            values = [100.0 * float(block.get(k) or 0.0) for k in splits]
+            axes.bar([j + i * width for j in range(len(splits))], values, width, label=name)
+        axes.set_xticks([j + width * (len(blocks) - 1) / 2 for j in range(len(splits))], [k[:-4] for k in splits])
+        axes.set_ylabel("accuracy (%)")
+        axes.set_ylim(0, 100)
+        axes.legend()
+        figure.tight_layout()
+        return figure
 
     def summary(self) -> str:
         """The before/after/reference table of the last fit, its status and the report's path."""
@@ -797,3 +863,9 @@ def _global_seed() -> Optional[int]:
     seed = os.environ.get("PL_GLOBAL_SEED")
     return int(seed) if seed is not None and seed.lstrip("-").isdigit() else None
 
+
+
+def _progress(trainer: L.Trainer, description: str) -> Optional[str]:
+    """``description`` when the trainer shows a progress bar (on rank 0), else ``None``: the
+    evaluation passes show a bar exactly when the fit does (and only on a terminal)."""
+    return description if trainer.progress_bar_callback is not None and trainer.is_global_zero else None

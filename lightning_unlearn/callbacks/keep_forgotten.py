@@ -107,7 +107,7 @@ class KeepForgotten(Callback):
             return
         previous = getattr(pl_module, "original_model", None)
         teacher = previous if isinstance(previous, nn.Module) else network_of(pl_module)
-        loader = torch.utils.data.DataLoader(self._dataset, batch_size=data.eval_batch_size)
+        loader = data.make_loader(self._dataset, data.eval_batch_size, evaluation=True)
         device = pl_module.device
         if teacher is previous:  # the user's / previous step's model: never moved or modified
             teacher = copy_network(previous).to(device)

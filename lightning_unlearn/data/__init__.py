@@ -1,6 +1,6 @@
 """Deletion requests and the datamodules that serve them."""
 
-from lightning_unlearn.data.datamodule import UnlearningDataModule, dataset_targets
+from lightning_unlearn.data.datamodule import UnlearningDataModule, WrappedDataModule, dataset_targets
 from lightning_unlearn.data.digits import DigitsDataModule
 from lightning_unlearn.data.fashion_mnist import FashionMNISTDataModule
 from lightning_unlearn.data.requests import resolve_requests
@@ -13,6 +13,7 @@ __all__ = [
     "ForgetSpec",
     "SecretTextDataModule",
     "UnlearningDataModule",
+    "WrappedDataModule",
     "dataset_targets",
     "fingerprint",
     "resolve_requests",

@@ -25,15 +25,18 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import Tensor
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import RandomSampler
 
 from lightning_unlearn.data.datamodule import UnlearningDataModule
 from lightning_unlearn.data.samplers import SeededBatchSampler, cycle
 
 __all__ = [
+    "DEFAULT_KEYS",
+    "batch_xy",
     "convert_input",
     "forget_batches",
     "require_unlearning_data",
+    "resolve_keys",
     "retain_batches",
     "retain_stream",
     "unlearning_data",
@@ -43,6 +46,62 @@ _HOW = (
     "pass `datamodule=UnlearningDataModule(train, test, forget=ForgetSpec(...))` (or"
     " `UnlearningDataModule.from_datamodule(your_dm, forget=...)`) to trainer.fit"
 )
+
+
+#: Input/label key pairs tried, in order, on dict items and batches when none are declared.
+DEFAULT_KEYS: tuple[tuple[str, str], ...] = (
+    ("input", "label"), ("image", "label"), ("x", "y"), ("inputs", "labels"), ("images", "labels"),
+    ("input", "target"), ("image", "target"), ("pixel_values", "labels"), ("data", "target"),
+)
+
+
+def resolve_keys(mapping: Any, keys: Optional[tuple[str, str]] = None, who: str = "the data") -> tuple[str, str]:
+    """The ``(input, label)`` keys of a dict item or batch: ``keys`` when declared (checked to be
+    present), else the first pair of :data:`DEFAULT_KEYS` that ``mapping`` holds.
+
+    Raises:
+        ValueError: a declared key is missing, or no default pair fits (the message lists the keys
+            ``mapping`` has and how to declare them).
+    """
+    present = sorted(map(str, mapping))
+    if keys is not None:
+        missing = [k for k in keys if k not in mapping]
+        if missing:
+            raise ValueError(f"{who} lacks the key(s) {missing} of keys={tuple(keys)!r}; it has {present}.")
+        return keys[0], keys[1]
+    for pair in DEFAULT_KEYS:
+        if pair[0] in mapping and pair[1] in mapping:
+            return pair
+    raise ValueError(
+        f"{who} yields dicts with keys {present}, none of the known (input, label) pairs {list(DEFAULT_KEYS)}:"
+        " declare them, e.g. UnlearningDataModule(..., keys=('image', 'label')) or"
+        " UnlearningDataModule.from_datamodule(dm, forget=..., input_key='image', target_key='label')."
+    )
+
+
+def batch_xy(batch: Any, keys: Optional[tuple[str, str]] = None, who: str = "the data") -> tuple[Any, Any]:
+    """The ``(x, y)`` of one item or batch: a tuple/list gives its first two entries, a dict the
+    values under ``keys`` (default: :func:`resolve_keys`'s first fitting pair of
+    :data:`DEFAULT_KEYS`). The one place where the package unpacks a batch.
+
+    Example::
+
+        >>> batch_xy({"image": 1, "label": 2})
+        (1, 2)
+
+    Raises:
+        ValueError: any other shape (naming ``who`` and the fix).
+    """
+    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+        return batch[0], batch[1]
+    if isinstance(batch, dict):
+        input_key, label_key = resolve_keys(batch, keys, who)
+        return batch[input_key], batch[label_key]
+    got = type(batch).__name__ if not isinstance(batch, (tuple, list)) else f"a {type(batch).__name__} of {len(batch)}"
+    raise ValueError(
+        f"{who} must yield (x, y) pairs or dicts of input and label, got {got}: return `x, y` (or a dict with"
+        " declared input/label keys) from the dataset or collate_fn."
+    )
 
 
 def unlearning_data(trainer: Optional[L.Trainer], override: Optional[UnlearningDataModule] = None) -> Optional[UnlearningDataModule]:
@@ -117,8 +176,7 @@ def forget_batches(trainer: Optional[L.Trainer], who: str, dataloader: Optional[
     """
     data = unlearning_data(trainer)
     if data is not None and train_transforms:
-        loader = DataLoader(data.split("forget"), batch_size=data.forget_batch_size, num_workers=data.num_workers)
-        return _Converted(loader, trainer)
+        return _Converted(data.make_loader(data.split("forget"), data.forget_batch_size), trainer)
     if data is not None:
         return _Converted(data.forget_dataloader(), trainer)
     if dataloader is not None:
@@ -130,13 +188,15 @@ def forget_batches(trainer: Optional[L.Trainer], who: str, dataloader: Optional[
     )
 
 
-def _xy(batch: Any, who: str) -> tuple[Tensor, Tensor]:
-    if not isinstance(batch, (tuple, list)) or len(batch) < 2 or not isinstance(batch[0], Tensor):
-        raise ValueError(
-            f"{who} needs retained (x, y) batches, got {type(batch).__name__}: fit with an UnlearningDataModule"
-            " or a training loader of (x, y) pairs."
-        )
-    return batch[0], batch[1]
+def _xy(batch: Any, who: str, keys: Optional[tuple[str, str]] = None) -> tuple[Tensor, Tensor]:
+    if isinstance(batch, dict) or (isinstance(batch, (tuple, list)) and len(batch) >= 2):
+        x, y = batch_xy(batch, keys, who)
+        if isinstance(x, Tensor):
+            return x, torch.as_tensor(y)
+    raise ValueError(
+        f"{who} needs retained (x, y) batches, got {type(batch).__name__}: fit with an UnlearningDataModule"
+        " or a training loader of (x, y) pairs (or of dicts with input/label keys)."
+    )
 
 
 def retain_batches(
@@ -158,7 +218,7 @@ def retain_batches(
         if data is not None:
             retain = data.split("retain", eval_transforms=True)
             sampler = RandomSampler(retain, generator=torch.Generator().manual_seed(seed))
-            loader: Iterable = DataLoader(retain, batch_size=data.eval_batch_size, sampler=sampler)
+            loader: Iterable = data.make_loader(retain, data.eval_batch_size, sampler=sampler, workers=False)
         elif dataloader is not None:
             loader = dataloader
         else:
@@ -206,7 +266,7 @@ def retain_stream(
     if data is not None:
         retain = data.split("retain")
         sampler = SeededBatchSampler(len(retain), data.batch_size, seed, start, trainer.world_size, trainer.global_rank)
-        batches: Iterable = DataLoader(retain, batch_sampler=sampler, num_workers=data.num_workers)
+        batches: Iterable = data.make_loader(retain, batch_sampler=sampler)
     elif dataloader is not None:
         batches = cycle(dataloader, start)
     else:

@@ -19,7 +19,7 @@ order, forget batches before retain batches.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal, Optional
 
 import torch
 from torch import Tensor
@@ -102,10 +102,13 @@ class PlannedBatches(Dataset):
     Args:
         forget: the forget set D_f (training transforms).
         retain: the retain set D_r (training transforms).
+        collate: how a list of examples becomes ``(x, y)`` (default: ``default_collate``; a wrapped
+            datamodule passes its user's collate, unpacked to ``(x, y)``).
     """
 
-    def __init__(self, forget: Dataset, retain: Dataset) -> None:
+    def __init__(self, forget: Dataset, retain: Dataset, collate: Optional[Callable[[list], Any]] = None) -> None:
         self.forget, self.retain = forget, retain
+        self.collate = collate or default_collate
         self.forget_size = len(forget)  # type: ignore[arg-type]
 
     def __len__(self) -> int:
@@ -120,6 +123,6 @@ class PlannedBatches(Dataset):
         out = {}
         for name, samples in parts.items():
             if samples:
-                x, y = default_collate(samples)[:2]
+                x, y = self.collate(samples)[:2]
                 out[name] = (x, y)
         return out

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import CombinedLoader
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler, Subset
 
 from lightning_unlearn.data.batch_plan import ONE_PASS_PLANS, OnePassPlan, PlannedBatches
 from lightning_unlearn.data.samplers import EpochShuffleSampler
@@ -61,6 +61,8 @@ class UnlearningDataModule(L.LightningDataModule):
             uninterrupted one.
         keys: for datasets whose items are dicts (e.g. Hugging Face datasets), the keys of the input
             and of the label, e.g. ``("image", "label")``; items are then served as ``(x, y)``.
+            Default: the first pair of :data:`~lightning_unlearn.data.access.DEFAULT_KEYS` the items
+            hold (``("input", "label")``, ``("image", "label")``, ``("x", "y")``, ...).
         requests: sequential deletion requests instead of ``forget``: a chain of
             :class:`ForgetSpec`. The datamodule then serves request ``step``: D_f = that request
             (resolved against what earlier requests left, see
@@ -93,8 +95,10 @@ class UnlearningDataModule(L.LightningDataModule):
         keys: Optional[tuple[str, str]] = None,
         requests: Optional[Sequence[ForgetSpec]] = None,
         step: int = 0,
+        _source: Optional[_Source] = None,
     ) -> None:
         super().__init__()
+        self._source = _source
         self.requests: Optional[tuple[ForgetSpec, ...]] = None
         self.step = 0
         self._earlier_forget: list[Tensor] = []
@@ -142,26 +146,58 @@ class UnlearningDataModule(L.LightningDataModule):
         self._targets: Optional[Tensor] = None
         if train is not None:
             self._split()
+        if self._has_validation():  # known now: Lightning checks for a val_dataloader before `setup`
+            self.val_dataloader = self._val_dataloader  # type: ignore[method-assign]
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_datamodule(cls, datamodule: L.LightningDataModule, forget: ForgetSpec, **kwargs: Any) -> UnlearningDataModule:
-        """Wraps an existing LightningDataModule: its train dataset is split, its test (or, if
-        it has none, validation) dataset is the held-out set. Batch size defaults to the one of
-        its training loader."""
-        datamodule.prepare_data()
-        datamodule.setup("fit")
-        train_loader = datamodule.train_dataloader()
-        test = None
-        try:
-            datamodule.setup("test")
-            test = datamodule.test_dataloader().dataset
-        except Exception:  # a datamodule without a test split
-            test = None
-        if test is None:
-            test = datamodule.val_dataloader().dataset
-        kwargs.setdefault("batch_size", train_loader.batch_size or 128)
-        return cls(train=train_loader.dataset, test=test, forget=forget, **kwargs)
+    def from_datamodule(
+        cls,
+        datamodule: L.LightningDataModule,
+        forget: ForgetSpec,
+        input_key: Optional[str] = None,
+        target_key: Optional[str] = None,
+        **kwargs: Any,
+    ) -> UnlearningDataModule:
+        """Wraps an existing LightningDataModule, loaders and all.
+
+        The training set of its ``train_dataloader()`` is split into D_f and D_r; the held-out set
+        is the dataset of its ``test_dataloader()`` (or, when it defines none, of its
+        ``val_dataloader()``). Every loader served is built like the user's own: same
+        ``collate_fn``, ``num_workers``, ``pin_memory``, ``persistent_workers``, ``timeout``,
+        ``worker_init_fn``, ``multiprocessing_context`` and ``prefetch_factor`` (evaluation loaders
+        take the test loader's settings), batch size defaults to the training loader's.
+
+        * A user's own LightningModule (declaring no ``unlearning_inputs``) gets the user's training
+          batches, in the user's format, restricted to D_r: a custom ``sampler`` or
+          ``batch_sampler`` is kept and its indices outside D_r are dropped, ``drop_last`` kept.
+        * The package's methods get ``(x, y)`` batches: the user's ``collate_fn`` runs first, then a
+          dict batch is unpacked through ``input_key``/``target_key`` (default: the first pair of
+          :data:`~lightning_unlearn.data.access.DEFAULT_KEYS` the batch holds, e.g.
+          ``("input", "label")``, ``("image", "label")``, ``("x", "y")``). Their forget/retain
+          order is the package's seeded shuffle, so resumed runs are exact.
+        * ``val_dataloader()`` is the user's own, unchanged, so the user's ``validation_step``,
+          ``EarlyStopping(monitor=...)`` and ``ModelCheckpoint`` work as before.
+
+        Errors raised by the user's hooks propagate unchanged.
+
+        Args:
+            datamodule: the user's LightningDataModule (``prepare_data`` and ``setup`` are called).
+            forget: the deletion request.
+            input_key: key of the input in dict batches (with ``target_key``).
+            target_key: key of the class index in dict batches (with ``input_key``).
+            **kwargs: further :class:`UnlearningDataModule` arguments (``batch_size``, ...).
+
+        Raises:
+            ValueError: only one of ``input_key``/``target_key``, a datamodule without test or
+                validation data, or anything :class:`UnlearningDataModule` refuses.
+
+        Example::
+
+            >>> dm = UnlearningDataModule.from_datamodule(MyDataModule(), forget=ForgetSpec(classes=[3]))  # doctest: +SKIP
+        """
+        train, test, kwargs = _wrap(datamodule, input_key, target_key, kwargs)
+        return cls(train=train, test=test, forget=forget, **kwargs)
 
     def load_datasets(self) -> tuple[Dataset, Dataset, Optional[Dataset], Optional[Dataset]]:
         """Hook for ready datamodules that load data lazily: returns ``(train, test, val, train_eval)``."""
@@ -178,12 +214,21 @@ class UnlearningDataModule(L.LightningDataModule):
     def _split(self) -> None:
         if self.test_set is None:
             raise ValueError("`test` is required: MIA-efficacy and test accuracy need held-out data.")
-        self.train_set, self.test_set, self.val_set, self.train_eval_set = (
-            None if dataset is None else checked_dataset(dataset, name, self.keys)
-            for name, dataset in (("train", self.train_set), ("test", self.test_set), ("val", self.val_set),
-                                  ("train_eval", self.train_eval_set))
-        )
-        targets = dataset_targets(self.train_set, "train")
+        if self._source is None:
+            self.train_set, self.test_set, self.val_set, self.train_eval_set = (
+                None if dataset is None else checked_dataset(dataset, name, self.keys)
+                for name, dataset in (("train", self.train_set), ("test", self.test_set), ("val", self.val_set),
+                                      ("train_eval", self.train_eval_set))
+            )
+            targets = dataset_targets(self.train_set, "train")
+        else:  # the user's datasets stay as they are: their collate_fn reads them
+            for name, dataset, loader in (("train", self.train_set, self._source.train),
+                                          ("test", self.test_set, self._source.test)):
+                if len(dataset) == 0:
+                    raise ValueError(f"The {name} set of {type(self._source.datamodule).__name__} is empty.")
+                _, label = self._source.xy_collate(loader)([dataset[0]])
+                _class_indices(torch.as_tensor(label), name)
+            targets = dataset_targets(self.train_set, "train", collate_fn=self._source.xy_collate(self._source.train))
         if self.train_eval_set is not None and len(self.train_eval_set) != len(self.train_set):
             raise ValueError("`train_eval` must hold the same examples as `train` (same length, same order).")
         if self.requests is None:
@@ -201,6 +246,11 @@ class UnlearningDataModule(L.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         self._ensure_loaded()
+        if self._has_validation():  # no val_dataloader at all otherwise (an empty one makes Lightning warn)
+            self.val_dataloader = self._val_dataloader  # type: ignore[method-assign]
+
+    def _has_validation(self) -> bool:
+        return self.val_set is not None or (self._source is not None and self._source.has_val)
 
     # ------------------------------------------------------------------ the split
     @property
@@ -259,15 +309,55 @@ class UnlearningDataModule(L.LightningDataModule):
         return Subset(base, (self._forget_indices if name == "forget" else self._retain_indices).tolist())
 
     # ------------------------------------------------------------------ loaders
-    def _loader(self, dataset: Dataset, batch_size: Optional[int], sampler: Optional[Sampler] = None) -> DataLoader:
-        return DataLoader(
-            dataset, batch_size=batch_size, sampler=sampler,
-            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-        )
+    def make_loader(
+        self, dataset: Dataset, batch_size: Optional[int] = None, sampler: Optional[Sampler] = None,
+        batch_sampler: Optional[Sampler] = None, *, workers: bool = True, evaluation: bool = False,
+        batched: bool = False,
+    ) -> DataLoader:
+        """A DataLoader of ``(x, y)`` batches over ``dataset`` (a split or a set of this datamodule)
+        with this datamodule's loader settings: its ``num_workers`` (``workers=False``: none) and,
+        for a wrapped datamodule (:meth:`from_datamodule`), the user's ``collate_fn``, pinning,
+        worker settings (``evaluation=True``: those of the user's test loader), batches unpacked to
+        ``(x, y)`` by the declared keys. ``batched``: ``sampler`` yields lists of indices and
+        ``dataset`` returns whole, collated batches for them (``batch_size=None``)."""
+        options: dict[str, Any] = {}
+        if self._source is not None:
+            user = self._source.test if evaluation else self._source.train
+            options = self._source.settings(user, workers and self.num_workers > 0)
+            options["collate_fn"] = self._source.xy_collate(user)
+        num_workers = self.num_workers if workers else 0
+        options.setdefault("persistent_workers", num_workers > 0)
+        if batched:
+            options.pop("collate_fn", None)  # the dataset collates its batches itself
+            return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=num_workers, **options)
+        if batch_sampler is not None:
+            return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers, **options)
+        return DataLoader(dataset, batch_size=batch_size or self.batch_size, sampler=sampler, num_workers=num_workers, **options)
+
+    def _loader(self, dataset: Dataset, batch_size: int, sampler: Optional[Sampler] = None) -> DataLoader:
+        return self.make_loader(dataset, batch_size, sampler, evaluation=sampler is None)
 
     def _shuffled(self, dataset: Dataset, batch_size: int, stream: int, num_samples: Optional[int] = None) -> DataLoader:
         sampler = EpochShuffleSampler(len(dataset), num_samples, seed=self.shuffle_seed * 1000 + stream)
-        return self._loader(dataset, batch_size, sampler)
+        return self.make_loader(dataset, batch_size, sampler)
+
+    def _user_retain_loader(self) -> DataLoader:
+        """The user's training loader restricted to D_r, in the user's batch format."""
+        assert self._source is not None
+        user, keep = self._source.train, set(self.retain_indices.tolist())
+        options = self._source.settings(user, self.num_workers > 0)
+        options["collate_fn"] = user.collate_fn
+        options.setdefault("persistent_workers", self.num_workers > 0)
+        batch_sampler = user.batch_sampler
+        if batch_sampler is not None and not _default_batch_sampler(batch_sampler, user.sampler):
+            return DataLoader(self.train_set, batch_sampler=_KeptBatches(batch_sampler, keep),
+                              num_workers=self.num_workers, **options)
+        if not isinstance(user.sampler, (RandomSampler, SequentialSampler)):
+            return DataLoader(self.train_set, batch_size=self.batch_size, sampler=_KeptIndices(user.sampler, keep),
+                              drop_last=user.drop_last, num_workers=self.num_workers, **options)
+        sampler = EpochShuffleSampler(len(self.retain_indices), seed=self.shuffle_seed * 1000 + 2)
+        return DataLoader(self.split("retain"), batch_size=self.batch_size, sampler=sampler, drop_last=user.drop_last,
+                          num_workers=self.num_workers, **options)
 
     def train_dataloader(self) -> Any:
         module = self.trainer.lightning_module if self.trainer is not None else None
@@ -275,6 +365,8 @@ class UnlearningDataModule(L.LightningDataModule):
         if inputs == ("train",):
             return self._shuffled(self.train_set, self.batch_size, stream=0)
         if not inputs:
+            if self._source is not None:
+                return self._user_retain_loader()
             return self._shuffled(self.split("retain"), self.batch_size, stream=2)
         unknown = set(inputs) - set(SPLITS)
         if unknown:
@@ -309,7 +401,8 @@ class UnlearningDataModule(L.LightningDataModule):
         forget, retain = self.split("forget"), self.split("retain")
         sampler = OnePassPlan(len(forget), len(retain), self.batch_size, self.forget_batch_size, plan,
                               seed=self.shuffle_seed * 1000 + 3)
-        return self._loader(PlannedBatches(forget, retain), None, sampler)
+        collate = self._source.xy_collate(self._source.train) if self._source is not None else None
+        return self.make_loader(PlannedBatches(forget, retain, collate), sampler=sampler, batched=True)
 
     def forget_dataloader(self) -> DataLoader:
         """D_f in dataset order, test-time transforms."""
@@ -323,9 +416,16 @@ class UnlearningDataModule(L.LightningDataModule):
         self._ensure_loaded()
         return self._loader(self.test_set, self.eval_batch_size)
 
-    def val_dataloader(self) -> Any:
+    def _val_dataloader(self) -> Any:
+        """The validation loader (installed as ``val_dataloader`` by :meth:`setup` when there is
+        validation data): the wrapped datamodule's own ``val_dataloader()``, unchanged, else
+        ``val`` with the evaluation settings."""
         self._ensure_loaded()
-        return [] if self.val_set is None else self._loader(self.val_set, self.eval_batch_size)
+        if self._source is not None and self._source.has_val:
+            return self._source.datamodule.val_dataloader()
+        if self.val_set is None:
+            raise ValueError("This UnlearningDataModule has no validation data: pass `val=` to validate.")
+        return self._loader(self.val_set, self.eval_batch_size)
 
     def evaluation_dataloaders(self) -> dict[str, DataLoader]:
         """The three evaluation loaders by name: ``forget``, ``retain``, ``test``."""
@@ -395,24 +495,26 @@ class UnlearningDataModule(L.LightningDataModule):
         }
 
 
-def dataset_targets(dataset: Dataset, name: str = "dataset") -> Tensor:
+def dataset_targets(dataset: Dataset, name: str = "dataset", collate_fn: Optional[Any] = None) -> Tensor:
     """The labels of a dataset of ``(x, y)`` pairs as a ``(N,)`` long tensor.
 
     Uses ``dataset.targets`` (torchvision style), ``TensorDataset`` tensors and ``Subset`` indices
-    when available, else reads the dataset once.
+    when available, else reads the dataset once (through ``collate_fn`` when given, which must
+    return ``(x, y)`` batches).
 
     Raises:
         ValueError: labels that are not class indices (one-hot or probability rows, fractional or
             negative values), naming ``name`` and the fix.
     """
     if isinstance(dataset, Subset):
-        return dataset_targets(dataset.dataset, name)[torch.as_tensor(dataset.indices, dtype=torch.long)]
+        return dataset_targets(dataset.dataset, name, collate_fn)[torch.as_tensor(dataset.indices, dtype=torch.long)]
     targets = getattr(dataset, "targets", None)
     if targets is None and hasattr(dataset, "tensors") and len(dataset.tensors) >= 2:
         targets = dataset.tensors[1]
     if targets is not None and len(targets) == len(dataset):
         return _class_indices(torch.as_tensor(targets), name)
-    labels = [torch.as_tensor(batch[1]) for batch in DataLoader(dataset, batch_size=512)]
+    options = {} if collate_fn is None else {"collate_fn": collate_fn}
+    labels = [torch.as_tensor(batch[1]) for batch in DataLoader(dataset, batch_size=512, **options)]
     return _class_indices(torch.cat(labels), name)
 
 
@@ -467,14 +569,9 @@ def checked_dataset(dataset: Dataset, name: str, keys: Optional[tuple[str, str]]
         raise ValueError(f"`{name}` is empty: pass a dataset with at least one example.")
     item = dataset[0]
     if isinstance(item, dict):
-        if keys is None:
-            raise ValueError(
-                f"`{name}` yields dicts (keys {sorted(map(str, item))}), not (x, y) pairs: declare the input and label keys,"
-                f" e.g. UnlearningDataModule(..., keys=('image', 'label'))."
-            )
-        missing = [k for k in keys if k not in item]
-        if missing:
-            raise ValueError(f"`{name}` items lack the key(s) {missing} of keys={keys!r}; they have {sorted(map(str, item))}.")
+        from lightning_unlearn.data.access import resolve_keys  # access imports this module
+
+        keys = resolve_keys(item, keys, f"`{name}`")
         dataset, item = _KeyedItems(dataset, keys), (item[keys[0]], item[keys[1]])
     elif keys is not None:
         raise ValueError(f"`keys`={keys!r} was given but `{name}` yields {type(item).__name__}, not dicts: drop `keys`.")
@@ -498,3 +595,165 @@ def checked_dataset(dataset: Dataset, name: str, keys: Optional[tuple[str, str]]
             " class 0..C-1 (one-hot labels: `y.argmax()`)."
         )
     return dataset
+
+
+class _XYCollate:
+    """The user's ``collate_fn`` followed by :func:`~lightning_unlearn.data.access.batch_xy`
+    (picklable, for worker processes)."""
+
+    def __init__(self, collate_fn: Any, keys: Optional[tuple[str, str]], who: str) -> None:
+        self.collate_fn, self.keys, self.who = collate_fn, keys, who
+
+    def __call__(self, items: list[Any]) -> tuple[Any, Any]:
+        from lightning_unlearn.data.access import batch_xy  # access imports this module
+
+        x, y = batch_xy(self.collate_fn(items), self.keys, self.who)
+        return x, y
+
+
+class _Source:
+    """The LightningDataModule wrapped by :meth:`UnlearningDataModule.from_datamodule` and the
+    settings of its loaders."""
+
+    OPTIONS = ("pin_memory", "timeout", "worker_init_fn", "multiprocessing_context", "pin_memory_device")
+    WORKER_OPTIONS = ("persistent_workers", "prefetch_factor")
+
+    def __init__(self, datamodule: L.LightningDataModule, train: DataLoader, test: DataLoader,
+                 keys: Optional[tuple[str, str]], has_val: bool) -> None:
+        self.datamodule, self.train, self.test, self.keys, self.has_val = datamodule, train, test, keys, has_val
+
+    def settings(self, loader: DataLoader, workers: bool) -> dict[str, Any]:
+        options = {name: getattr(loader, name) for name in self.OPTIONS if hasattr(loader, name)}
+        if workers and loader.num_workers > 0:
+            options.update({name: getattr(loader, name) for name in self.WORKER_OPTIONS})
+        return options
+
+    def xy_collate(self, loader: DataLoader) -> _XYCollate:
+        return _XYCollate(loader.collate_fn, self.keys, f"The loaders of {type(self.datamodule).__name__}")
+
+
+def _default_batch_sampler(batch_sampler: Sampler, sampler: Sampler) -> bool:
+    """Whether ``batch_sampler`` is the one DataLoader builds from ``batch_size`` and ``sampler``."""
+    return type(batch_sampler) is BatchSampler and getattr(batch_sampler, "sampler", None) is sampler
+
+
+class _KeptIndices(Sampler[int]):
+    """The user's sampler with the indices outside ``keep`` dropped (no ``__len__``: how many remain
+    is known only by drawing)."""
+
+    def __init__(self, sampler: Sampler, keep: set[int]) -> None:
+        self.sampler, self.keep = sampler, keep
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        return (int(i) for i in self.sampler if int(i) in self.keep)
+
+
+class _KeptBatches(Sampler[list[int]]):
+    """The user's batch sampler with the indices outside ``keep`` dropped (empty batches skipped)."""
+
+    def __init__(self, batch_sampler: Sampler, keep: set[int]) -> None:
+        self.batch_sampler, self.keep = batch_sampler, keep
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.batch_sampler, "set_epoch"):
+            self.batch_sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.batch_sampler:
+            kept = [int(i) for i in batch if int(i) in self.keep]
+            if kept:
+                yield kept
+
+
+def _wrap(
+    datamodule: L.LightningDataModule, input_key: Optional[str], target_key: Optional[str], kwargs: dict[str, Any]
+) -> tuple[Dataset, Dataset, dict[str, Any]]:
+    """The train and held-out datasets of a user's datamodule and the keyword arguments of the
+    :class:`UnlearningDataModule` wrapping its loaders (see :meth:`UnlearningDataModule.from_datamodule`)."""
+    from lightning.pytorch.utilities.model_helpers import is_overridden
+
+    if not isinstance(datamodule, L.LightningDataModule):
+        raise ValueError(f"`datamodule` must be a LightningDataModule, got {type(datamodule).__name__}.")
+    if (input_key is None) != (target_key is None):
+        raise ValueError(
+            f"Give both `input_key` and `target_key` (got input_key={input_key!r}, target_key={target_key!r}),"
+            " or neither to use the defaults, e.g. input_key='image', target_key='label'."
+        )
+    keys = None if input_key is None else (str(input_key), str(target_key))
+    if kwargs.get("keys") is not None:
+        raise ValueError("from_datamodule takes `input_key`/`target_key`, not `keys`.")
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    train_loader = datamodule.train_dataloader()
+    if not isinstance(train_loader, DataLoader):
+        raise ValueError(
+            f"{type(datamodule).__name__}.train_dataloader() must return one DataLoader to be wrapped,"
+            f" got {type(train_loader).__name__}."
+        )
+    has_val = is_overridden("val_dataloader", datamodule)
+    if is_overridden("test_dataloader", datamodule):
+        datamodule.setup("test")
+        test_loader = datamodule.test_dataloader()
+    elif has_val:
+        test_loader = datamodule.val_dataloader()
+    else:
+        raise ValueError(
+            f"{type(datamodule).__name__} defines neither test_dataloader() nor val_dataloader(): the evaluation"
+            " needs held-out data (test accuracy, MIA-efficacy)."
+        )
+    if not isinstance(test_loader, DataLoader):
+        raise ValueError(f"The held-out loader of {type(datamodule).__name__} must be one DataLoader, got {type(test_loader).__name__}.")
+    kwargs = {k: v for k, v in kwargs.items() if v is not None or k not in ("batch_size", "num_workers")}
+    kwargs.setdefault("batch_size", train_loader.batch_size or getattr(train_loader.batch_sampler, "batch_size", None) or 128)
+    kwargs.setdefault("num_workers", train_loader.num_workers)
+    kwargs.setdefault("eval_batch_size", test_loader.batch_size or None)
+    kwargs["_source"] = _Source(datamodule, train_loader, test_loader, keys, has_val)
+    return train_loader.dataset, test_loader.dataset, kwargs
+
+
+class WrappedDataModule(UnlearningDataModule):
+    """A user's LightningDataModule wrapped as an :class:`UnlearningDataModule` (exactly
+    :meth:`UnlearningDataModule.from_datamodule`), as one class for configs and the CLI.
+
+    Example (the command line does this for ``--data=my_pkg.MyDataModule --data.forget.classes=[3]``)::
+
+        data:
+          class_path: lightning_unlearn.data.WrappedDataModule
+          init_args:
+            datamodule:
+              class_path: my_pkg.MyDataModule
+            forget: {classes: [3]}
+
+    Args:
+        datamodule: the user's LightningDataModule.
+        forget: the deletion request.
+        input_key: key of the input in dict batches (with ``target_key``; default: the known pairs).
+        target_key: key of the class index in dict batches.
+        batch_size: training batch size (default: the user's training loader's).
+        eval_batch_size: evaluation batch size (default: the user's test loader's).
+        num_workers: loader workers (default: the user's training loader's).
+        shuffle_seed: seed of the package's training order (see :class:`UnlearningDataModule`).
+    """
+
+    def __init__(
+        self,
+        datamodule: L.LightningDataModule,
+        forget: ForgetSpec,
+        input_key: Optional[str] = None,
+        target_key: Optional[str] = None,
+        batch_size: Optional[int] = None,
+        eval_batch_size: Optional[int] = None,
+        num_workers: Optional[int] = None,
+        shuffle_seed: int = 0,
+    ) -> None:
+        train, test, kwargs = _wrap(datamodule, input_key, target_key, {
+            "batch_size": batch_size, "eval_batch_size": eval_batch_size, "num_workers": num_workers,
+            "shuffle_seed": shuffle_seed,
+        })
+        if kwargs.get("eval_batch_size") is None:
+            kwargs.pop("eval_batch_size")
+        super().__init__(train=train, test=test, forget=forget, **kwargs)

@@ -6,7 +6,7 @@ from typing import Any, ClassVar, Optional
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import RandomSampler
 
 from lightning_unlearn.data.access import convert_input, require_unlearning_data
 from lightning_unlearn.functional.repulsion import REPULSION_FORMS, RepulsionForm, repulsion_term
@@ -131,8 +131,7 @@ class AdaptThenUnlearn(TeacherStudentMethod):
         data = require_unlearning_data(self.trainer, "AdaptThenUnlearn (stage 1 adapts a copy on the forget set)")
         forget = data.split("forget")
         generator = torch.Generator().manual_seed(self.seed)
-        loader = DataLoader(forget, batch_size=data.forget_batch_size,
-                            sampler=RandomSampler(forget, generator=generator))
+        loader = data.make_loader(forget, data.forget_batch_size, RandomSampler(forget, generator=generator))
         network.train().requires_grad_(True)
         optimizer = torch.optim.SGD(network.parameters(), lr=self.adapt_lr, momentum=0.9)
         with torch.enable_grad():

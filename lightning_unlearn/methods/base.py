@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_unlearn.data.access import require_unlearning_data, unlearning_data
-from lightning_unlearn.data.datamodule import LONGEST
+from lightning_unlearn.data.access import batch_xy, require_unlearning_data, unlearning_data
+from lightning_unlearn.data.datamodule import LONGEST, SPLITS
 from lightning_unlearn.models.classifier import ClassifierModule, LRScheduler, OptimizerCallable
 from lightning_unlearn.models.network import check_logits, copy_network, sample_like
 from lightning_unlearn.models.weights import load_weights
@@ -118,10 +118,10 @@ class UnlearningMethod(ClassifierModule):
 
     # ------------------------------------------------------------------ helpers
     def _as_splits(self, batch: Any) -> Batch:
-        if isinstance(batch, dict):
+        if isinstance(batch, dict) and batch and set(batch) <= set(SPLITS):
             return batch
         if self.unlearning_inputs == ("retain",):  # plain batches from a user's datamodule
-            return {"retain": batch}
+            return {"retain": batch_xy(batch, who=f"{type(self).__name__}'s training loader")}
         raise ValueError(
             f"{type(self).__name__} needs batches {{'forget': ..., 'retain': ...}} from an UnlearningDataModule,"
             f" got {type(batch).__name__}."

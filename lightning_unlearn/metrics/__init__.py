@@ -4,7 +4,7 @@ population audits, representation probes); torchmetrics ``Metric``s with functio
 :mod:`lightning_unlearn.metrics.functional`."""
 
 from lightning_unlearn.metrics import functional
-from lightning_unlearn.metrics.accuracy import Accuracy, UnlearningAccuracy
+from lightning_unlearn.metrics.accuracy import ClassificationAccuracy, UnlearningAccuracy
 from lightning_unlearn.metrics.attacks import EntropyMIA, LossMIA, MembershipAudit, PerExampleMargins, ThresholdMIA
 from lightning_unlearn.metrics.audit import (
     quantization_audit,
@@ -23,10 +23,10 @@ from lightning_unlearn.metrics.topology import MaskIoU, Sparsity, topology_repor
 from lightning_unlearn.metrics.zrf import ZRFScore
 
 __all__ = [
-    "AUDITS",
     "AUDIT_PRESETS",
-    "Accuracy",
+    "AUDITS",
     "ChallengeScore",
+    "ClassificationAccuracy",
     "EntropyMIA",
     "EvaluationPass",
     "FeatureProbe",

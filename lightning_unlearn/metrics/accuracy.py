@@ -15,7 +15,7 @@ from lightning_unlearn.metrics.functional.accuracy import (
 )
 
 
-class Accuracy(Metric):
+class ClassificationAccuracy(Metric):
     """Top-1 accuracy accumulated over batches, a fraction in ``[0, 1]``.
 
     Use one instance per split: retain accuracy (RA), test accuracy (TA), forget accuracy.
@@ -25,7 +25,7 @@ class Accuracy(Metric):
 
     Example:
         >>> import torch
-        >>> metric = Accuracy()
+        >>> metric = ClassificationAccuracy()
         >>> metric.update(torch.tensor([[2.0, 0.1], [0.3, 1.0]]), torch.tensor([0, 0]))
         >>> metric.update(torch.tensor([1, 1]), torch.tensor([1, 1]))
         >>> metric.compute()
@@ -63,7 +63,7 @@ class Accuracy(Metric):
         return _accuracy_compute(self.correct, self.total)
 
 
-class UnlearningAccuracy(Accuracy):
+class UnlearningAccuracy(ClassificationAccuracy):
     """Unlearning accuracy ``UA = 1 - Acc(D_f)``, accumulated over forget-set batches.
 
     Higher means more forgetting; the target is the retrained model's UA, not 1.

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from lightning_unlearn.metrics.accuracy import Accuracy
+from lightning_unlearn.metrics.accuracy import ClassificationAccuracy
 from lightning_unlearn.metrics.attacks import MembershipAudit
 from lightning_unlearn.metrics.functional.attacks import DEFAULT_FPRS, membership_audit
 from lightning_unlearn.metrics.keys import fpr_tag
@@ -29,6 +29,7 @@ def evaluate_loaders(
     convert_input: Optional[Callable[[Any], Any]] = None,
     name: str = "model",
     strict: bool = True,
+    progress: Optional[str] = None,
 ) -> dict[str, Optional[float]]:
     """Measures ``model`` on ``{"forget": ..., "retain": ..., "test": ...}`` loaders of ``(x, y)``.
 
@@ -56,6 +57,8 @@ def evaluate_loaders(
         name: how errors call the model (``"model"``, ``"reference"``...).
         strict: non-finite logits raise (``True``); ``False``: the metrics they would enter are
             ``None`` (a diverged model's report still shows what could be measured).
+        progress: a description to show a progress bar over the batches under (tqdm on stderr,
+            shown only when stderr is a terminal); ``None``: no bar.
 
     Returns:
         ``forget_acc``, ``retain_acc``, ``test_acc``, ``unlearning_accuracy`` (1 - forget_acc) and
@@ -68,7 +71,7 @@ def evaluate_loaders(
     """
     return evaluate_pass(
         model, loaders, device, mia_backend, distributed=distributed, convert_input=convert_input, name=name,
-        strict=strict, attacks=False,
+        strict=strict, attacks=False, progress=progress,
     ).metrics
 
 
@@ -109,6 +112,7 @@ def evaluate_pass(
     attacks: bool = True,
     fprs: Sequence[float] = DEFAULT_FPRS,
     keep_samples: bool = False,
+    progress: Optional[str] = None,
 ) -> EvaluationPass:
     """:func:`evaluate_loaders`, plus the population membership attacks from the same forward pass.
 
@@ -121,7 +125,7 @@ def evaluate_pass(
     solver.
 
     Args:
-        model, loaders, device, mia_backend, distributed, convert_input, name, strict: see
+        model, loaders, device, mia_backend, distributed, convert_input, name, strict, progress: see
             :func:`evaluate_loaders`.
         attacks: run the population attacks and keep the margins.
         fprs: the low false-positive rates of the TPR readings.
@@ -144,15 +148,18 @@ def evaluate_pass(
 
     rank, world = _rank_and_world(distributed)
     sync = world > 1
-    accuracy = {split: Accuracy(sync_on_compute=sync).to(device) for split in EVAL_SPLITS}
+    accuracy = {split: ClassificationAccuracy(sync_on_compute=sync).to(device) for split in EVAL_SPLITS}
     mia = MIAEfficacy(backend=mia_backend, sync_on_compute=sync).to(device)
     membership = MembershipAudit(fprs=fprs, backend=mia_backend, sync_on_compute=sync).to(device) if attacks else None
     finite = {split: True for split in EVAL_SPLITS}
     was_training = model.training
     model.eval()
+    bar = _progress_bar(progress, loaders)
     try:
         for split in EVAL_SPLITS:
             for offset, x, y in _batches_of_rank(loaders[split], split, rank, world):
+                if bar is not None:
+                    bar.update(world)
                 if convert_input is not None:
                     x = convert_input(x)
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -169,6 +176,8 @@ def evaluate_pass(
                     membership.update(logits, y, split, index=index)
     finally:
         model.train(was_training)
+        if bar is not None:
+            bar.close()
     if sync:  # every rank takes the same decisions below (each compute() is a collective)
         flags = torch.tensor([int(not finite[s]) for s in EVAL_SPLITS], device=device)
         torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
@@ -233,6 +242,22 @@ def evaluate(
     ``evaluation_dataloaders()``, e.g. an :class:`~lightning_unlearn.data.UnlearningDataModule`);
     ``kwargs`` (``distributed``, ``convert_input``, ``name``, ``strict``) go to :func:`evaluate_loaders`."""
     return evaluate_loaders(model, datamodule.evaluation_dataloaders(), device, mia_backend, **kwargs)
+
+
+def _progress_bar(description: Optional[str], loaders: Mapping[str, Iterable]) -> Any:
+    """A tqdm bar over the evaluation batches (``None`` without ``description``); tqdm's
+    ``disable=None`` keeps it quiet when stderr is not a terminal."""
+    if description is None:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm comes with lightning
+        return None
+    try:
+        total: Optional[int] = sum(len(loaders[split]) for split in EVAL_SPLITS)  # type: ignore[arg-type]
+    except TypeError:
+        total = None
+    return tqdm(total=total, desc=description, unit="batch", leave=False, disable=None, dynamic_ncols=True)
 
 
 def _rank_and_world(distributed: bool) -> tuple[int, int]:

@@ -6,7 +6,7 @@ from lightning_unlearn.models.lenet import LeNet5, LeNet300100
 from lightning_unlearn.models.network import buffers_restored, check_logits, copy_network, eval_mode, network_of, reinitialise
 from lightning_unlearn.models.resnet import ResNet18
 from lightning_unlearn.models.tiny_lm import TinyCausalLM
-from lightning_unlearn.models.weights import load_weights, read_state_dict, weights_sha256
+from lightning_unlearn.models.weights import export_weights, load_weights, read_state_dict, weights_sha256
 
 __all__ = [
     "ClassifierModule",
@@ -20,6 +20,7 @@ __all__ = [
     "check_logits",
     "copy_network",
     "eval_mode",
+    "export_weights",
     "load_weights",
     "network_of",
     "read_state_dict",

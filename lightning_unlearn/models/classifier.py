@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import functools
+import os
+
 from typing import Any, Callable, ClassVar, Iterable, Literal, Optional, Union
 
 import lightning as L
+from lightning.pytorch.utilities.model_helpers import is_overridden
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler as LRSchedulerBase
 
+from lightning_unlearn.data.access import batch_xy
 from lightning_unlearn.models.divergence import DivergenceGuard
+from lightning_unlearn.models.weights import export_weights
 from lightning_unlearn.validation import check_float
 
 # Same shapes as lightning.pytorch.cli.OptimizerCallable / LRSchedulerCallable, defined here so
@@ -87,6 +93,18 @@ class ClassifierModule(L.LightningModule):
         # in train mode (BatchNorm batch statistics), as every reference recipe trains.
         self.model.train()
 
+    def export(self, path: str, report: Optional[str] = None) -> str:
+        """Writes the network (``self.model``: the unlearned classifier after a method's fit) as a
+        plain ``state_dict`` with the keys of the network's own class, atomically, plus a sidecar
+        ``<path>.json`` with its SHA-256 and the report's (``report``: default the ``report_path`` of
+        a callback on the trainer, e.g. :class:`~lightning_unlearn.callbacks.UnlearningEvaluation`).
+        Load it back with ``MyNet().load_state_dict(torch.load(path, weights_only=True))``.
+        Returns ``path`` (see :func:`~lightning_unlearn.models.weights.export_weights`)."""
+        if report is None and self._trainer is not None:
+            found = [getattr(cb, "report_path", None) for cb in self.trainer.callbacks]
+            report = next((r for r in found if r and os.path.isfile(r)), None)
+        return str(export_weights(self.model, path, report=report, source=type(self).__name__))
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters handed to the optimiser."""
         return [p for p in self.model.parameters() if p.requires_grad]
@@ -106,13 +124,25 @@ class ClassifierModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler_factory(optimizer)}
 
     def _accuracy_step(self, batch: Any, stage: str) -> None:
-        x, y = batch
+        x, y = batch_xy(batch, who=f"The {stage} loader")
         logits = self(x)
         self.log(f"{stage}/loss", F.cross_entropy(logits, y), prog_bar=False)
         self.log(f"{stage}/acc", (logits.argmax(-1) == y).float().mean(), prog_bar=True)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._accuracy_step(batch, "val")
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        """No callbacks; a fit on a datamodule without validation data runs this module without a
+        validation step (so Lightning does not warn that it has no ``val_dataloader``)."""
+        self.__dict__.pop("validation_step", None)
+        trainer = self._trainer
+        datamodule = getattr(trainer, "datamodule", None)
+        if trainer is not None and trainer.state.fn == "fit" and datamodule is not None and not is_overridden(
+            "val_dataloader", datamodule
+        ):
+            self.validation_step = functools.partial(L.LightningModule.validation_step, self)  # type: ignore[method-assign]
+        return []
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._accuracy_step(batch, "test")
@@ -144,7 +174,7 @@ class ImageClassifier(ClassifierModule):
         self.save_hyperparameters(ignore=["model", "optimizer", "lr_scheduler"])
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        x, y = batch
+        x, y = batch_xy(batch, who="The training loader")
         loss = F.cross_entropy(self(x), y)
         self.log("train/loss", loss, prog_bar=True)
         return loss

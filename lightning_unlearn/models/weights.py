@@ -4,15 +4,18 @@ by their SHA-256."""
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import tempfile
 import pickle
 import re
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any, Mapping, Optional, Union
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["check_state_fits", "load_weights", "read_state_dict", "weights_sha256"]
+__all__ = ["check_state_fits", "export_weights", "load_weights", "read_state_dict", "weights_sha256"]
 
 _SAVE_HINT = "save it with `torch.save(net.state_dict(), path)` or use a Lightning checkpoint of a method/ImageClassifier"
 
@@ -141,3 +144,55 @@ def weights_sha256(weights: Union[nn.Module, Mapping[str, Tensor]]) -> str:
         digest.update(f"{key}:{str(data.dtype).replace('torch.', '')}:{tuple(data.shape)};".encode())
         digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def export_weights(
+    weights: Union[nn.Module, Mapping[str, Tensor]], path: Union[str, Path], report: Optional[Union[str, Path]] = None,
+    source: Optional[str] = None,
+) -> Path:
+    """Writes a network's ``state_dict`` to ``path`` for ``net.load_state_dict(torch.load(path,
+    weights_only=True))``, atomically (a temporary file in the same folder, then ``os.replace``),
+    with a sidecar ``<path>.json``: the weights' SHA-256 (:func:`weights_sha256`), the report's
+    path, SHA-256 and whether the report describes these weights (``recipe.model.sha256_after``),
+    and the source checkpoint. Tensors are saved on the CPU, detached. Returns ``path``.
+
+    Example::
+
+        >>> import tempfile, os
+        >>> net = nn.Linear(2, 2)
+        >>> out = export_weights(net, os.path.join(tempfile.mkdtemp(), "net.pt"))
+        >>> nn.Linear(2, 2).load_state_dict(torch.load(out, weights_only=True))
+        <All keys matched successfully>
+
+    Raises:
+        ValueError: ``path`` is a folder, or ``report`` is not a readable JSON report.
+    """
+    state = weights.state_dict() if isinstance(weights, nn.Module) else weights
+    state = {key: value.detach().cpu() for key, value in state.items()}
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"The export path {str(path)!r} is a folder: give a file name, e.g. {str(path / 'net.pt')!r}.")
+    meta: dict[str, Any] = {"weights_sha256": weights_sha256(state), "source": source, "report": None}
+    if report is not None:
+        try:
+            raw = Path(report).read_bytes()
+            described = json.loads(raw).get("recipe", {}).get("model", {}).get("sha256_after")
+        except (OSError, ValueError, AttributeError) as err:
+            raise ValueError(f"report={str(report)!r} is not a readable JSON report ({err}).") from None
+        meta.update(report=str(report), report_sha256=hashlib.sha256(raw).hexdigest(),
+                    report_matches=described == meta["weights_sha256"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for target, write in ((path, lambda f: torch.save(state, f)),
+                          (Path(f"{path}.json"), lambda f: f.write((json.dumps(meta, indent=2) + "\n").encode()))):
+        fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                write(handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, target)
+        except BaseException:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+            raise
+    return path

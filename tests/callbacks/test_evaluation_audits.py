@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import lightning as L
@@ -28,6 +29,7 @@ class WandbLogger(Logger):
         super().__init__()
         self.tables: dict[str, Any] = {}
         self.images: dict[str, list] = {}
+        self.experiment = SimpleNamespace(id="fake", log_artifact=lambda artifact: None)
 
     name = "fake"
     version = 0

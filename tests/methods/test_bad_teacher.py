@@ -23,7 +23,7 @@ from lightning_unlearn.models import SmallCNN
 from tests.conftest import quiet_trainer
 from tests.methods.test_methods import accuracy
 
-CONFIG = yaml.safe_load((Path(__file__).parents[2] / "configs" / "digits" / "bad_teacher.yaml").read_text())
+CONFIG = yaml.safe_load((Path(__file__).parents[2] / "lightning_unlearn" / "configs" / "digits" / "bad_teacher.yaml").read_text())
 
 
 def config_datamodule() -> DigitsDataModule:

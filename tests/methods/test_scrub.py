@@ -21,7 +21,7 @@ from lightning_unlearn.methods.scrub import scrub_distance
 from tests.conftest import assert_same_state, quiet_trainer, run_and_resume
 from tests.methods.test_methods import accuracy
 
-CONFIG = Path(__file__).parents[2] / "configs" / "digits" / "scrub.yaml"
+CONFIG = Path(__file__).parents[2] / "lightning_unlearn" / "configs" / "digits" / "scrub.yaml"
 
 
 class PhaseRecorder(Callback):

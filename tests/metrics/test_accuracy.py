@@ -1,4 +1,4 @@
-"""Accuracy / unlearning accuracy: functional core against sklearn, Metric against the functional."""
+"""ClassificationAccuracy / unlearning accuracy: functional core against sklearn, Metric against the functional."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score
 
-from lightning_unlearn.metrics import Accuracy, UnlearningAccuracy
-from lightning_unlearn.metrics.functional import accuracy, unlearning_accuracy
+from lightning_unlearn.metrics import ClassificationAccuracy, UnlearningAccuracy
+from lightning_unlearn.metrics.functional import classification_accuracy as accuracy, unlearning_accuracy
 from lightning_unlearn.metrics.functional.accuracy import _accuracy_compute, _accuracy_update
 
 
@@ -44,7 +44,7 @@ def test_accuracy_half_precision_logits():
     assert accuracy(half, target).item() == pytest.approx(expected, abs=1e-6)
 
 
-@pytest.mark.parametrize("metric_cls, fn", [(Accuracy, accuracy), (UnlearningAccuracy, unlearning_accuracy)])
+@pytest.mark.parametrize("metric_cls, fn", [(ClassificationAccuracy, accuracy), (UnlearningAccuracy, unlearning_accuracy)])
 def test_metric_over_batches_equals_functional_on_concatenation(metric_cls, fn):
     g = torch.Generator().manual_seed(3)
     batches = [(torch.randn(n, 4, generator=g), torch.randint(0, 4, (n,), generator=g)) for n in (7, 16, 1, 30)]
@@ -64,17 +64,17 @@ def test_metric_over_batches_equals_functional_on_concatenation(metric_cls, fn):
 
 def test_unlearning_accuracy_metric_is_one_minus_accuracy_metric():
     g = torch.Generator().manual_seed(4)
-    acc, ua = Accuracy(), UnlearningAccuracy()
+    acc, ua = ClassificationAccuracy(), UnlearningAccuracy()
     for _ in range(3):
         preds, target = torch.randn(20, 3, generator=g), torch.randint(0, 3, (20,), generator=g)
         acc.update(preds, target)
         ua.update(preds, target)
     assert ua.compute().item() == pytest.approx(1 - acc.compute().item(), abs=1e-7)
-    assert Accuracy.higher_is_better is True and Accuracy.full_state_update is False
+    assert ClassificationAccuracy.higher_is_better is True and ClassificationAccuracy.full_state_update is False
 
 
 def test_metric_states_are_sum_reduced():
-    metric = Accuracy()
+    metric = ClassificationAccuracy()
     assert metric._reductions["correct"].__name__ == metric._reductions["total"].__name__ == "dim_zero_sum"
 
 
@@ -96,4 +96,16 @@ def test_invalid_inputs_raise_value_error_naming_the_argument(preds, target, nam
     with pytest.raises(ValueError, match=name):
         accuracy(preds, target)
     with pytest.raises(ValueError, match=name):
-        Accuracy().update(preds, target)
+        ClassificationAccuracy().update(preds, target)
+
+
+def test_no_name_shadows_torchmetrics() -> None:
+    import torchmetrics
+
+    import torchmetrics.functional
+
+    import lightning_unlearn.metrics as ours
+    import lightning_unlearn.metrics.functional as ours_functional
+
+    assert not set(ours.__all__) - {"functional"} & set(torchmetrics.__all__)
+    assert not set(ours_functional.__all__) & set(torchmetrics.functional.__all__)

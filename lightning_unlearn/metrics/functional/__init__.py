@@ -1,6 +1,6 @@
 """Functional unlearning metrics: plain functions over tensors, usable in any loop."""
 
-from lightning_unlearn.metrics.functional.accuracy import accuracy, unlearning_accuracy
+from lightning_unlearn.metrics.functional.accuracy import classification_accuracy, unlearning_accuracy
 from lightning_unlearn.metrics.functional.attacks import (
     ATTACK_PAIRS,
     THRESHOLD_ATTACKS,
@@ -28,15 +28,15 @@ from lightning_unlearn.metrics.functional.zrf import jensen_shannon, zrf_score
 
 __all__ = [
     "ATTACK_PAIRS",
-    "THRESHOLD_ATTACKS",
-    "accuracy",
     "attack_scores",
     "avg_gap",
     "challenge_score",
+    "classification_accuracy",
     "entropy_mia",
     "epsilon_scores",
     "fit_linear_probe",
     "fit_logistic_regression",
+    "THRESHOLD_ATTACKS",
     "gap_closed",
     "klom",
     "knn_accuracy",

@@ -62,7 +62,7 @@ def _unlearning_accuracy_compute(correct: Tensor, total: Tensor) -> Tensor:
     return 1.0 - _accuracy_compute(correct, total)
 
 
-def accuracy(preds: Tensor, target: Tensor) -> Tensor:
+def classification_accuracy(preds: Tensor, target: Tensor) -> Tensor:
     """Top-1 accuracy, a fraction in ``[0, 1]``.
 
     Args:
@@ -79,7 +79,7 @@ def accuracy(preds: Tensor, target: Tensor) -> Tensor:
         >>> import torch
         >>> preds = torch.tensor([[2.0, 0.1], [0.3, 1.0], [0.9, 0.2], [0.0, 3.0]])
         >>> target = torch.tensor([0, 1, 1, 1])
-        >>> accuracy(preds, target)
+        >>> classification_accuracy(preds, target)
         tensor(0.7500)
     """
     correct, total = _accuracy_update(preds, target)
