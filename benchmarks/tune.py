@@ -156,7 +156,7 @@ def candidates(spec: MethodSpec, grid: RowGrid = RowGrid()) -> Iterator[tuple[Me
         for (where, key, _), value in zip(grids, values):
             (init_args if where is None else callbacks[where]["init_args"])[key] = value
         options = {**trainer, **({"limit_train_batches": fraction} if fraction is not None else {})}
-        yield MethodSpec(spec.method, epochs, init_args, callbacks, options), not length_dependent
+        yield MethodSpec(spec.method, epochs, init_args, callbacks, trainer=options), not length_dependent
 
 
 def tune(config: dict[str, Any], scenario: str, row_grids: Optional[dict[str, RowGrid]] = None) -> tuple[dict, str]:

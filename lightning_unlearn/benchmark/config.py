@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from dataclasses import KW_ONLY, MISSING, asdict, dataclass, field, fields, is_dataclass
 from typing import Any, Literal, Mapping, Optional, Union
 
 from torch import nn
@@ -106,6 +106,7 @@ class MethodSpec:
     max_epochs: int = 5
     init_args: dict[str, Any] = field(default_factory=dict)
     callbacks: list[dict[str, Any]] = field(default_factory=list)
+    _: KW_ONLY  # the protocol fields below are named, never positional
     original: str = DENSE
     reference: Optional[str] = None
     shuffle_seed: Optional[int] = None

@@ -517,11 +517,11 @@ def tune_row(
     # 4. shorter fits of a length-dependent row at the best setting
     if length_dependent and best is not None:
         chosen_spec = MethodSpec(best["method"], best["max_epochs"], best["init_args"], best.get("callbacks") or [],
-                                 best.get("trainer") or {})
+                                 trainer=best.get("trainer") or {})
         for epochs in range(1, spec.max_epochs):
             run(replace(chosen_spec, max_epochs=epochs))
     # 5. extra knobs at the best setting, one at a time
-    base = (MethodSpec(best["method"], spec.max_epochs, best["init_args"], best.get("callbacks") or [], best.get("trainer") or {})
+    base = (MethodSpec(best["method"], spec.max_epochs, best["init_args"], best.get("callbacks") or [], trainer=best.get("trainer") or {})
             if best is not None else current)
     knobs: list[tuple[Optional[int], str, tuple[Any, ...]]] = [(None, k, v) for k, v in EXTRA_KNOBS.get(spec.method, {}).items()]
     for i, callback in enumerate(base.callbacks):
