@@ -23,8 +23,14 @@ def test_readme_python_example_runs(original, digits_classwise, tmp_path, monkey
     assert all(torch.equal(v, original.state_dict()[k]) for k, v in before.items())  # untouched
 
 
-def test_readme_starts_with_the_two_commands():
+def test_readme_starts_with_title_pitch_and_the_two_commands():
+    """Title, one paragraph of pitch, then exactly the two commands (install + run the main job;
+    install + run the tests, the line .ci/run calls)."""
     lines = README.read_text().splitlines()
-    assert lines[0] == "```bash" and lines[3] == "```"
-    assert "lightning-unlearn compare --config configs/quickstart.yaml" in lines[1]
-    assert "pytest" in lines[2] and lines[2] in Path(README.parent / ".ci/run").read_text()
+    assert lines[0] == "# lightning-unlearn" and lines[1] == ""
+    start = lines.index("```bash")
+    pitch = lines[2:start]
+    assert pitch[-1] == "" and "" not in pitch[:-1] and not any(line.startswith(("#", "```")) for line in pitch)
+    assert lines[start + 3] == "```"
+    assert "lightning-unlearn compare --config configs/quickstart.yaml" in lines[start + 1]
+    assert "pytest" in lines[start + 2] and lines[start + 2] in Path(README.parent / ".ci/run").read_text()
