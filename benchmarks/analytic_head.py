@@ -42,9 +42,9 @@ def run(dims: list[int], remove: int, repeats: int = 3, classes: int = 10) -> tu
         y = torch.randint(classes, (n,), generator=g)
         memory = analytic_memory(x, y, classes, gamma=1.0)
         k = min(remove, n // 2)
-        single = _median_time(lambda: forget_rows(memory, x[:k], y[:k], chunk_size=1), repeats)
-        chunked = _median_time(lambda: forget_rows(memory, x[:k], y[:k]), repeats)
-        refit = _median_time(lambda: least_squares_head(x[k:], y[k:], classes, gamma=1.0), repeats)
+        single = _median_time(lambda memory=memory, x=x, y=y, k=k: forget_rows(memory, x[:k], y[:k], chunk_size=1), repeats)
+        chunked = _median_time(lambda memory=memory, x=x, y=y, k=k: forget_rows(memory, x[:k], y[:k]), repeats)
+        refit = _median_time(lambda x=x, y=y, k=k: least_squares_head(x[k:], y[k:], classes, gamma=1.0), repeats)
         error = float((forget_rows(memory, x[:k], y[:k]).weight - least_squares_head(x[k:], y[k:], classes)).abs().max())
         rows.append({"d": d, "n": n, "removed": k, "per_sample_rank1_us": 1e6 * single / k,
                      "per_sample_chunked_us": 1e6 * chunked / k, "refit_ms": 1e3 * refit, "max_abs_diff": error})

@@ -15,14 +15,22 @@ between hardness and Avg. Gap over the requests.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional
 
 import torch
 import yaml
 
 from benchmarks.common import emit
 from lightning_unlearn.benchmark import (
-    REFERENCE, OriginalSpec, check_methods, parse_config, quiet_fit_warnings, run_row, table_row, train_original,
+    REFERENCE,
+    OriginalSpec,
+    check_methods,
+    parse_config,
+    quiet_fit_warnings,
+    run_row,
+    table_row,
+    train_original,
     trainer_options,
 )
 from lightning_unlearn.data import ForgetSpec

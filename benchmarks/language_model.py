@@ -29,7 +29,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def run() -> tuple[dict, str]:
     blocks = re.findall(r"```python\n(.*?)```", README.read_text().split("## Beyond class labels")[1], re.S)[:2]
     namespace: dict = {}
-    exec(compile(blocks[0], "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
     lm, dm = namespace["lm"], namespace["dm"]
     probes = dm.extraction_probes()
 
@@ -39,7 +39,7 @@ def run() -> tuple[dict, str]:
 
     rows = {"trained LM": scores(lm)}
     readme = {**namespace, "lm": copy.deepcopy(lm)}
-    exec(compile(blocks[1], "README.md", "exec"), readme)  # noqa: S102
+    exec(compile(blocks[1], "README.md", "exec"), readme)
     rows["NPO (beta 0.1, lr 0.01, 3 epochs) + SaliencyMask + GradientProjection"] = scores(readme["npo"].model)
     for name, make, epochs, callbacks in [
         ("NPO (beta 0.1, lr 0.01, 3 epochs), no callbacks", lambda m: NPO(m, beta=0.1, lr=0.01, momentum=0.0), 3, False),

@@ -20,7 +20,7 @@ import argparse
 import copy
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import lightning as L
 import torch
@@ -105,8 +105,8 @@ def run(train_size: int, repeats: int, steps: int, data: str = "fashion-mnist") 
         if entry.name in SKIP_CALLBACKS:
             continue
         rows.append(dict(callback=entry.cls.__name__, **paired_steps(
-            lambda: (RandomLabel(copy.deepcopy(model)), prerequisites(entry.name)),
-            lambda: (RandomLabel(copy.deepcopy(model)), [*prerequisites(entry.name), entry.cls()]),
+            lambda entry=entry: (RandomLabel(copy.deepcopy(model)), prerequisites(entry.name)),
+            lambda entry=entry: (RandomLabel(copy.deepcopy(model)), [*prerequisites(entry.name), entry.cls()]),
             dm, repeats, steps)))
     # 3. implicit gradient surgery (eu_fast) vs the plain paired-batch method
     implicit_fast = paired_steps(lambda: (NegGradPlus(copy.deepcopy(model), **OPTIMISER), []),

@@ -28,7 +28,14 @@ import yaml
 
 from benchmarks.common import emit, mean_std
 from lightning_unlearn.benchmark import (
-    REFERENCE, load_config, percent, quiet_fit_warnings, run_row, table_row, train_original, trainer_options,
+    REFERENCE,
+    load_config,
+    percent,
+    quiet_fit_warnings,
+    run_row,
+    table_row,
+    train_original,
+    trainer_options,
 )
 from lightning_unlearn.benchmark.tuning import SampleCounter
 from lightning_unlearn.metrics.evaluation import evaluate

@@ -30,9 +30,10 @@ import argparse
 import itertools
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import lightning as L
 import yaml
@@ -41,7 +42,14 @@ from benchmarks.common import emit
 from benchmarks.quality import SCENARIOS, scenario_config, select_rows
 from lightning_unlearn import registry
 from lightning_unlearn.benchmark import (
-    REFERENCE, MethodSpec, load_config, percent, quiet_fit_warnings, run_row, train_original, trainer_options,
+    REFERENCE,
+    MethodSpec,
+    load_config,
+    percent,
+    quiet_fit_warnings,
+    run_row,
+    train_original,
+    trainer_options,
 )
 from lightning_unlearn.metrics.evaluation import evaluate
 from lightning_unlearn.metrics.functional import avg_gap

@@ -37,8 +37,9 @@ package needs torch, lightning and torchmetrics alone.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 DESCRIPTION = """Machine unlearning for PyTorch Lightning.
 
@@ -100,9 +101,9 @@ def _wrapped(title: str, names: str, width: int = 96) -> str:
 def import_parts() -> None:
     """Imports every class the CLI may name, so that jsonargparse resolves short class names
     (``--model=SCRUB``, ``--trainer.callbacks+=SaliencyMask``) without a config importing them."""
-    import lightning_unlearn.callbacks  # noqa: F401
-    import lightning_unlearn.data  # noqa: F401
-    import lightning_unlearn.methods  # noqa: F401
+    import lightning_unlearn.callbacks
+    import lightning_unlearn.data
+    import lightning_unlearn.methods
     import lightning_unlearn.models  # noqa: F401
 
 

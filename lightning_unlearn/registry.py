@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal, Optional, TypeVar
+from typing import Literal, Optional, TypeVar
 
 T = TypeVar("T", bound=type)
 

@@ -58,7 +58,7 @@ def test_evaluation_speed_smoke():
 
 def test_scaling_smoke(tmp_path):
     pytest.importorskip("matplotlib")
-    result, table = scaling.run([0.1, 0.3], ["small_cnn"], 0, "digits")
+    result, _table = scaling.run([0.1, 0.3], ["small_cnn"], 0, "digits")
     assert len(result["rows"]) == 2 * len(scaling.METHODS)
     scaling.plot(result, str(tmp_path / "s.png"))
     assert (tmp_path / "s.png").stat().st_size > 1000
@@ -122,7 +122,7 @@ def test_tune_smoke_chooses_on_the_validation_request(tmp_path, monkeypatch):
     from lightning_unlearn.metrics.evaluation import evaluate
     from lightning_unlearn.metrics.keys import GAP_METRICS
 
-    cfg, specs, original_spec = load_config(quality.scenario_config(config, "classwise", tune.VALIDATION_SEED,
+    cfg, _specs, original_spec = load_config(quality.scenario_config(config, "classwise", tune.VALIDATION_SEED,
                                                                     validation_class=tune.VALIDATION_CLASS))
     original, _ = train_original(cfg.model, cfg.data, original_spec, tune.VALIDATION_SEED, accelerator="cpu")
     run = run_row(MethodSpec("gradient_ascent", 1, {"lr": 0.01}), original, cfg.data, tune.VALIDATION_SEED,

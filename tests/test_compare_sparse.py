@@ -10,8 +10,16 @@ import pytest
 import torch
 
 from lightning_unlearn.benchmark import (
-    DENSE, MethodSpec, PipelineSpec, check_methods, check_originals, effective_spec, format_table, parse_config,
-    reference_rows, run_compare,
+    DENSE,
+    MethodSpec,
+    PipelineSpec,
+    check_methods,
+    check_originals,
+    effective_spec,
+    format_table,
+    parse_config,
+    reference_rows,
+    run_compare,
 )
 from lightning_unlearn.benchmark.config import OriginalSpec
 from lightning_unlearn.metrics.functional import gap_closed, mask_iou, masks_of

@@ -16,8 +16,8 @@ import torch
 
 from lightning_unlearn import registry
 from lightning_unlearn.callbacks import UnlearningEvaluation
-from lightning_unlearn.metrics.keys import METRICS
 from lightning_unlearn.methods import RandomLabel
+from lightning_unlearn.metrics.keys import METRICS
 from tests.conftest import quiet_trainer, required_args
 
 TOLERANCE = 0.15

@@ -56,7 +56,7 @@ def test_a_changed_report_breaks_the_chain(chain):
     _, out, _ = chain
     reports = [json.loads((out / "reports" / "gradient_ascent" / f"step_{k}.json").read_text()) for k in range(2)]
     reports[0]["metrics"]["after"]["forget_acc"] = 0.5
-    with pytest.raises(ValueError, match="report 1 .*altered or reordered"):
+    with pytest.raises(ValueError, match=r"report 1 .*altered or reordered"):
         verify_report_chain(reports)
     with pytest.raises(ValueError, match="no `chain` block"):
         verify_report_chain([{"method": "x"}])

@@ -19,8 +19,8 @@ from lightning_unlearn.benchmark.tuning import (
     tune_row,
 )
 from lightning_unlearn.data import DigitsDataModule, ForgetSpec
+from lightning_unlearn.methods import SSD, FineTune, RandomLabel
 from lightning_unlearn.metrics import evaluate
-from lightning_unlearn.methods import FineTune, RandomLabel, SSD
 from tests.conftest import quiet_trainer
 
 

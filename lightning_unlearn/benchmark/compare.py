@@ -17,13 +17,25 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 from lightning_unlearn.benchmark.config import DENSE, Config, build_parser, check_originals, load_config, resolve_config_args
 from lightning_unlearn.benchmark.runner import (
-    EpochSnapshots, RowRun, effective_spec, lightning_info_silenced, quiet_fit_warnings, reference_rows, row_topologies, run_row, topology_of,
-    train_original, train_pipeline_original, trainer_options, with_shuffle_seed,
+    EpochSnapshots,
+    RowRun,
+    effective_spec,
+    lightning_info_silenced,
+    quiet_fit_warnings,
+    reference_rows,
+    row_topologies,
+    run_row,
+    topology_of,
+    train_original,
+    train_pipeline_original,
+    trainer_options,
+    with_shuffle_seed,
 )
 from lightning_unlearn.benchmark.table import audit_columns, percent, print_table, table_row
 from lightning_unlearn.metrics.evaluation import evaluate, evaluate_pass

@@ -33,9 +33,10 @@ module needs torch and lightning alone.
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from collections.abc import Mapping
 from dataclasses import KW_ONLY, MISSING, asdict, dataclass, field, fields, is_dataclass
-from typing import Any, Literal, Mapping, Optional, Union
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
 
 from torch import nn
 

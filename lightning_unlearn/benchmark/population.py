@@ -31,9 +31,10 @@ import hashlib
 import json
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Optional, Union
 
 import torch
 from torch import Tensor, nn

@@ -8,13 +8,14 @@ they train and measure alike: one device, no logger, checkpoints, progress bar o
 from __future__ import annotations
 
 import contextlib
-import logging
 import copy
+import logging
 import os
 import time
 import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import Any, Optional
 
 import lightning as L
 import torch

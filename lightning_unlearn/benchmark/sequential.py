@@ -40,23 +40,37 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Optional
 
 import torch
 from torch import nn
 
-from lightning_unlearn.benchmark.config import REFERENCE, MethodSpec, OriginalSpec, build_parser, check_methods, resolve_config_args
-from lightning_unlearn.benchmark.runner import lightning_info_silenced, quiet_fit_warnings, run_row, train_original, trainer_options
+from lightning_unlearn.benchmark.config import (
+    REFERENCE,
+    MethodSpec,
+    OriginalSpec,
+    build_parser,
+    check_methods,
+    resolve_config_args,
+)
+from lightning_unlearn.benchmark.runner import (
+    lightning_info_silenced,
+    quiet_fit_warnings,
+    run_row,
+    train_original,
+    trainer_options,
+)
 from lightning_unlearn.benchmark.table import percent, table_row
 from lightning_unlearn.data.datamodule import UnlearningDataModule
 from lightning_unlearn.data.requests import as_requests
 from lightning_unlearn.metrics.evaluation import evaluate
 from lightning_unlearn.metrics.keys import GAP_METRICS
 from lightning_unlearn.metrics.relapse import RELAPSE_ROW_KEYS, relapse_metrics, relapse_rows
+from lightning_unlearn.models.network import copy_network
 from lightning_unlearn.report import build_report, chain_report, json_safe, report_sha256, versions, write_json, write_report
 from lightning_unlearn.validation import check_int, check_output_path
-from lightning_unlearn.models.network import copy_network
 
 __all__ = ["build_sequential_parser", "format_sequential_tables", "main", "run_sequential"]
 

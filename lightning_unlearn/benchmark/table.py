@@ -9,7 +9,8 @@ Columns and titles come from :data:`lightning_unlearn.metrics.keys.GAP_METRICS`;
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Optional
+from collections.abc import Iterable, Mapping
+from typing import Any, Optional
 
 from lightning_unlearn import registry
 from lightning_unlearn.benchmark.config import DENSE, REFERENCE, MethodSpec

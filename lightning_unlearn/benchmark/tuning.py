@@ -54,9 +54,10 @@ import math
 import sys
 import time
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Optional
 
 import lightning as L
 import torch
@@ -70,10 +71,10 @@ from lightning_unlearn.data.datamodule import UnlearningDataModule
 from lightning_unlearn.methods.one_shot import OneShotEdit
 from lightning_unlearn.methods.scrub import SCRUB
 from lightning_unlearn.metrics.functional import mia_efficacy, true_class_confidence
+from lightning_unlearn.models.network import copy_network
 from lightning_unlearn.models.weights import load_weights
 from lightning_unlearn.report import json_safe
 from lightning_unlearn.validation import check_float, check_int
-from lightning_unlearn.models.network import copy_network
 
 __all__ = [
     "EXTRA_KNOBS",

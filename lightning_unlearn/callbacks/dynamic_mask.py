@@ -14,7 +14,15 @@ import torch
 from torch import Tensor
 
 from lightning_unlearn.callbacks.masking import MaskedUpdateCallback
-from lightning_unlearn.functional.masks import ParameterFilter, Scope, check_scope, drop_and_regrow, grads_finite, topk_mask, turnover_at
+from lightning_unlearn.functional.masks import (
+    ParameterFilter,
+    Scope,
+    check_scope,
+    drop_and_regrow,
+    grads_finite,
+    topk_mask,
+    turnover_at,
+)
 from lightning_unlearn.registry import register
 from lightning_unlearn.validation import check_fraction, check_int
 

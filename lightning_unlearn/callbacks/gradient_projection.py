@@ -8,7 +8,8 @@ trainer, and logs the multiplier.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Iterator, Literal, Optional
+from collections.abc import Iterator
+from typing import Any, ClassVar, Literal, Optional
 
 import lightning as L
 import torch

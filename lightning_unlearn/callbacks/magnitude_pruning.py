@@ -9,7 +9,8 @@ takes part in the topology protocol of :class:`~lightning_unlearn.callbacks.mask
 from __future__ import annotations
 
 import os
-from typing import Any, ClassVar, Literal, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal, Optional
 
 import lightning as L
 import torch

@@ -11,7 +11,8 @@ an un-pruning callback finds and updates pruning callbacks without importing the
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal, Optional
 
 import lightning as L
 import torch

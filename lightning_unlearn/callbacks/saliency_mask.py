@@ -6,7 +6,8 @@ masking adapter; the forget data comes through :func:`lightning_unlearn.data.acc
 
 from __future__ import annotations
 
-from typing import Iterable, Literal, Optional
+from collections.abc import Iterable
+from typing import Literal, Optional
 
 import lightning as L
 import torch

@@ -19,7 +19,8 @@ Errors name the part that asked and both ways to provide the data.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Optional
+from collections.abc import Iterable, Iterator
+from typing import Any, Optional
 
 import lightning as L
 import torch

@@ -19,7 +19,8 @@ order, forget batches before retain batches.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterator, Literal, Optional
+from collections.abc import Callable, Iterator
+from typing import Any, Literal, Optional
 
 import torch
 from torch import Tensor

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Iterator, Optional, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any, Optional
 
 import lightning as L
 import torch
@@ -13,9 +14,8 @@ from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler, Subset
 
 from lightning_unlearn.data.batch_plan import ONE_PASS_PLANS, OnePassPlan, PlannedBatches
-from lightning_unlearn.data.samplers import EpochShuffleSampler
-
 from lightning_unlearn.data.requests import as_requests, resolve_requests
+from lightning_unlearn.data.samplers import EpochShuffleSampler
 from lightning_unlearn.data.spec import ForgetSpec, fingerprint
 from lightning_unlearn.validation import check_int
 

@@ -106,7 +106,7 @@ class ForgetSpec:
                 )
             forget = torch.isin(targets, torch.tensor(self.classes, dtype=targets.dtype)).nonzero().flatten()
         else:
-            count = int(round(float(self.ratio) * n))
+            count = round(float(self.ratio) * n)
             generator = torch.Generator().manual_seed(self.seed)
             forget = torch.randperm(n, generator=generator)[:count].sort().values
         if forget.numel() == 0:

@@ -9,7 +9,8 @@ Pure torch (no Lightning), the core of :class:`~lightning_unlearn.callbacks.Keep
 
 from __future__ import annotations
 
-from typing import Iterable, Optional, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F

@@ -13,8 +13,9 @@ The feature layer is named by a string:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator, Optional
+from typing import Optional
 
 from torch import Tensor, nn
 

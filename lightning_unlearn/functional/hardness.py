@@ -23,8 +23,9 @@ hardness inside a request (:func:`request_hardness`). Pure torch (no Lightning).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Iterable, Optional, Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Callable, Iterable, Literal, Mapping, Optional, Sequence, Union
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Literal, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -39,11 +40,11 @@ from torch.optim import Optimizer
 from lightning_unlearn.validation import check_choice, check_fraction
 
 __all__ = [
+    "ROUNDINGS",
+    "SCOPES",
     "MaskedParameters",
     "ParameterFilter",
-    "ROUNDINGS",
     "Rounding",
-    "SCOPES",
     "Scope",
     "check_scope",
     "drop_and_regrow",

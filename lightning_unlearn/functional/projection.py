@@ -10,7 +10,8 @@ Pure torch, usable in any training loop::
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor

@@ -14,9 +14,10 @@ The soft counterpart, l1 sparsity as a subgradient (:func:`l1_strength`,
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Literal, Optional, Sequence
+from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -38,10 +39,10 @@ from lightning_unlearn.validation import check_choice, check_fraction, check_int
 
 __all__ = [
     "L1_SCHEDULES",
-    "L1Schedule",
     "PRUNABLE_MODULES",
     "PRUNE_SUFFIX",
     "PRUNING_METHODS",
+    "L1Schedule",
     "PruningMethod",
     "PruningRecipe",
     "add_l1_subgradient",

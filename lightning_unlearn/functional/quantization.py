@@ -13,7 +13,7 @@ quantised original: forgotten knowledge comes back.
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn

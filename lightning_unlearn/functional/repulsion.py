@@ -17,7 +17,8 @@ The total objective is ``L_task + weight * L_rep``. Pure torch (no Lightning), w
 from __future__ import annotations
 
 import math
-from typing import Literal, Optional, Sequence
+from collections.abc import Sequence
+from typing import Literal, Optional
 
 import torch
 from torch import Tensor

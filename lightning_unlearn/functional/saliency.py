@@ -8,7 +8,8 @@ Pure torch, usable in any training loop::
 
 from __future__ import annotations
 
-from typing import Iterable, Literal, Optional, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F

@@ -23,8 +23,9 @@ from __future__ import annotations
 import importlib
 import math
 import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Literal, Mapping, Optional, Sequence, Union
+from typing import Literal, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -57,10 +58,10 @@ from lightning_unlearn.validation import check_choice, check_int
 
 __all__ = [
     "REVIVE",
+    "UNPRUNING_SCORES",
     "Revive",
     "ScoreContext",
     "ScoreFn",
-    "UNPRUNING_SCORES",
     "apply_unpruning",
     "gradient_score",
     "is_row_structured",

@@ -12,9 +12,9 @@ from lightning_unlearn.data.access import convert_input, require_unlearning_data
 from lightning_unlearn.functional.repulsion import REPULSION_FORMS, RepulsionForm, repulsion_term
 from lightning_unlearn.methods.base import Batch
 from lightning_unlearn.methods.teachers import TeacherStudentMethod
+from lightning_unlearn.models.network import copy_network
 from lightning_unlearn.registry import register
 from lightning_unlearn.validation import check_choice, check_float, check_int
-from lightning_unlearn.models.network import copy_network
 
 
 @register(

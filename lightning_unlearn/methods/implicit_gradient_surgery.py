@@ -8,8 +8,8 @@ from typing import Any, ClassVar, Literal, Optional
 import torch
 from torch import Tensor, nn
 
-from lightning_unlearn.methods.base import Batch, UnlearningMethod
 from lightning_unlearn.functional.labels import random_labels
+from lightning_unlearn.methods.base import Batch, UnlearningMethod
 from lightning_unlearn.models.network import buffers_restored
 from lightning_unlearn.registry import register
 from lightning_unlearn.validation import check_bool, check_choice, check_float, check_int

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, ClassVar, Optional, Union
+from collections.abc import Callable
+from typing import Any, ClassVar, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -12,10 +13,10 @@ from torch import Tensor, nn
 from lightning_unlearn.methods.base import Batch
 from lightning_unlearn.methods.teachers import TeacherStudentMethod
 from lightning_unlearn.models.classifier import OptimizerCallable
+from lightning_unlearn.models.network import copy_network
 from lightning_unlearn.models.weights import load_weights
 from lightning_unlearn.registry import register
 from lightning_unlearn.validation import check_float
-from lightning_unlearn.models.network import copy_network
 
 #: ``oracle="reference"``: the runner (compare, sequential) hands over its Retrain model.
 REFERENCE_ORACLE = "reference"

@@ -3,7 +3,8 @@ given sparse topology."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Union
+from collections.abc import Mapping
+from typing import Any, Optional, Union
 
 import torch
 from torch import Tensor, nn

@@ -16,7 +16,8 @@ Positions are kept as two exact floats ``(p // 2**23, p % 2**23)``; labels as fl
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional
 
 import torch
 from torch import Tensor

@@ -46,8 +46,9 @@ the cores). d-dimensional inputs use up to 256 landmarks and cost ``O(N * 256^2)
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence, Union
+from typing import Literal, Union
 
 import torch
 from torch import Tensor

@@ -19,7 +19,8 @@ on the same samples, exactly. The attacks themselves are the functional twins in
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal, Optional
 
 from torch import Tensor
 

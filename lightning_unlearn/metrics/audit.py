@@ -10,7 +10,8 @@ meaning in :mod:`lightning_unlearn.metrics.keys`). They are what
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -26,7 +27,7 @@ from lightning_unlearn.metrics.keys import AUDIT_PRESETS, AUDITS, BEST_AUC
 Batches = Iterable[tuple[Tensor, Tensor]]
 
 
-def resolve_audits(audits: Union[None, str, Sequence[str]]) -> tuple[str, ...]:
+def resolve_audits(audits: Union[str, Sequence[str], None]) -> tuple[str, ...]:
     """The audit names of ``audits``: ``None`` (none), a preset (``"standard"``, ``"full"``), an
     audit name, or a list mixing both; in the order of :data:`~lightning_unlearn.metrics.keys.AUDITS`.
 

@@ -12,8 +12,9 @@ Pure Python over the metric dicts an evaluation pass returns (fractions; keys of
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 from lightning_unlearn.validation import check_bool, check_float
 

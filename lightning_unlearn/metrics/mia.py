@@ -9,6 +9,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from lightning_unlearn.metrics._svc import GammaType
 from lightning_unlearn.metrics.functional.mia import (
     Backend,
     _check_mia_args,
@@ -16,7 +17,6 @@ from lightning_unlearn.metrics.functional.mia import (
     _mia_efficacy_update,
     true_class_confidence,
 )
-from lightning_unlearn.metrics._svc import GammaType
 
 Split = Literal["retain", "test", "forget"]
 _INDEX_BASE = 2**23  # positions p are stored as (p // base, p % base): each part exact in float32

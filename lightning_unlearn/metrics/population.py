@@ -10,7 +10,8 @@ convention of each audit, are in :mod:`lightning_unlearn.metrics.functional.popu
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal, Optional
 
 from torch import Tensor
 

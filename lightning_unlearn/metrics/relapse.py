@@ -18,7 +18,8 @@ Relapse of request ``j`` at step ``k`` is the change since step ``j`` (when it w
 
 from __future__ import annotations
 
-from typing import Iterable, Literal, Mapping, Optional, Sequence, Union
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Literal, Optional, Union
 
 import torch
 from torch import Tensor, nn

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import functools
 import os
-
-from typing import Any, Callable, ClassVar, Iterable, Literal, Optional, Union
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, Literal, Optional, Union
 
 import lightning as L
-from lightning.pytorch.utilities.model_helpers import is_overridden
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler as LRSchedulerBase

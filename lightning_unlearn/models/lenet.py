@@ -3,7 +3,7 @@ paper builds its sparse models with (rahulvigneswaran/Lottery-Ticket-Hypothesis-
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn

@@ -4,8 +4,9 @@ passes without side effects (eval mode, buffers restored)."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator, Optional, TypeVar
+from typing import Any, Optional, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -167,7 +168,7 @@ def reinitialise(model: nn.Module, seed: Optional[int] = None) -> nn.Module:
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
                 with torch.no_grad():
-                    for name, param, mask in _reparametrised(module):
+                    for name, param, _mask in _reparametrised(module):
                         fresh = vars(module).get(name)
                         if isinstance(fresh, Tensor) and fresh.shape == param.shape:
                             param.copy_(fresh)

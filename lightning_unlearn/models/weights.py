@@ -6,11 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import pickle
 import re
+import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 from torch import Tensor, nn

@@ -18,7 +18,8 @@ is flagged ``out of line``; without a floor it is listed with ``no noise floor``
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, Optional
 
 from lightning_unlearn.metrics.keys import MEANING_TEXT, METRICS, higher_means
 

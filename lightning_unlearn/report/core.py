@@ -14,10 +14,11 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Optional, Union
 
 from lightning_unlearn.metrics.keys import METRICS
 from lightning_unlearn.validation import check_readable_file

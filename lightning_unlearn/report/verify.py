@@ -205,7 +205,7 @@ def _recipe_problems(recipe: Any, forget: Any, completed: bool) -> list[str]:
         problems.append("the recipe lists forget indices: a report never carries them")
     model = recipe["model"]
     if not isinstance(model, dict):
-        return problems + ["recipe.model is not an object"]
+        return [*problems, "recipe.model is not an object"]
     for key in ("sha256_before", "sha256_after"):
         value = model.get(key)
         if value is None and not (key == "sha256_after" and completed):

@@ -31,7 +31,7 @@ def population(tmp_path_factory):
 
 
 def test_eight_models_per_population_and_the_per_example_audits(population):
-    cache, result = population
+    _cache, result = population
     assert result["models"] == 8 and result["seeds"] == list(range(8))
     rows = {row["name"]: row for row in result["rows"]}
     assert list(rows) == ["retrain", "finetune"]

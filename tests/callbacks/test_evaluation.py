@@ -106,7 +106,7 @@ def test_reference_with_other_classes_is_rejected_before_any_step(original, digi
 
     method = GradientAscent(original)
     start = copy.deepcopy(method.model.state_dict())
-    with pytest.raises(ValueError, match="reference.*12 logits"):
+    with pytest.raises(ValueError, match=r"reference.*12 logits"):
         quiet_trainer(max_steps=1, callbacks=[UnlearningEvaluation(reference=SmallCNN(1, 12))]).fit(
             method, datamodule=digits_classwise)
     assert all(torch.equal(start[k], v) for k, v in method.model.state_dict().items())

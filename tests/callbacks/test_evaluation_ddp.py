@@ -14,9 +14,9 @@ import torch
 
 from lightning_unlearn.callbacks import UnlearningEvaluation
 from lightning_unlearn.data import DigitsDataModule, ForgetSpec
+from lightning_unlearn.methods import FineTune
 from lightning_unlearn.metrics import evaluate, evaluate_pass
 from lightning_unlearn.metrics.keys import METRICS
-from lightning_unlearn.methods import FineTune
 from lightning_unlearn.report import verify_report
 from tests.conftest import QUIET
 

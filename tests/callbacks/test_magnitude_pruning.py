@@ -19,7 +19,8 @@ from lightning_unlearn.models import SmallCNN
 from tests.callbacks import user_module
 from tests.conftest import quiet_trainer
 
-def UserModule() -> L.LightningModule:  # noqa: N802 - the shared plain user module, 8 hidden units
+
+def UserModule() -> L.LightningModule:
     return user_module.UserModule(hidden=8)
 
 

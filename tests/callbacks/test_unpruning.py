@@ -19,7 +19,7 @@ from lightning_unlearn.methods import FineTune, RandomLabel
 from lightning_unlearn.metrics import topology_report
 from lightning_unlearn.metrics.functional import mask_iou, sparsity
 from tests.conftest import quiet_trainer
-from tests.functional.built_case import D, K, built_data, built_models, built_datamodule, linear_net
+from tests.functional.built_case import D, K, built_data, built_datamodule, built_models, linear_net
 
 T, F = True, False
 
@@ -60,7 +60,11 @@ def test_one_shot_revives_at_the_values_before_pruning_or_at_zero(models):
         pruning, unpruning = MagnitudePruning(amount=0.5), UnPruning(revive=revive)
 
         class Probe(L.Callback):
+            def __init__(self, pruning, unpruning, revive):
+                self.pruning, self.unpruning, self.revive = pruning, unpruning, revive
+
             def on_train_start(self, trainer, pl_module):
+                pruning, unpruning, revive = self.pruning, self.unpruning, self.revive
                 before, after = unpruning.topology_before()["0.weight"], unpruning.masks()["0.weight"]
                 revived, weight = after & ~before, pl_module.model[0].weight
                 assert bool(revived.any()) and bool((weight[~after] == 0).all())
@@ -69,7 +73,7 @@ def test_one_shot_revives_at_the_values_before_pruning_or_at_zero(models):
                 assert torch.equal(pruning.masks()["0.weight"], after)  # written into MagnitudePruning
 
         method = FineTune(copy.deepcopy(full))
-        quiet_trainer(max_steps=1, callbacks=[unpruning, pruning, Probe()]).fit(method, datamodule=built_datamodule())
+        quiet_trainer(max_steps=1, callbacks=[unpruning, pruning, Probe(pruning, unpruning, revive)]).fit(method, datamodule=built_datamodule())
 
 
 class RecipePruning(TopologyCallback):

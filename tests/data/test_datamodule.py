@@ -6,8 +6,7 @@ import torch
 from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader
 
-from lightning_unlearn.data import ForgetSpec, UnlearningDataModule
-from lightning_unlearn.data import DigitsDataModule, FashionMNISTDataModule, dataset_targets
+from lightning_unlearn.data import DigitsDataModule, FashionMNISTDataModule, ForgetSpec, UnlearningDataModule, dataset_targets
 from tests.conftest import synthetic_dataset
 
 
@@ -131,7 +130,7 @@ def test_fashion_mnist_reads_local_idx_files(tmp_path):
     dm = FashionMNISTDataModule(forget=ForgetSpec(classes=[0]), root=str(tmp_path))
     dm.setup("fit")
     assert len(dm.train_set) == 6 and len(dm.test_set) == 3 and dm.num_classes == 3
-    x, y = dm.train_set[0]
+    x, _y = dm.train_set[0]
     assert x.shape == (1, 28, 28) and torch.isclose(x[0, 0, 1], torch.tensor((1 / 255 - 0.2860) / 0.3530))
 
 
@@ -141,4 +140,4 @@ def test_fashion_mnist_missing_gives_the_fix(tmp_path, monkeypatch):
     monkeypatch.setattr(fm, "DEBIAN_PATH", str(tmp_path / "none"))
     monkeypatch.delenv("FASHION_MNIST_ROOT", raising=False)
     with pytest.raises(FileNotFoundError, match="apt-get install -y dataset-fashion-mnist"):
-        FashionMNISTDataModule(forget=ForgetSpec(classes=[0]), root=str(tmp_path)).forget_indices
+        _ = FashionMNISTDataModule(forget=ForgetSpec(classes=[0]), root=str(tmp_path)).forget_indices

@@ -32,7 +32,7 @@ T, F = True, False
 ALPHA = 1e-4
 
 
-def Tiny() -> nn.Module:  # noqa: N802 - the shared test network, 8 hidden units
+def Tiny() -> nn.Module:
     return user_module.Tiny(hidden=8)
 
 

@@ -14,8 +14,7 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from lightning_unlearn.data import ForgetSpec
-from lightning_unlearn.data import DigitsDataModule
+from lightning_unlearn.data import DigitsDataModule, ForgetSpec
 from lightning_unlearn.methods import BadTeacher
 from lightning_unlearn.methods.bad_teacher import bad_teacher_loss
 from lightning_unlearn.methods.teachers import fingerprint_module

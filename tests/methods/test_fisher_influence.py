@@ -10,10 +10,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from lightning_unlearn.functional.per_sample import per_sample_gradients
 from lightning_unlearn.methods import FisherForgetting, InfluenceUnlearning
 from lightning_unlearn.methods.fisher_forgetting import fisher_noise_
 from lightning_unlearn.methods.influence_unlearning import woodfisher_ihvp
-from lightning_unlearn.functional.per_sample import per_sample_gradients
 from tests.conftest import quiet_trainer, synthetic_dataset
 from tests.methods.test_methods import accuracy
 from tests.methods.test_ssd import tiny_data, tiny_model

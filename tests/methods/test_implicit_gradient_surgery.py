@@ -88,7 +88,7 @@ def test_weight_rises_while_forgetting_raises_the_retain_loss(original, digits_c
 
 def test_eu_fast_measures_with_the_next_batch(original, digits_classwise):
     error = 0.01
-    method, recorder = frozen_run(original, digits_classwise, steps=3, mode="eu_fast", error=error, w_lr=0.3)
+    _method, recorder = frozen_run(original, digits_classwise, steps=3, mode="eu_fast", error=error, w_lr=0.3)
     assert recorder.weights[0] == 1.0  # weight_init 1.0 for eu_fast; first step: nothing to compare yet
     reference = RetainWeight(init=1.0, lr=0.3, weight_decay=0.01)
     for t in (1, 2):  # step t compares batch t-1 (before the step) with batch t (after it)

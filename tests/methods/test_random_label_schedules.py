@@ -29,8 +29,9 @@ def tiny_model():
     return nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, CLASSES))
 
 
-def tiny_data(forget=ForgetSpec(ratio=0.23, seed=0)):
+def tiny_data(forget=None):
     """100 blobs; 23 forget examples (batches of 8: 8, 8, 7) and 77 retain (batches of 16)."""
+    forget = ForgetSpec(ratio=0.23, seed=0) if forget is None else forget
     return UnlearningDataModule(synthetic_dataset(100), synthetic_dataset(40, seed=1), forget=forget,
                                 batch_size=16, forget_batch_size=8)
 
@@ -124,7 +125,7 @@ def test_alpha_weights_the_retain_steps():
 
 
 def test_paired_schedule_keeps_the_earlier_behaviour():
-    method, dm = fit("paired", epochs=1, exclude_true_label=True)
+    method, _dm = fit("paired", epochs=1, exclude_true_label=True)
     assert len(method.received) == 5  # one pass over D_r (5 batches), D_f cycled alongside
     assert all(set(b) == {"forget", "retain"} and len(b["forget"][0]) == 8 for b in method.received)
     assert RandomLabel(tiny_model(), epoch_split="forget").schedule == "paired"

@@ -14,8 +14,7 @@ import yaml
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from lightning_unlearn.data import ForgetSpec
-from lightning_unlearn.data import DigitsDataModule
+from lightning_unlearn.data import DigitsDataModule, ForgetSpec
 from lightning_unlearn.methods import SCRUB
 from lightning_unlearn.methods.scrub import scrub_distance
 from tests.conftest import assert_same_state, quiet_trainer, run_and_resume

@@ -3,6 +3,7 @@ each split is passed exactly once, nothing else changes, no optimiser step is ta
 digits class; a resumed run gives the same weights; bad input fails before any weight changes."""
 
 import copy
+from typing import ClassVar
 
 import pytest
 import torch
@@ -26,11 +27,11 @@ class Recording:
 
 
 class RecordingSSD(Recording, SSD):
-    seen_batches: list = []
+    seen_batches: ClassVar[list] = []
 
 
 class RecordingLFSSD(Recording, LFSSD):
-    seen_batches: list = []
+    seen_batches: ClassVar[list] = []
 
 
 def tiny_model():
@@ -156,5 +157,5 @@ def test_missing_forget_data_is_an_error_before_any_change():
 
 def test_alpha_that_cannot_select_anything_is_an_error():
     # 4 forget + 5 retain batches: I_D >= 4/9 I_f, so alpha >= 2.25 selects nothing.
-    with pytest.raises(ValueError, match="alpha.*< 2.25"):
+    with pytest.raises(ValueError, match=r"alpha.*< 2.25"):
         quiet_trainer(max_epochs=1).fit(SSD(tiny_model(), alpha=3.0), datamodule=tiny_data())

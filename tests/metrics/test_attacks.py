@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score, roc_curve as sk_roc_curve
+from sklearn.metrics import roc_auc_score
+from sklearn.metrics import roc_curve as sk_roc_curve
 
 from lightning_unlearn.metrics import EntropyMIA, LossMIA, MembershipAudit, PerExampleMargins, ThresholdMIA
 from lightning_unlearn.metrics.functional import (

@@ -25,7 +25,8 @@ merged.
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -236,7 +237,7 @@ def challenge_score(epsilons: Tensor, num_models: int) -> Tensor:
     if not isinstance(num_models, int) or num_models < 3:
         raise ValueError(f"`num_models` must be an integer >= 3, got {num_models!r}.")
     limit = math.ceil(math.log(num_models - 1))
-    buckets = int(round(limit / BUCKET_WIDTH))
+    buckets = round(limit / BUCKET_WIDTH)
     index = torch.floor(epsilons.double() / BUCKET_WIDTH)
     points = torch.where(index < buckets, torch.pow(0.5, index.clamp_min(0)), torch.zeros_like(index))
     return points.mean()

@@ -21,7 +21,8 @@ import importlib
 import math
 import os
 import re
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Optional, Union
 
 import torch
 from torch import Tensor, nn
