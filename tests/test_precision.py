@@ -34,7 +34,8 @@ def run(name: str, original: torch.nn.Module, datamodule, precision: str) -> tup
     L.seed_everything(0)
     evaluation = UnlearningEvaluation(verbose=False)
     quiet_trainer(max_epochs=1, limit_train_batches=3, precision=precision, callbacks=[*callbacks, evaluation]).fit(
-        module, datamodule=datamodule)
+        module, datamodule=datamodule
+    )
     return evaluation, module
 
 

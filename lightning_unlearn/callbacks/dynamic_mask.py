@@ -28,7 +28,8 @@ from lightning_unlearn.validation import check_fraction, check_int
 
 
 @register(
-    "dynamic_mask", kind="callback",
+    "dynamic_mask",
+    kind="callback",
     cost="per step: one foreach add (gradient accumulator) + one masked multiply; a per-tensor top-k every `update_every` steps",
     paper="Li et al., Sculpting Memory: Multi-Concept Forgetting via Dynamic Mask and Concept-Aware Optimization, ICCV 2025",
 )
@@ -90,7 +91,9 @@ class DynamicMask(MaskedUpdateCallback):
     ) -> None:
         super().__init__(parameters, strict)
         self.density_target = check_fraction(density, "density", hint="the fraction of the selected weights allowed to change.")
-        self.warmup_steps = check_int(warmup_steps, "warmup_steps", minimum=1, hint="steps of accumulation before the first mask.")
+        self.warmup_steps = check_int(
+            warmup_steps, "warmup_steps", minimum=1, hint="steps of accumulation before the first mask."
+        )
         self.update_every = check_int(update_every, "update_every", minimum=1, hint="optimiser steps between two mask updates.")
         self.turnover = check_fraction(turnover, "turnover", allow_zero=True, hint="0 keeps the first mask fixed.")
         self.stop_fraction = check_fraction(

@@ -38,7 +38,8 @@ SCHEDULES = ("start", "lottery")
 
 # ---------------------------------------------------------------------------------- the callback
 @register(
-    "magnitude_pruning", kind="callback",
+    "magnitude_pruning",
+    kind="callback",
     cost="once at fit start: a top-k over the selected weights (SynFlow: 100 F/B on one all-ones input);"
     " per step: one masked multiply + one restore",
     paper="Jia et al., Model Sparsity Can Simplify Machine Unlearning, NeurIPS 2023 (OPTML-Group/Unlearn-Sparse)",
@@ -153,9 +154,13 @@ class MagnitudePruning(TopologyCallback):
         super().__init__(parameters, strict)
         #: How this callback prunes (validated: amount, method, scope, rounds, shapes).
         self.recipe = PruningRecipe(amount, method, structured, scope, rounds, seed, input_shape, synflow_iterations)
-        self.rewind = check_optional_path(rewind, "rewind", hint="None, 'start' or the path of weights to rewind to after pruning.")
+        self.rewind = check_optional_path(
+            rewind, "rewind", hint="None, 'start' or the path of weights to rewind to after pruning."
+        )
         self.schedule = check_choice(
-            schedule, "schedule", SCHEDULES,
+            schedule,
+            "schedule",
+            SCHEDULES,
             hint="'start' prunes the first round at fit start, 'lottery' prunes after each training segment (lottery tickets).",
         )
         if self.schedule == "lottery" and method != "imp":
@@ -172,7 +177,13 @@ class MagnitudePruning(TopologyCallback):
     seed = property(lambda self: self.recipe.seed, doc="Seed of random pruning.")
 
     def key_args(self) -> dict[str, Any]:
-        keys = {**super().key_args(), "amount": self.amount, "method": self.method, "structured": self.structured, "scope": self.scope}
+        keys = {
+            **super().key_args(),
+            "amount": self.amount,
+            "method": self.method,
+            "structured": self.structured,
+            "scope": self.scope,
+        }
         return keys if self.schedule == "start" else {**keys, "schedule": self.schedule}
 
     def pruning_recipe(self) -> PruningRecipe:
@@ -238,12 +249,21 @@ class MagnitudePruning(TopologyCallback):
 
     # ------------------------------------------------------------------ pruning
     def _next_masks(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, named: Sequence[tuple[str, Tensor]], kept: Sequence[Tensor], k: int
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        named: Sequence[tuple[str, Tensor]],
+        kept: Sequence[Tensor],
+        k: int,
     ) -> list[Tensor]:
         shape = self._input_shape(trainer, pl_module) if self.method == "synflow" else None
         return self.recipe.masks(
-            [p for _, p in named], kept, self.density_after(k),
-            network=network_of(pl_module), names=[n for n, _ in named], input_shape=shape,
+            [p for _, p in named],
+            kept,
+            self.density_after(k),
+            network=network_of(pl_module),
+            names=[n for n, _ in named],
+            input_shape=shape,
         )
 
     @torch.no_grad()

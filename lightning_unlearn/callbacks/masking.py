@@ -99,9 +99,7 @@ class MaskedUpdateCallback(Callback):
     def check_setup(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Validation at ``setup("fit")``, before any weight changes."""
 
-    def build_masks(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, named: list[tuple[str, Parameter]]
-    ) -> list[Tensor]:
+    def build_masks(self, trainer: L.Trainer, pl_module: L.LightningModule, named: list[tuple[str, Parameter]]) -> list[Tensor]:
         """The initial boolean masks of the selected parameters (fresh runs only, at fit start)."""
         raise NotImplementedError
 
@@ -161,7 +159,9 @@ class MaskedUpdateCallback(Callback):
         self.before_masking(trainer, pl_module)
         self.masked.mask_gradients()
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if self.masked is None or trainer.global_step == self._last_step:
             return
         self._last_step = trainer.global_step
@@ -190,7 +190,9 @@ class MaskedUpdateCallback(Callback):
         """After this callback edited weights out of band, makes the other mask callbacks' value
         anchors agree with the edit (see :func:`~lightning_unlearn.functional.masks.write_through`;
         ``changed`` maps ``id(parameter)`` to the edited entries, ``None``: all)."""
-        others = [cb.masked for cb in trainer.callbacks if cb is not self and isinstance(getattr(cb, "masked", None), MaskedParameters)]
+        others = [
+            cb.masked for cb in trainer.callbacks if cb is not self and isinstance(getattr(cb, "masked", None), MaskedParameters)
+        ]
         write_through(others, changed)
 
 

@@ -49,7 +49,8 @@ REPLAY = "replay"
 
 # ---------------------------------------------------------------------------------- the callback
 @register(
-    "unpruning", kind="callback",
+    "unpruning",
+    kind="callback",
     cost="replay: `replay_rounds` x `replay_epochs` epochs of D_r once at fit start; scores: `batches` F/B on D_r"
     " once (gradual: every `update_every` steps); per step: one masked multiply + one restore",
     paper="Xiao et al., The Right to be Forgotten in Pruning, arXiv 2507.18725 (workflow; the rule here is our design:"
@@ -239,24 +240,36 @@ class UnPruning(TopologyCallback):
         if revive is None:
             revive = "init" if score == REPLAY else "original"
         self.revive = check_choice(
-            revive, "revive", (*REVIVE, "init"),
+            revive,
+            "revive",
+            (*REVIVE, "init"),
             hint="'original' revives weights at their values before pruning, 'zero' at 0, 'init' (replay) at the initialisation.",
         )
         if self.revive == "init" and score != REPLAY:
             raise ValueError("revive='init' takes the values of the replay's initialisation: use it with score='replay'.")
         self.batches = check_int(batches, "batches", minimum=1, hint="the number of retain batches each scoring reads.")
-        self.update_every = check_int(update_every, "update_every", minimum=1, hint="optimiser steps between two gradual updates.")
+        self.update_every = check_int(
+            update_every, "update_every", minimum=1, hint="optimiser steps between two gradual updates."
+        )
         self.lr = check_float(lr, "lr", minimum=0.0, open_minimum=True)
         self.gate = check_float(gate, "gate", minimum=0.0, open_minimum=True)
         self.reference = check_optional_path(reference, "reference", hint="a model trained on the retained data only, or None.")
         self.seed = check_int(seed, "seed")
         self.turnover = check_fraction(turnover, "turnover")
         self.stop_fraction = check_fraction(stop_fraction, "stop_fraction")
-        self.noise_reference = check_optional_path(noise_reference, "noise_reference", hint="a second retain-only reference, or None.")
-        self.init_seed = None if init_seed is None else check_int(init_seed, "init_seed", hint="the seed the pipeline's initialisation was drawn with.")
+        self.noise_reference = check_optional_path(
+            noise_reference, "noise_reference", hint="a second retain-only reference, or None."
+        )
+        self.init_seed = (
+            None
+            if init_seed is None
+            else check_int(init_seed, "init_seed", hint="the seed the pipeline's initialisation was drawn with.")
+        )
         self.init = check_optional_path(init, "init", hint="the path of the pipeline's initial weights, or None.")
         self.replay_rounds = check_int(replay_rounds, "replay_rounds", minimum=1, hint="the pruning rounds replayed on D_r.")
-        self.replay_epochs = check_float(replay_epochs, "replay_epochs", minimum=0.0, open_minimum=True, hint="epochs of D_r per replayed round.")
+        self.replay_epochs = check_float(
+            replay_epochs, "replay_epochs", minimum=0.0, open_minimum=True, hint="epochs of D_r per replayed round."
+        )
         self.replay_lr = check_float(replay_lr, "replay_lr", minimum=0.0, open_minimum=True)
         self.replay_momentum = check_float(replay_momentum, "replay_momentum", minimum=0.0)
         self.replay_weight_decay = check_float(replay_weight_decay, "replay_weight_decay", minimum=0.0)
@@ -372,8 +385,15 @@ class UnPruning(TopologyCallback):
         masked = self.masked
         batches = retain_batches(trainer, self.batches, self.seed * 1_000_003 + step, pl_module.device, who="UnPruning")
         scores = unpruning_scores(
-            self.score_fn, network_of(pl_module), masked.names, masked.params, masked.masks, self._pruned_values, batches,
-            self.lr, self.gate,
+            self.score_fn,
+            network_of(pl_module),
+            masked.names,
+            masked.params,
+            masked.masks,
+            self._pruned_values,
+            batches,
+            self.lr,
+            self.gate,
         )
         return [trainer.strategy.reduce(s, reduce_op="mean") for s in scores]
 
@@ -398,16 +418,25 @@ class UnPruning(TopologyCallback):
         stream = ((x.to(device), y.to(device)) for x, y in retain_stream(trainer, "UnPruning", self.seed * 1_000_003 + 7))
 
         def optimizer(params: list[Tensor]) -> torch.optim.Optimizer:
-            return torch.optim.SGD(params, lr=self.replay_lr, momentum=self.replay_momentum, weight_decay=self.replay_weight_decay)
+            return torch.optim.SGD(
+                params, lr=self.replay_lr, momentum=self.replay_momentum, weight_decay=self.replay_weight_decay
+            )
 
         masks = replay_lottery_masks(
-            network, masked.names, masked.masks, init_state, stream, self.replay_rounds, steps, optimizer,
-            self._resolved["scope"], self._resolved["structured"],
+            network,
+            masked.names,
+            masked.masks,
+            init_state,
+            stream,
+            self.replay_rounds,
+            steps,
+            optimizer,
+            self._resolved["scope"],
+            self._resolved["structured"],
         )
         if self.revive == "init":  # revived weights start from the ticket's own values (not 0: a zero row stays dead)
             self._pruned_values = [
-                torch.where(m, v, init_state[n].to(v))
-                for n, m, v in zip(masked.names, masked.masks, self._pruned_values)
+                torch.where(m, v, init_state[n].to(v)) for n, m, v in zip(masked.names, masked.masks, self._pruned_values)
             ]
         return trainer.strategy.broadcast(masks, src=0)
 

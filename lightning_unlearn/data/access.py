@@ -51,8 +51,15 @@ _HOW = (
 
 #: Input/label key pairs tried, in order, on dict items and batches when none are declared.
 DEFAULT_KEYS: tuple[tuple[str, str], ...] = (
-    ("input", "label"), ("image", "label"), ("x", "y"), ("inputs", "labels"), ("images", "labels"),
-    ("input", "target"), ("image", "target"), ("pixel_values", "labels"), ("data", "target"),
+    ("input", "label"),
+    ("image", "label"),
+    ("x", "y"),
+    ("inputs", "labels"),
+    ("images", "labels"),
+    ("input", "target"),
+    ("image", "target"),
+    ("pixel_values", "labels"),
+    ("data", "target"),
 )
 
 
@@ -105,7 +112,9 @@ def batch_xy(batch: Any, keys: Optional[tuple[str, str]] = None, who: str = "the
     )
 
 
-def unlearning_data(trainer: Optional[L.Trainer], override: Optional[UnlearningDataModule] = None) -> Optional[UnlearningDataModule]:
+def unlearning_data(
+    trainer: Optional[L.Trainer], override: Optional[UnlearningDataModule] = None
+) -> Optional[UnlearningDataModule]:
     """The :class:`UnlearningDataModule` of a fit: ``override`` when given, else the trainer's
     datamodule when it is one, else ``None``."""
     if override is not None:
@@ -128,7 +137,8 @@ def require_unlearning_data(
     if data is None:
         raise ValueError(
             f"{who} needs the forget/retain split, but the trainer was given {_given(trainer)}: {_HOW}"
-            + (f", {alternative}" if alternative else "") + "."
+            + (f", {alternative}" if alternative else "")
+            + "."
         )
     return data
 
@@ -165,8 +175,9 @@ class _Converted:
         return len(self.loader)  # type: ignore[arg-type]
 
 
-def forget_batches(trainer: Optional[L.Trainer], who: str, dataloader: Optional[Iterable] = None,
-                   train_transforms: bool = False) -> Iterable:
+def forget_batches(
+    trainer: Optional[L.Trainer], who: str, dataloader: Optional[Iterable] = None, train_transforms: bool = False
+) -> Iterable:
     """Forget-set ``(x, y)`` batches: the :class:`UnlearningDataModule`'s ``forget_dataloader()``
     (dataset order, test-time transforms; with ``train_transforms`` the forget examples as
     training reads them, in batches of ``forget_batch_size``), else ``dataloader``; converted to
@@ -201,7 +212,11 @@ def _xy(batch: Any, who: str, keys: Optional[tuple[str, str]] = None) -> tuple[T
 
 
 def retain_batches(
-    trainer: L.Trainer, count: int, seed: int, device: torch.device, who: str = "Scoring",
+    trainer: L.Trainer,
+    count: int,
+    seed: int,
+    device: torch.device,
+    who: str = "Scoring",
     dataloader: Optional[Iterable] = None,
 ) -> list[tuple[Tensor, Tensor]]:
     """Up to ``count`` retained ``(x, y)`` batches on ``device`` (converted to the fit's precision,

@@ -62,7 +62,7 @@ class SeededBatchSampler(Sampler[list[int]]):
             if p != order_pass:
                 generator = torch.Generator().manual_seed(self.seed * 1_000_003 + p)
                 order, order_pass = torch.randperm(self.size, generator=generator), p
-            yield order[i * self.batch_size:(i + 1) * self.batch_size].tolist()
+            yield order[i * self.batch_size : (i + 1) * self.batch_size].tolist()
 
 
 def cycle(loader: Iterable, skip: int = 0) -> Iterator[Any]:

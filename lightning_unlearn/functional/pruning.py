@@ -196,9 +196,7 @@ def synflow_masks(
     """
     device = kept[0].device
     state = {
-        n: t.detach().abs().double()
-        for n, t in [*network.named_parameters(), *network.named_buffers()]
-        if t.is_floating_point()
+        n: t.detach().abs().double() for n, t in [*network.named_parameters(), *network.named_buffers()] if t.is_floating_point()
     }
     ones = torch.ones((1, *input_shape), dtype=torch.float64, device=device)
     kept = list(kept)
@@ -267,9 +265,13 @@ class PruningRecipe:
         if self.input_shape is not None:
             shape = self.input_shape
             if isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__") or not len(shape):
-                raise ValueError(f"`input_shape` must list positive sizes without the batch dimension, got {shape!r}: e.g. [1, 8, 8].")
-            dims = [check_int(d, "input_shape", minimum=1, hint="list positive sizes without the batch dimension, e.g. [1, 8, 8].")
-                    for d in shape]
+                raise ValueError(
+                    f"`input_shape` must list positive sizes without the batch dimension, got {shape!r}: e.g. [1, 8, 8]."
+                )
+            dims = [
+                check_int(d, "input_shape", minimum=1, hint="list positive sizes without the batch dimension, e.g. [1, 8, 8].")
+                for d in shape
+            ]
             set_(self, "input_shape", tuple(dims))
         set_(self, "structured", bool(self.structured))
         set_(self, "seed", check_int(self.seed, "seed"))
@@ -322,7 +324,9 @@ class PruningRecipe:
             return synflow_masks(network, names, kept, self.amount, shape, self.scope, self.structured, self.synflow_iterations)
         density = 1.0 - self.amount if density is None else density
         weights = [w * k for w, k in zip(weights, kept)]
-        return prune_to_density(pruning_scores(weights, self.method, self.seed), kept, density, self.scope, self.structured, self.reduce)
+        return prune_to_density(
+            pruning_scores(weights, self.method, self.seed), kept, density, self.scope, self.structured, self.reduce
+        )
 
 
 @torch.no_grad()

@@ -36,11 +36,12 @@ def head_of(network: nn.Module, name: Optional[str] = None) -> tuple[str, nn.Lin
 
 
 @register(
-    "acu", kind="method",
+    "acu",
+    kind="method",
     cost="no optimiser step: 1 F per D_f sample (+ per D_r sample once, when the network has no memory yet), then"
-         " O(d^2) per removed sample (Woodbury downdate); no gradient",
+    " O(d^2) per removed sample (Woodbury downdate); no gradient",
     paper="Tang et al., ACU: Analytic Continual Unlearning for Efficient and Exact Forgetting with Privacy Preservation,"
-          " arXiv 2505.12239, 2025",
+    " arXiv 2505.12239, 2025",
 )
 class ACU(OneShotEdit):
     """Analytic Continual Unlearning (Tang et al., 2025): exact, gradient-free unlearning of the head.

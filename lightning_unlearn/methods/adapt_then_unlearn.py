@@ -18,10 +18,11 @@ from lightning_unlearn.validation import check_choice, check_float, check_int
 
 
 @register(
-    "adapt_then_unlearn", kind="method",
+    "adapt_then_unlearn",
+    kind="method",
     cost="stage 1 (once): adapt_epochs passes of F/B over D_f on a copy; stage 2: 1 F/B on a D_r batch + O(#params) repulsion",
     paper="Tiwary, Guha, Panda, Prathosh, Adapt then Unlearn: Exploring Parameter Space Semantics for Unlearning in"
-          " Generative Adversarial Networks, TMLR 2025 (atriguha/Adapt_Unlearn)",
+    " Generative Adversarial Networks, TMLR 2025 (atriguha/Adapt_Unlearn)",
 )
 class AdaptThenUnlearn(TeacherStudentMethod):
     """Adapt-then-Unlearn (Tiwary, Guha, Panda & Prathosh, TMLR 2025), for a classifier.
@@ -161,4 +162,3 @@ class AdaptThenUnlearn(TeacherStudentMethod):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         self._restored = checkpoint.get("adapt_then_unlearn_adapted")
-

@@ -17,7 +17,8 @@ from lightning_unlearn.validation import check_bool, check_float, check_int
 
 
 @register(
-    "fisher_forgetting", kind="method",
+    "fisher_forgetting",
+    kind="method",
     paper="Golatkar, Achille & Soatto, CVPR 2020 (Eternal Sunshine; OPTML `fisher_new`)",
     cost="no optimiser step: C per-sample F/B (C = classes) per D_r sample, one pass, then one edit",
 )
@@ -113,8 +114,12 @@ class FisherForgetting(OneShotEdit):
         params = self.trainable_parameters()
         generator = torch.Generator(device=params[0].device).manual_seed(self.seed)
         fisher_noise_(
-            params, fisher, self.alpha, statistics["num_logits"],
-            self._forget_classes if self.head_reset else [], generator,
+            params,
+            fisher,
+            self.alpha,
+            statistics["num_logits"],
+            self._forget_classes if self.head_reset else [],
+            generator,
         )
         return {"fisher_mean": float(torch.stack([f.mean() for f in fisher]).mean())}
 
@@ -152,4 +157,3 @@ def fisher_noise_(
                 var = var * 10.0
             noise = torch.randn(p.shape, generator=generator, device=p.device, dtype=p.dtype)
             p.copy_(mu + var.sqrt() * noise)
-

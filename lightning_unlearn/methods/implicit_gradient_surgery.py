@@ -35,7 +35,9 @@ class RetainWeight(nn.Module):
         eps: Adam's denominator offset.
     """
 
-    def __init__(self, init: float, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+    def __init__(
+        self, init: float, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+    ) -> None:
         super().__init__()
         self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, betas, eps
         self.register_buffer("value", torch.tensor(float(init)))
@@ -62,7 +64,8 @@ class RetainWeight(nn.Module):
 
 
 @register(
-    "implicit_gradient_surgery", kind="method",
+    "implicit_gradient_surgery",
+    kind="method",
     cost="eu: 1 F/B + 1 no-grad F on the same batch; eu_fast: 1 F/B",
     paper="Zhou et al., NeurIPS 2025 (EUPMU, implicit gradient surgery)",
 )
@@ -158,8 +161,12 @@ class ImplicitGradientSurgery(UnlearningMethod):
         lr: float = 3e-3,
         **kwargs: Any,
     ) -> None:
-        mode = check_choice(mode, "mode", ("eu", "eu_fast"), "'eu' (post-step measurement) or 'eu_fast' (next batch's retain loss)")
-        w_lr = check_float(w_lr, "w_lr", minimum=0.0, open_minimum=True, hint="the learning rate of the retain weight; the reference uses 1.0")
+        mode = check_choice(
+            mode, "mode", ("eu", "eu_fast"), "'eu' (post-step measurement) or 'eu_fast' (next batch's retain loss)"
+        )
+        w_lr = check_float(
+            w_lr, "w_lr", minimum=0.0, open_minimum=True, hint="the learning rate of the retain weight; the reference uses 1.0"
+        )
         if weight_init is None:
             weight_init = 0.0 if mode == "eu" else 1.0
         weight_init = check_float(weight_init, "weight_init", minimum=0.0, hint="the retain weight is clamped at 0")

@@ -158,10 +158,13 @@ class OneShotEdit(UnlearningMethod):
     def on_train_epoch_end(self) -> None:
         if self.edited:
             return
-        counts = self._reduce(torch.tensor(
-            [[self._seen[name], self._batches[name]] for name in self.unlearning_inputs],
-            dtype=torch.long, device=self.device,
-        )).tolist()
+        counts = self._reduce(
+            torch.tensor(
+                [[self._seen[name], self._batches[name]] for name in self.unlearning_inputs],
+                dtype=torch.long,
+                device=self.device,
+            )
+        ).tolist()
         names = self.unlearning_inputs
         batches = {name: counts[i][1] for i, name in enumerate(names)}
         pass_counts = PassCounts(
@@ -183,7 +186,9 @@ class OneShotEdit(UnlearningMethod):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[self.state_key] = {
-            "edited": self.edited, "seen": dict(self._seen), "batches": dict(self._batches),
+            "edited": self.edited,
+            "seen": dict(self._seen),
+            "batches": dict(self._batches),
             "statistics": self.statistics,
         }
 

@@ -22,7 +22,9 @@ def scrub_distance(student_logits: Tensor, teacher_logits: Tensor, temperature: 
 
 
 @register(
-    "scrub", kind="method", cost="1 F/B + 1 teacher F per step (max-steps on D_f, then min-steps on D_r)",
+    "scrub",
+    kind="method",
+    cost="1 F/B + 1 teacher F per step (max-steps on D_f, then min-steps on D_r)",
     paper="Kurmanji, Triantafillou, Hayes, Triantafillou, NeurIPS 2023 (meghdadk/SCRUB)",
 )
 class SCRUB(TeacherStudentMethod):

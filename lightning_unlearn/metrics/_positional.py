@@ -140,7 +140,9 @@ class PositionalMetric(Metric):
             index = torch.arange(count, device=self.device)
         for column, value in out.items():
             if value.shape[0] != count:
-                raise ValueError(f"{type(self).__name__}: {value.shape[0]} rows of {column!r} for {count} positions in"
-                                 f" the {split!r} split; give `index` with every update.")
+                raise ValueError(
+                    f"{type(self).__name__}: {value.shape[0]} rows of {column!r} for {count} positions in"
+                    f" the {split!r} split; give `index` with every update."
+                )
         index, *values = in_index_order(index.to(self.device), *out.values())
         return {"index": index, **dict(zip(out, values))}

@@ -92,7 +92,9 @@ class MaskIoU(Metric):
 
 
 def topology_report(
-    holders: Sequence[Any], reference: Optional[MaskSource] = None, noise_references: Optional[Sequence[MaskSource]] = None,
+    holders: Sequence[Any],
+    reference: Optional[MaskSource] = None,
+    noise_references: Optional[Sequence[MaskSource]] = None,
 ) -> Optional[dict[str, Any]]:
     """The sparse-topology numbers of a run, from the objects holding its topology.
 

@@ -138,8 +138,11 @@ class ClassifierModule(L.LightningModule):
         self.__dict__.pop("validation_step", None)
         trainer = self._trainer
         datamodule = getattr(trainer, "datamodule", None)
-        if trainer is not None and trainer.state.fn == "fit" and datamodule is not None and not is_overridden(
-            "val_dataloader", datamodule
+        if (
+            trainer is not None
+            and trainer.state.fn == "fit"
+            and datamodule is not None
+            and not is_overridden("val_dataloader", datamodule)
         ):
             self.validation_step = functools.partial(L.LightningModule.validation_step, self)  # type: ignore[method-assign]
         return []

@@ -158,10 +158,15 @@ def schedulers_recipe(trainer: L.Trainer) -> list[dict[str, Any]]:
         except Exception:
             state = {}
         settings = {k: compact(v) for k, v in state.items() if not k.startswith("_") and k not in ("optimizer",)}
-        out.append({
-            "class": class_path(scheduler), "interval": config.interval, "frequency": config.frequency,
-            "monitor": config.monitor, "settings": settings,
-        })
+        out.append(
+            {
+                "class": class_path(scheduler),
+                "interval": config.interval,
+                "frequency": config.frequency,
+                "monitor": config.monitor,
+                "settings": settings,
+            }
+        )
     return out
 
 

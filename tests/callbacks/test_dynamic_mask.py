@@ -43,7 +43,9 @@ def test_warmup_freezes_every_weight_then_density_stays_constant_and_turnover_fo
     for prev, step, record in zip(steps, steps[1:], callback.history[1:]):
         tau = turnover_at(0.2, step / 20)
         assert record["tau"] == pytest.approx(tau)
-        per_tensor = {n: min(max(1, math.floor(tau * a)), a, masks_by_step[prev][n].numel() - a) for n, a in expected_active.items()}
+        per_tensor = {
+            n: min(max(1, math.floor(tau * a)), a, masks_by_step[prev][n].numel() - a) for n, a in expected_active.items()
+        }
         assert record["swapped"] == sum(per_tensor.values())
         for name, n in per_tensor.items():
             gained = masks_by_step[step][name] & ~masks_by_step[prev][name]

@@ -194,10 +194,13 @@ def test_retain_pass_does_not_touch_batchnorm_statistics(original, digits_classw
 def test_forgetting_with_projection_keeps_retain_accuracy(original, digits_classwise):
     def unlearn(callbacks):
         L.seed_everything(0)  # forgetting loss only; retained data enters through the projection
-        method = RandomLabel(copy.deepcopy(original), alpha=0.0, lr=0.1, momentum=0.0, epoch_split="forget",
-                             exclude_true_label=True)
+        method = RandomLabel(
+            copy.deepcopy(original), alpha=0.0, lr=0.1, momentum=0.0, epoch_split="forget", exclude_true_label=True
+        )
         quiet_trainer(max_epochs=2, callbacks=callbacks).fit(method, datamodule=digits_classwise)
-        return accuracy(method.model, digits_classwise.forget_dataloader()), accuracy(method.model, digits_classwise.retain_dataloader())
+        return accuracy(method.model, digits_classwise.forget_dataloader()), accuracy(
+            method.model, digits_classwise.retain_dataloader()
+        )
 
     forget, retain = unlearn([GradientProjection()])
     _, retain_unprojected = unlearn([])

@@ -31,7 +31,8 @@ def models():
 
 # ---------------------------------------------------------------------------------- the built case
 @pytest.mark.parametrize(
-    "score, mode", [("retain_magnitude", "one_shot"), ("taylor", "one_shot"), ("gradient", "one_shot"), ("retain_magnitude", "gradual")]
+    "score, mode",
+    [("retain_magnitude", "one_shot"), ("taylor", "one_shot"), ("gradient", "one_shot"), ("retain_magnitude", "gradual")],
 )
 def test_unpruning_moves_the_topology_toward_the_retain_only_reference(models, score, mode, tmp_path):
     full, reference, retained = models
@@ -73,7 +74,9 @@ def test_one_shot_revives_at_the_values_before_pruning_or_at_zero(models):
                 assert torch.equal(pruning.masks()["0.weight"], after)  # written into MagnitudePruning
 
         method = FineTune(copy.deepcopy(full))
-        quiet_trainer(max_steps=1, callbacks=[unpruning, pruning, Probe(pruning, unpruning, revive)]).fit(method, datamodule=built_datamodule())
+        quiet_trainer(max_steps=1, callbacks=[unpruning, pruning, Probe(pruning, unpruning, revive)]).fit(
+            method, datamodule=built_datamodule()
+        )
 
 
 class RecipePruning(TopologyCallback):
@@ -191,8 +194,16 @@ def test_replay_recovers_the_retain_only_topology_and_reports_the_noise_floor(mo
     noise = {"0.weight": reference["0.weight"].clone()}
     noise["0.weight"][0, :2] = ~noise["0.weight"][0, :2]  # a reference' differing in two entries
     torch.save({f"model.{k}": v.float() for k, v in noise.items()}, tmp_path / "noise.pt")
-    unpruning = UnPruning(score="replay", init=str(tmp_path / "init.pt"), replay_rounds=1, replay_epochs=12.0, replay_lr=0.5,
-                          scope="global", reference=str(tmp_path / "reference.pt"), noise_reference=str(tmp_path / "noise.pt"))
+    unpruning = UnPruning(
+        score="replay",
+        init=str(tmp_path / "init.pt"),
+        replay_rounds=1,
+        replay_epochs=12.0,
+        replay_lr=0.5,
+        scope="global",
+        reference=str(tmp_path / "reference.pt"),
+        noise_reference=str(tmp_path / "noise.pt"),
+    )
     method = FineTune(copy.deepcopy(full), lr=0.01)
     quiet_trainer(max_steps=1, callbacks=[MagnitudePruning(amount=0.5), unpruning]).fit(method, datamodule=built_datamodule())
     report = topology_report(method.trainer.callbacks)

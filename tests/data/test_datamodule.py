@@ -80,7 +80,7 @@ def test_plain_retain_batches_for_a_module_that_declares_nothing():
 
 def test_order_depends_on_epoch_only():
     dm = make_dm(forget=ForgetSpec(ratio=0.2), batch_size=16)
-    sampler = _train_loader(dm, _Declares(()) ).sampler
+    sampler = _train_loader(dm, _Declares(())).sampler
     sampler.set_epoch(3)
     first = list(sampler)
     sampler.set_epoch(0)

@@ -80,7 +80,7 @@ def test_an_epoch_is_d_f_once_with_thirty_percent_of_d_r(original):
     forget_size, subset = len(dm.forget_indices), int(0.3 * len(dm.retain_indices))
     epoch = method.sizes[: len(method.sizes) // 2]
     assert sum(f for f, _ in epoch) == forget_size and sum(r for _, r in epoch) == subset
-    assert method.sizes[len(epoch):] == epoch  # the same allocation every epoch
+    assert method.sizes[len(epoch) :] == epoch  # the same allocation every epoch
     assert method.forget_share == pytest.approx(forget_size / (forget_size + subset))
     ratio = subset / forget_size  # each step mixes its samples in the reference's proportion
     assert all(abs(r - ratio * f) < 1 for f, r in epoch)

@@ -127,7 +127,8 @@ def test_forgets_the_class_and_keeps_retain_accuracy(original, digits_classwise,
 
 def test_eu_fast_resumes_exactly(original, digits_classwise, tmp_path):
     straight, resumed, _ = run_and_resume(
-        lambda: ImplicitGradientSurgery(copy.deepcopy(original), mode="eu_fast", lr=0.01), digits_classwise, tmp_path)
+        lambda: ImplicitGradientSurgery(copy.deepcopy(original), mode="eu_fast", lr=0.01), digits_classwise, tmp_path
+    )
     assert_same_state(straight.state_dict(), resumed.state_dict())  # network, w, its Adam state, pending retain loss
 
 

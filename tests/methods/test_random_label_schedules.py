@@ -2,7 +2,6 @@
 Unlearn-Saliency ``Classification/unlearn/RL.py``): what each epoch passes, and the weights after
 the reference's update rule applied to the batches the method received."""
 
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -32,8 +31,9 @@ def tiny_model():
 def tiny_data(forget=None):
     """100 blobs; 23 forget examples (batches of 8: 8, 8, 7) and 77 retain (batches of 16)."""
     forget = ForgetSpec(ratio=0.23, seed=0) if forget is None else forget
-    return UnlearningDataModule(synthetic_dataset(100), synthetic_dataset(40, seed=1), forget=forget,
-                                batch_size=16, forget_batch_size=8)
+    return UnlearningDataModule(
+        synthetic_dataset(100), synthetic_dataset(40, seed=1), forget=forget, batch_size=16, forget_batch_size=8
+    )
 
 
 def fit(schedule, epochs=2, **kwargs):
@@ -60,14 +60,14 @@ def test_sequential_epoch_is_one_forget_pass_then_one_retain_pass():
     per_epoch = 3 + 5  # ceil(23 / 8) forget batches, then ceil(77 / 16) retain batches
     assert len(method.received) == 2 * per_epoch
     for epoch in range(2):
-        batches = method.received[epoch * per_epoch:(epoch + 1) * per_epoch]
+        batches = method.received[epoch * per_epoch : (epoch + 1) * per_epoch]
         assert [list(b) for b in batches] == [["forget"]] * 3 + [["retain"]] * 5
         assert [len(b["forget"][0]) for b in batches[:3]] == [8, 8, 7]
         for split, part in (("forget", batches[:3]), ("retain", batches[3:])):  # each example exactly once
             seen = sorted(map(tuple, torch.cat([b[split][0] for b in part]).tolist()))
             assert seen == examples(dm, split)
     first = torch.cat([b["forget"][0] for b in method.received[:3]])
-    second = torch.cat([b["forget"][0] for b in method.received[per_epoch:per_epoch + 3]])
+    second = torch.cat([b["forget"][0] for b in method.received[per_epoch : per_epoch + 3]])
     assert not torch.equal(first, second)  # reshuffled every epoch
 
 
@@ -103,8 +103,9 @@ def test_weights_equal_the_reference_update_on_the_same_batches(schedule):
         optimizer.step()
     exact = schedule == "sequential"  # mixed batches: our sum / n vs the reference's mean, float rounding
     for key, value in reference.state_dict().items():
-        torch.testing.assert_close(method.model.state_dict()[key], value, rtol=0 if exact else 1e-5,
-                                   atol=0 if exact else 1e-6, msg=key)
+        torch.testing.assert_close(
+            method.model.state_dict()[key], value, rtol=0 if exact else 1e-5, atol=0 if exact else 1e-6, msg=key
+        )
 
 
 def test_alpha_weights_the_retain_steps():
