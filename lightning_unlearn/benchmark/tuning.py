@@ -124,7 +124,7 @@ class SampleCounter(L.Callback):
         parts = batch.items() if isinstance(batch, Mapping) else [("retain", batch)]
         once = isinstance(pl_module, OneShotEdit)
         scrub = isinstance(pl_module, SCRUB)
-        data = trainer.datamodule if isinstance(trainer.datamodule, UnlearningDataModule) else None
+        data = trainer.datamodule if isinstance(trainer.datamodule, UnlearningDataModule) else None  # type: ignore[attr-defined]
         for name, part in parts:
             n = len(part[0]) if isinstance(part, (tuple, list)) else len(part)
             if scrub and name == "forget" and trainer.current_epoch >= pl_module.msteps:

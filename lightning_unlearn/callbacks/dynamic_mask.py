@@ -130,7 +130,7 @@ class DynamicMask(MaskedUpdateCallback):
     def before_masking(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self._accumulating(trainer.global_step):
             return
-        pairs = [(a, p.grad) for a, p in zip(self.accumulator, self.masked.params) if p.grad is not None]
+        pairs = [(a, p.grad) for a, p in zip(self.accumulator, self._masked.params) if p.grad is not None]
         grads = [g for _, g in pairs]
         if grads and grads_finite(grads):
             torch._foreach_add_([a for a, _ in pairs], grads)
@@ -146,10 +146,10 @@ class DynamicMask(MaskedUpdateCallback):
             swapped = sum(int(m.sum()) for m in masks)
         else:
             tau = turnover_at(self.turnover, step / total)
-            masks, swapped = drop_and_regrow(self.masked.masks, scores, tau, self.scope)
-        self.masked.set_masks(masks)
+            masks, swapped = drop_and_regrow(self._masked.masks, scores, tau, self.scope)
+        self._masked.set_masks(masks)
         torch._foreach_zero_(self.accumulator)
-        density = self.masked.density()
+        density = self._masked.density()
         self.history.append({"step": step, "tau": tau, "swapped": swapped, "density": density})
         pl_module.log_dict({"dynamic_mask/tau": tau, "dynamic_mask/swapped": float(swapped), "dynamic_mask/density": density})
 
@@ -164,4 +164,4 @@ class DynamicMask(MaskedUpdateCallback):
         return {"accumulator": [a.detach().clone() for a in self.accumulator]}
 
     def load_extra_tensor_state(self, state: dict[str, Any]) -> None:
-        self.accumulator = [a.to(p.device, p.dtype) for a, p in zip(state["accumulator"], self.masked.params)]
+        self.accumulator = [a.to(p.device, p.dtype) for a, p in zip(state["accumulator"], self._masked.params)]

@@ -349,7 +349,7 @@ class UnlearningEvaluation(Callback):
         self._recipe.update(
             optimizers=optimizers_recipe(trainer),
             lr_schedulers=schedulers_recipe(trainer),
-            callbacks=callbacks_recipe(trainer.callbacks),
+            callbacks=callbacks_recipe(trainer.callbacks),  # type: ignore[attr-defined]
         )
         for logger in trainer.loggers:
             logger.log_hyperparams({f"{self.log_prefix}/recipe": self._current_recipe(trainer, pl_module, None)})
@@ -734,7 +734,7 @@ class UnlearningEvaluation(Callback):
             if self._runtime is not None
             else self._elapsed + time.perf_counter() - (self._start or time.perf_counter())
         )
-        topology = topology_report(trainer.callbacks)  # sparse models: sparsity and mask IoU vs the reference
+        topology = topology_report(trainer.callbacks)  # type: ignore[attr-defined]  # sparse models: sparsity and mask IoU vs the reference
         data = self._data(trainer)
         finding = (
             forgetting_check(self.results["before"], after, classwise=bool(data.forget.classes))
@@ -772,7 +772,7 @@ class UnlearningEvaluation(Callback):
             self.report["metrics"]["topology"] = topology
         if finding is not None:
             self.report["metrics"]["forgetting_check"] = self.results["forgetting_check"]
-        for callback in trainer.callbacks:  # sections other callbacks add (e.g. UnlearningHardness: "hardness")
+        for callback in trainer.callbacks:  # type: ignore[attr-defined]  # sections other callbacks add (e.g. UnlearningHardness: "hardness")
             section = getattr(callback, "report_section", None)
             section = section() if callable(section) else None
             if section is not None:

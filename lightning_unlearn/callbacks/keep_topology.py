@@ -97,9 +97,9 @@ class KeepTopology(TopologyCallback):
     @torch.no_grad()
     def change_topology(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Pins the pruned weights at zero (a no-op for ``mask="model"``: they already are)."""
-        self.masked.set_anchor_zero()
-        self.masked.apply()
-        sync_prune_buffers(network_of(pl_module), self.masked)
+        self._masked.set_anchor_zero()
+        self._masked.apply()
+        sync_prune_buffers(network_of(pl_module), self._masked)
 
     @torch.no_grad()
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -230,7 +230,7 @@ class MagnitudePruning(TopologyCallback):
     def change_topology(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Prunes: the first (or only) round; nothing yet under the lottery schedule."""
         self.rounds_done = 0 if self.lottery else 1
-        self._commit(trainer, pl_module, [torch.ones_like(m) for m in self.masked.masks], at_start=True)
+        self._commit(trainer, pl_module, [torch.ones_like(m) for m in self._masked.masks], at_start=True)
 
     def build_masks(self, trainer: L.Trainer, pl_module: L.LightningModule, named: list[tuple[str, Parameter]]) -> list[Tensor]:
         kept = existing_masks(network_of(pl_module), named)
@@ -270,7 +270,7 @@ class MagnitudePruning(TopologyCallback):
     def _commit(self, trainer: L.Trainer, pl_module: L.LightningModule, before: list[Tensor], at_start: bool) -> None:
         """Pins the newly pruned entries at 0 (recording their values first when asked), keeps
         ``torch.nn.utils.prune`` buffers and other callbacks' anchors in step, rewinds if asked."""
-        masked = self.masked
+        masked = self._masked
         newly = [b & ~m for b, m in zip(before, masked.masks)]
         self.remember_pruned(newly)
         masked.set_anchor_zero()

@@ -331,8 +331,8 @@ class UnPruning(TopologyCallback):
         """Reads the topology and swaps it (one-shot) on a fresh run; its wall time is
         :attr:`topology_time_s` (fit-start work, which an evaluation started after it does not time)."""
         tic = time.perf_counter()
-        self.masked.set_anchor_zero()
-        self._before = [m.clone() for m in self.masked.masks]
+        self._masked.set_anchor_zero()
+        self._before = [m.clone() for m in self._masked.masks]
         self._resolve(trainer)
         if self.mode == "one_shot":
             self._update(trainer, pl_module, 1.0, step=0)
@@ -377,12 +377,12 @@ class UnPruning(TopologyCallback):
         scope = self.scope or (recipes[0].scope if recipes else ("layer" if self.score == REPLAY else "global"))
         structured = self.structured
         if structured is None:
-            structured = recipes[0].structured if recipes else is_row_structured(self.masked.masks)
+            structured = recipes[0].structured if recipes else is_row_structured(self._masked.masks)
         self._resolved = {"scope": scope, "structured": bool(structured)}
 
     def scores(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> list[Tensor]:
         """Retain-only scores of the selected weights at the current state (same on every DDP rank)."""
-        masked = self.masked
+        masked = self._masked
         batches = retain_batches(trainer, self.batches, self.seed * 1_000_003 + step, pl_module.device, who="UnPruning")
         scores = unpruning_scores(
             self.score_fn,
@@ -400,7 +400,7 @@ class UnPruning(TopologyCallback):
     def replay_masks(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[Tensor]:
         """The replayed topology (``score="replay"``): the lottery-ticket pipeline re-run on D_r
         from its initialisation, at the current sparsity (the same on every DDP rank: rank 0's)."""
-        network, masked = network_of(pl_module), self.masked
+        network, masked = network_of(pl_module), self._masked
         start = copy_network(network)
         if self.init is not None:
             load_weights(start, self.init)
@@ -441,7 +441,7 @@ class UnPruning(TopologyCallback):
         return trainer.strategy.broadcast(masks, src=0)
 
     def _update(self, trainer: L.Trainer, pl_module: L.LightningModule, turnover: float, step: int) -> None:
-        masked, scope, structured = self.masked, self._resolved["scope"], self._resolved["structured"]
+        masked, scope, structured = self._masked, self._resolved["scope"], self._resolved["structured"]
         if self.score == REPLAY:
             self._swap(trainer, pl_module, self.replay_masks(trainer, pl_module))
             self.updates += 1
@@ -454,7 +454,7 @@ class UnPruning(TopologyCallback):
 
     @torch.no_grad()
     def _swap(self, trainer: L.Trainer, pl_module: L.LightningModule, new: list[Tensor]) -> None:
-        masked = self.masked
+        masked = self._masked
         revive = "original" if self.revive == "init" else self.revive  # "init": the remembered values are the initialisation's
         dropped, revived, self._pruned_values = swap_topology(masked, new, self._pruned_values, revive)
         by_name = masked.by_name()
@@ -480,7 +480,7 @@ class UnPruning(TopologyCallback):
         return state
 
     def load_extra_tensor_state(self, state: dict[str, Any]) -> None:
-        params = self.masked.params
+        params = self._masked.params
         self._before = [unpack_mask(b, p.shape, p.device) for b, p in zip(state["before"], params)] or None
         values = state.get("pruned_values")
         self._pruned_values = None if values is None else [v.to(p.device, p.dtype) for v, p in zip(values, params)]
@@ -519,10 +519,10 @@ class UnPruning(TopologyCallback):
     def _reference_topology(self, path: Optional[str] = None) -> Optional[dict[str, Tensor]]:
         path = self.reference if path is None else path
         weights = weights_from_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        names = [n for n in self.masked.names if canonical_name(n) in weights]
+        names = [n for n in self._masked.names if canonical_name(n) in weights]
         if not names:
-            raise ValueError(f"The reference {path!r} holds none of the pruned weights {self.masked.names[:5]}.")
-        position = {n: i for i, n in enumerate(self.masked.names)}
+            raise ValueError(f"The reference {path!r} holds none of the pruned weights {self._masked.names[:5]}.")
+        position = {n: i for i, n in enumerate(self._masked.names)}
         before = [self._before[position[n]] for n in names]
         w = [weights[canonical_name(n)].to(b.device) for n, b in zip(names, before)]
         kept = [t != 0 for t in w]

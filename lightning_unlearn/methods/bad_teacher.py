@@ -168,7 +168,7 @@ class BadTeacher(TeacherStudentMethod):
         super().setup(stage)  # checks run here, before any callback changes a weight
         if stage != "fit":
             return
-        datamodule = self.trainer.datamodule
+        datamodule = self.trainer.datamodule  # type: ignore[attr-defined]
         x, _ = next(iter(datamodule.forget_dataloader()))
         check_logits(self.incompetent, sample_like(self.incompetent, x[:2]), datamodule.num_classes, "incompetent")
         forget_size = len(datamodule.forget_indices)

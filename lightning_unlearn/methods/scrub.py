@@ -118,7 +118,7 @@ class SCRUB(TeacherStudentMethod):
         super().setup(stage)  # checks run here, before any callback changes a weight
         if stage != "fit":
             return
-        datamodule = self.trainer.datamodule
+        datamodule = self.trainer.datamodule  # type: ignore[attr-defined]
         forget_size, batch = len(datamodule.forget_indices), datamodule.forget_batch_size
         self._max_batches = math.ceil(forget_size / batch)
         self._last_max_size = forget_size - (self._max_batches - 1) * batch

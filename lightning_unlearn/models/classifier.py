@@ -101,7 +101,7 @@ class ClassifierModule(L.LightningModule):
         Load it back with ``MyNet().load_state_dict(torch.load(path, weights_only=True))``.
         Returns ``path`` (see :func:`~lightning_unlearn.models.weights.export_weights`)."""
         if report is None and self._trainer is not None:
-            found = [getattr(cb, "report_path", None) for cb in self.trainer.callbacks]
+            found = [getattr(cb, "report_path", None) for cb in self.trainer.callbacks]  # type: ignore[attr-defined]
             report = next((r for r in found if r and os.path.isfile(r)), None)
         return str(export_weights(self.model, path, report=report, source=type(self).__name__))
 
