@@ -130,7 +130,7 @@ class SampleCounter(L.Callback):
             if scrub and name == "forget" and trainer.current_epoch >= pl_module.msteps:
                 n = 0
             if (once or (scrub and name == "forget")) and data is not None and name in ("forget", "retain"):
-                n = max(0, min(n, len(data.split(name)) - self._epoch.get(name, 0)))
+                n = max(0, min(n, len(data.split(name)) - self._epoch.get(name, 0)))  # type: ignore[arg-type]
             self._epoch[name] = self._epoch.get(name, 0) + n
             self.samples[name] = self.samples.get(name, 0) + n
 

@@ -648,10 +648,10 @@ class UnlearningEvaluation(Callback):
         probe_a, probe_b = order[:half].sort().values, order[half:].sort().values
         if probe_b.numel() == 0:
             probe_b = probe_a
-        retain_pick = torch.randperm(len(retain), generator=generator)[:n].sort().values
+        retain_pick = torch.randperm(len(retain), generator=generator)[:n].sort().values  # type: ignore[arg-type]
         train = torch.utils.data.ConcatDataset([Subset(retain, retain_pick.tolist()), Subset(test, probe_a[:n].tolist())])
         return {
-            "forget": self._subset_loader(data, forget, torch.arange(min(n, len(forget))), batch),
+            "forget": self._subset_loader(data, forget, torch.arange(min(n, len(forget))), batch),  # type: ignore[arg-type]
             "test": self._subset_loader(data, test, torch.arange(min(n, len(test))), batch),
             "probe_train": data.make_loader(train, batch, evaluation=True),
             "probe_test": self._subset_loader(data, test, probe_b[:n], batch),
@@ -661,8 +661,8 @@ class UnlearningEvaluation(Callback):
         """The attacker's batches and the held-out rest of D_f (seeded, identical for every model)."""
         forget = data.split("forget", eval_transforms=True)
         generator = torch.Generator().manual_seed(0)
-        order = torch.randperm(len(forget), generator=generator)
-        count = max(1, math.ceil(self.relearn_fraction * len(forget)))
+        order = torch.randperm(len(forget), generator=generator)  # type: ignore[arg-type]
+        count = max(1, math.ceil(self.relearn_fraction * len(forget)))  # type: ignore[arg-type]
         attack_pos, held_pos = order[:count].sort().values, order[count:].sort().values
         if held_pos.numel() == 0:
             held_pos = attack_pos
@@ -670,7 +670,7 @@ class UnlearningEvaluation(Callback):
         attack = [tuple(t for t in b[:2]) for b in self._subset_loader(data, forget, attack_pos, batch)]
         if self.relearn_data == "retain+forget":
             retain = data.split("retain", eval_transforms=True)
-            picks = torch.randperm(len(retain), generator=generator)[: batch * min(self.relearn_steps or 1, 8)]
+            picks = torch.randperm(len(retain), generator=generator)[: batch * min(self.relearn_steps or 1, 8)]  # type: ignore[arg-type]
             x_f = torch.cat([x for x, _ in attack])
             y_f = torch.cat([torch.as_tensor(y) for _, y in attack])
             attack = [

@@ -239,6 +239,7 @@ class MagnitudePruning(TopologyCallback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.masked is None or self.rounds_done >= self.rounds:
             return
+        assert trainer.max_epochs is not None  # Lightning resolves None (1000, or -1 with max_steps)
         if trainer.current_epoch < self.round_epoch(self.rounds_done, trainer.max_epochs):
             return
         before = [m.clone() for m in self.masked.masks]
@@ -282,7 +283,7 @@ class MagnitudePruning(TopologyCallback):
         sync_prune_buffers(network, masked)
         masked.restore_frozen(trainer.optimizers)
         if rewound:
-            reset_optimizer_state(trainer.optimizers, network.parameters())
+            reset_optimizer_state(trainer.optimizers, list(network.parameters()))
             self.write_through(trainer, {id(p): None for p in network.parameters()})
         else:
             self.write_through(trainer, {id(p): n for p, n in zip(masked.params, newly)})
@@ -293,6 +294,7 @@ class MagnitudePruning(TopologyCallback):
         if self.rewind is None:
             return False
         if self.rewind == "start":
+            assert self._start_state is not None  # saved at fit start
             network.load_state_dict(self._start_state)
         else:
             load_weights(network, self.rewind)

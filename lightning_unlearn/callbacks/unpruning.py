@@ -20,12 +20,14 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.nn import Parameter
 
-from lightning_unlearn.callbacks.masking import TopologyCallback, pruning_callbacks, topology_callbacks
+from lightning_unlearn.callbacks.masking import TopologyCallback, pruning_callbacks, pruning_recipes, topology_callbacks
 from lightning_unlearn.data.access import retain_batches, retain_stream, unlearning_data
 from lightning_unlearn.functional.masks import ParameterFilter, Scope, check_scope, pack_mask, select_parameters, unpack_mask
 from lightning_unlearn.functional.pruning import canonical_name, prunable_weights, sync_prune_buffers
 from lightning_unlearn.functional.unpruning import (
     REVIVE,
+    Revive,
+    ScoreFn,
     is_row_structured,
     regrow_toward,
     replay_lottery_masks,
@@ -311,7 +313,7 @@ class UnPruning(TopologyCallback):
         self._reference, self._noise_reference, self._trainer = None, None, trainer
         for pruning in pruning_callbacks(trainer):
             recipe = pruning.pruning_recipe()
-            if recipe.rounds > 1:
+            if recipe is not None and recipe.rounds > 1:
                 raise ValueError(
                     f"UnPruning re-derives a fixed sparse topology, but {type(pruning).__name__}(method={recipe.method!r},"
                     f" rounds={recipe.rounds}) keeps pruning during training: use rounds=1 (or prune in an earlier run)."
@@ -342,7 +344,8 @@ class UnPruning(TopologyCallback):
         masks_by_name: dict[str, Tensor] = {}
         values_by_name: dict[str, Tensor] = {}
         for pruning in pruning_callbacks(trainer):
-            values = pruning.pruned_values() or [None] * len(pruning.masks())
+            recorded = pruning.pruned_values()
+            values: list[Optional[Tensor]] = list(recorded) if recorded else [None] * len(pruning.masks())
             for (name, mask), value in zip(pruning.masks().items(), values):
                 masks_by_name[name] = masks_by_name[name] & mask if name in masks_by_name else mask.clone()
                 if value is not None:
@@ -373,7 +376,7 @@ class UnPruning(TopologyCallback):
 
     # ------------------------------------------------------------------ un-pruning
     def _resolve(self, trainer: L.Trainer) -> None:
-        recipes = [cb.pruning_recipe() for cb in pruning_callbacks(trainer)]
+        recipes = pruning_recipes(trainer)
         scope = self.scope or (recipes[0].scope if recipes else ("layer" if self.score == REPLAY else "global"))
         structured = self.structured
         if structured is None:
@@ -385,12 +388,12 @@ class UnPruning(TopologyCallback):
         masked = self._masked
         batches = retain_batches(trainer, self.batches, self.seed * 1_000_003 + step, pl_module.device, who="UnPruning")
         scores = unpruning_scores(
-            self.score_fn,
+            self._score_fn,
             network_of(pl_module),
             masked.names,
             masked.params,
             masked.masks,
-            self._pruned_values,
+            self._values,
             batches,
             self.lr,
             self.gate,
@@ -436,7 +439,7 @@ class UnPruning(TopologyCallback):
         )
         if self.revive == "init":  # revived weights start from the ticket's own values (not 0: a zero row stays dead)
             self._pruned_values = [
-                torch.where(m, v, init_state[n].to(v)) for n, m, v in zip(masked.names, masked.masks, self._pruned_values)
+                torch.where(m, v, init_state[n].to(v)) for n, m, v in zip(masked.names, masked.masks, self._values)
             ]
         return trainer.strategy.broadcast(masks, src=0)
 
@@ -455,8 +458,8 @@ class UnPruning(TopologyCallback):
     @torch.no_grad()
     def _swap(self, trainer: L.Trainer, pl_module: L.LightningModule, new: list[Tensor]) -> None:
         masked = self._masked
-        revive = "original" if self.revive == "init" else self.revive  # "init": the remembered values are the initialisation's
-        dropped, revived, self._pruned_values = swap_topology(masked, new, self._pruned_values, revive)
+        revive: Revive = "original" if self.revive == "init" else self.revive  # "init": the remembered values are the initialisation's
+        dropped, revived, self._pruned_values = swap_topology(masked, new, self._values, revive)
         by_name = masked.by_name()
         for holder in topology_callbacks(trainer):  # pruning callbacks and those keeping a topology take the new one
             if holder is not self and holder.masked is not None:
@@ -476,7 +479,7 @@ class UnPruning(TopologyCallback):
     def extra_tensor_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {"before": [pack_mask(m) for m in self._before or []]}
         if self.mode == "gradual":
-            state["pruned_values"] = [v.detach().clone() for v in self._pruned_values]
+            state["pruned_values"] = [v.detach().clone() for v in self._values]
         return state
 
     def load_extra_tensor_state(self, state: dict[str, Any]) -> None:
@@ -484,6 +487,19 @@ class UnPruning(TopologyCallback):
         self._before = [unpack_mask(b, p.shape, p.device) for b, p in zip(state["before"], params)] or None
         values = state.get("pruned_values")
         self._pruned_values = None if values is None else [v.to(p.device, p.dtype) for v, p in zip(values, params)]
+
+    @property
+    def _score_fn(self) -> ScoreFn:
+        if self.score_fn is None:
+            raise RuntimeError('UnPruning(score="replay") re-derives the topology without scores.')
+        return self.score_fn
+
+    @property
+    def _values(self) -> list[Tensor]:
+        """The values of the pruned weights, once known (at fit start, or restored)."""
+        if self._pruned_values is None:
+            raise RuntimeError("UnPruning: the values of the pruned weights are not known yet (the fit has not started).")
+        return self._pruned_values
 
     def topology_masks(self) -> dict[str, Tensor]:
         """The kept masks after un-pruning, by parameter name."""
@@ -518,6 +534,7 @@ class UnPruning(TopologyCallback):
 
     def _reference_topology(self, path: Optional[str] = None) -> Optional[dict[str, Tensor]]:
         path = self.reference if path is None else path
+        assert path is not None and self._before is not None  # callers check `reference`; the topology is read at fit start
         weights = weights_from_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         names = [n for n in self._masked.names if canonical_name(n) in weights]
         if not names:
@@ -528,7 +545,7 @@ class UnPruning(TopologyCallback):
         kept = [t != 0 for t in w]
         if sum(int(k.sum()) for k in kept) <= sum(int(b.sum()) for b in before):
             return dict(zip(names, kept))
-        recipes = [cb.pruning_recipe() for cb in pruning_callbacks(self._trainer)]
+        recipes = pruning_recipes(self._trainer)
         if not recipes:
             masks = unpruned_masks([t.abs() for t in w], before, self._resolved["scope"], self._resolved["structured"])
         elif recipes[0].needs_network:

@@ -233,7 +233,7 @@ def retain_batches(
     with torch.random.fork_rng(devices=[]):
         if data is not None:
             retain = data.split("retain", eval_transforms=True)
-            sampler = RandomSampler(retain, generator=torch.Generator().manual_seed(seed))
+            sampler = RandomSampler(retain, generator=torch.Generator().manual_seed(seed))  # type: ignore[arg-type]
             loader: Iterable = data.make_loader(retain, data.eval_batch_size, sampler=sampler, workers=False)
         elif dataloader is not None:
             loader = dataloader
@@ -281,7 +281,7 @@ def retain_stream(
     data = unlearning_data(trainer)
     if data is not None:
         retain = data.split("retain")
-        sampler = SeededBatchSampler(len(retain), data.batch_size, seed, start, trainer.world_size, trainer.global_rank)
+        sampler = SeededBatchSampler(len(retain), data.batch_size, seed, start, trainer.world_size, trainer.global_rank)  # type: ignore[arg-type]
         batches: Iterable = data.make_loader(retain, batch_sampler=sampler)
     elif dataloader is not None:
         batches = cycle(dataloader, start)

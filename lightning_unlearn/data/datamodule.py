@@ -240,7 +240,7 @@ class UnlearningDataModule(L.LightningDataModule):
                 _, label = self._source.xy_collate(loader)([dataset[0]])
                 _class_indices(torch.as_tensor(label), name)
             targets = dataset_targets(self.train_set, "train", collate_fn=self._source.xy_collate(self._source.train))
-        if self.train_eval_set is not None and len(self.train_eval_set) != len(self.train_set):
+        if self.train_eval_set is not None and len(self.train_eval_set) != len(self.train_set):  # type: ignore[arg-type]
             raise ValueError("`train_eval` must hold the same examples as `train` (same length, same order).")
         if self.requests is None:
             forget, earlier = self.forget.resolve(targets), []
@@ -298,7 +298,7 @@ class UnlearningDataModule(L.LightningDataModule):
 
     def pass_batches(self, name: str) -> int:
         """Batches in one training pass over split ``name``."""
-        return math.ceil(len(self.split(name)) / self.training_batch_sizes()[name])
+        return math.ceil(len(self.split(name)) / self.training_batch_sizes()[name])  # type: ignore[arg-type]
 
     def longest_split(self, inputs: tuple[str, ...]) -> str:
         """The split of ``inputs`` with the most training batches per pass (ties: ``"retain"``):
@@ -355,7 +355,7 @@ class UnlearningDataModule(L.LightningDataModule):
         return self.make_loader(dataset, batch_size, sampler, evaluation=sampler is None)
 
     def _shuffled(self, dataset: Dataset, batch_size: int, stream: int, num_samples: Optional[int] = None) -> DataLoader:
-        sampler = EpochShuffleSampler(len(dataset), num_samples, seed=self.shuffle_seed * 1000 + stream)
+        sampler = EpochShuffleSampler(len(dataset), num_samples, seed=self.shuffle_seed * 1000 + stream)  # type: ignore[arg-type]
         return self.make_loader(dataset, batch_size, sampler)
 
     def _user_retain_loader(self) -> DataLoader:
@@ -410,7 +410,7 @@ class UnlearningDataModule(L.LightningDataModule):
         if epoch_split not in inputs:
             raise ValueError(f"`epoch_split` {epoch_split!r} must be one of the method's inputs {inputs} or {LONGEST!r}.")
         sizes = self.training_batch_sizes()
-        steps = math.ceil(len(self.split(epoch_split)) / sizes[epoch_split])
+        steps = math.ceil(len(self.split(epoch_split)) / sizes[epoch_split])  # type: ignore[arg-type]
         loaders = {}
         for name in inputs:
             stream = 1 + SPLITS.index(name)
@@ -430,7 +430,7 @@ class UnlearningDataModule(L.LightningDataModule):
             raise ValueError(f"`batch_plan` must be one of {ONE_PASS_PLANS} (or None for paired batches), got {plan!r}.")
         forget, retain = self.split("forget"), self.split("retain")
         sampler = OnePassPlan(
-            len(forget), len(retain), self.batch_size, self.forget_batch_size, plan, seed=self.shuffle_seed * 1000 + 3
+            len(forget), len(retain), self.batch_size, self.forget_batch_size, plan, seed=self.shuffle_seed * 1000 + 3  # type: ignore[arg-type]
         )
         collate = self._source.xy_collate(self._source.train) if self._source is not None else None
         return self.make_loader(PlannedBatches(forget, retain, collate), sampler=sampler, batched=True)
@@ -542,7 +542,7 @@ def dataset_targets(dataset: Dataset, name: str = "dataset", collate_fn: Optiona
     targets = getattr(dataset, "targets", None)
     if targets is None and hasattr(dataset, "tensors") and len(dataset.tensors) >= 2:
         targets = dataset.tensors[1]
-    if targets is not None and len(targets) == len(dataset):
+    if targets is not None and len(targets) == len(dataset):  # type: ignore[arg-type]
         return _class_indices(torch.as_tensor(targets), name)
     options = {} if collate_fn is None else {"collate_fn": collate_fn}
     labels = [torch.as_tensor(batch[1]) for batch in DataLoader(dataset, batch_size=512, **options)]
@@ -579,7 +579,7 @@ class _KeyedItems(Dataset):
         self.dataset, self.keys = dataset, keys
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
         item = self.dataset[index]
@@ -596,7 +596,7 @@ def checked_dataset(dataset: Dataset, name: str, keys: Optional[tuple[str, str]]
     """
     if isinstance(dataset, _KeyedItems):
         return dataset
-    if len(dataset) == 0:
+    if len(dataset) == 0:  # type: ignore[arg-type]
         raise ValueError(f"`{name}` is empty: pass a dataset with at least one example.")
     item = dataset[0]
     if isinstance(item, dict):

@@ -72,7 +72,7 @@ ROUNDINGS = ("round", "floor")
 ParameterFilter = Union[str, list[str], None]
 
 
-def check_scope(scope: Any, name: str = "scope") -> str:
+def check_scope(scope: Any, name: str = "scope") -> Scope:
     """Returns ``scope`` if it is ``"global"`` or ``"layer"``; raises a ValueError naming the fix otherwise."""
     return check_choice(
         scope,

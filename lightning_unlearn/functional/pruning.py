@@ -17,7 +17,7 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal, Optional, cast
 
 import torch
 import torch.nn.functional as F
@@ -250,7 +250,7 @@ class PruningRecipe:
     scope: Scope = "global"
     rounds: int = 1
     seed: int = 0
-    input_shape: Optional[tuple[int, ...]] = None
+    input_shape: Optional[Sequence[int]] = None  # normalised to a tuple
     synflow_iterations: int = 100
 
     def __post_init__(self) -> None:
@@ -425,4 +425,4 @@ def add_l1_subgradient(params: Sequence[Tensor], gamma: float) -> None:
     with_grad = [p for p in params if p.grad is not None]
     if gamma == 0.0 or not with_grad:
         return
-    torch._foreach_add_([p.grad for p in with_grad], torch._foreach_sign([p.detach() for p in with_grad]), alpha=gamma)
+    torch._foreach_add_([cast(Tensor, p.grad) for p in with_grad], torch._foreach_sign([p.detach() for p in with_grad]), alpha=gamma)

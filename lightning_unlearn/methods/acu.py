@@ -142,11 +142,11 @@ class ACU(OneShotEdit):
         features = self._head_input(x)
         if self.memory is None:  # the learning phase sees the whole training set
             rows = augment(features).cpu()
-            self.statistics["xx"] += rows.T @ rows
-            self.statistics["xy"] += rows.T @ one_hot(y.cpu(), self._head.out_features)
+            self._stats["xx"] += rows.T @ rows
+            self._stats["xy"] += rows.T @ one_hot(y.cpu(), self._head.out_features)
         if split == "forget":
-            self.statistics["forget_x"].append(features.detach().double().cpu())
-            self.statistics["forget_y"].append(y.detach().cpu())
+            self._stats["forget_x"].append(features.detach().double().cpu())
+            self._stats["forget_y"].append(y.detach().cpu())
         return torch.zeros((), device=x.device)
 
     def apply_edit(self, statistics: Statistics, counts: PassCounts) -> dict[str, float]:

@@ -132,7 +132,7 @@ class AdaptThenUnlearn(TeacherStudentMethod):
         data = require_unlearning_data(self.trainer, "AdaptThenUnlearn (stage 1 adapts a copy on the forget set)")
         forget = data.split("forget")
         generator = torch.Generator().manual_seed(self.seed)
-        loader = data.make_loader(forget, data.forget_batch_size, RandomSampler(forget, generator=generator))
+        loader = data.make_loader(forget, data.forget_batch_size, RandomSampler(forget, generator=generator))  # type: ignore[arg-type]
         network.train().requires_grad_(True)
         optimizer = torch.optim.SGD(network.parameters(), lr=self.adapt_lr, momentum=0.9)
         with torch.enable_grad():

@@ -103,9 +103,9 @@ class FisherForgetting(OneShotEdit):
         inputs = x.repeat(num_logits, *([1] * (x.ndim - 1)))
         grads = list(per_sample_gradients(self.model, F.cross_entropy, inputs, classes, self.chunk_size).values())
         weights = logits.softmax(dim=1).T.reshape(-1).to(grads[0].dtype)  # p(c | x_i) in the same order
-        for acc, sq in zip(self.statistics["fisher"], torch._foreach_mul(grads, grads)):
+        for acc, sq in zip(self._stats["fisher"], torch._foreach_mul(grads, grads)):
             acc.add_(torch.tensordot(weights, sq, dims=1))  # sum_i sum_c p(c|x_i) * (d log p(c|x_i))^2
-        self.statistics["num_logits"] = int(num_logits)
+        self._stats["num_logits"] = int(num_logits)
         return F.cross_entropy(logits, y)
 
     def apply_edit(self, statistics: Statistics, counts: PassCounts) -> dict[str, float]:

@@ -158,7 +158,7 @@ class SSD(OneShotEdit):
                     loss = self.importance_loss(self.model(x), y)
             return loss
         loss = self.importance_loss(self.model(x), y)
-        self.add_importance(self.statistics[split], self.batch_gradients(loss))
+        self.add_importance(self._stats[split], self.batch_gradients(loss))
         if self.data_flow == "reference":
             self._held_forget.append((x.detach(), y.detach()))
         return loss.detach()
@@ -190,8 +190,8 @@ class SSD(OneShotEdit):
 
     def _add_full(self, x: Tensor, y: Tensor) -> Tensor:
         loss = self.importance_loss(self.model(x), y)
-        self.add_importance(self.statistics["retain"], self.batch_gradients(loss))
-        self.statistics["full_batches"] += 1
+        self.add_importance(self._stats["retain"], self.batch_gradients(loss))
+        self._stats["full_batches"] += 1
         return loss.detach()
 
     def apply_edit(self, statistics: Statistics, counts: PassCounts) -> dict[str, float]:

@@ -166,7 +166,7 @@ def reinitialise(model: nn.Module, seed: Optional[int] = None) -> nn.Module:
     try:
         for module in model.modules():
             if hasattr(module, "reset_parameters"):
-                module.reset_parameters()
+                module.reset_parameters()  # type: ignore[operator]
                 with torch.no_grad():
                     for name, param, _mask in _reparametrised(module):
                         fresh = vars(module).get(name)
@@ -175,7 +175,7 @@ def reinitialise(model: nn.Module, seed: Optional[int] = None) -> nn.Module:
                 for name, param, mask in _reparametrised(module):
                     setattr(module, name, param * mask)
             if hasattr(module, "reset_running_stats"):
-                module.reset_running_stats()
+                module.reset_running_stats()  # type: ignore[operator]
     finally:
         if seed is not None:
             torch.random.set_rng_state(state)
