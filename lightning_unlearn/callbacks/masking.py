@@ -198,7 +198,9 @@ class MaskedUpdateCallback(Callback):
         anchors agree with the edit (see :func:`~lightning_unlearn.functional.masks.write_through`;
         ``changed`` maps ``id(parameter)`` to the edited entries, ``None``: all)."""
         others = [
-            cb.masked for cb in trainer.callbacks if cb is not self and isinstance(getattr(cb, "masked", None), MaskedParameters)  # type: ignore[attr-defined]
+            cb.masked
+            for cb in trainer.callbacks
+            if cb is not self and isinstance(getattr(cb, "masked", None), MaskedParameters)  # type: ignore[attr-defined]
         ]
         write_through(others, changed)
 

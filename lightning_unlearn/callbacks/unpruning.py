@@ -458,7 +458,9 @@ class UnPruning(TopologyCallback):
     @torch.no_grad()
     def _swap(self, trainer: L.Trainer, pl_module: L.LightningModule, new: list[Tensor]) -> None:
         masked = self._masked
-        revive: Revive = "original" if self.revive == "init" else self.revive  # "init": the remembered values are the initialisation's
+        revive: Revive = (
+            "original" if self.revive == "init" else self.revive
+        )  # "init": the remembered values are the initialisation's
         dropped, revived, self._pruned_values = swap_topology(masked, new, self._values, revive)
         by_name = masked.by_name()
         for holder in topology_callbacks(trainer):  # pruning callbacks and those keeping a topology take the new one

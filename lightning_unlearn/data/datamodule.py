@@ -430,7 +430,12 @@ class UnlearningDataModule(L.LightningDataModule):
             raise ValueError(f"`batch_plan` must be one of {ONE_PASS_PLANS} (or None for paired batches), got {plan!r}.")
         forget, retain = self.split("forget"), self.split("retain")
         sampler = OnePassPlan(
-            len(forget), len(retain), self.batch_size, self.forget_batch_size, plan, seed=self.shuffle_seed * 1000 + 3  # type: ignore[arg-type]
+            len(forget),
+            len(retain),
+            self.batch_size,
+            self.forget_batch_size,
+            plan,
+            seed=self.shuffle_seed * 1000 + 3,  # type: ignore[arg-type]
         )
         collate = self._source.xy_collate(self._source.train) if self._source is not None else None
         return self.make_loader(PlannedBatches(forget, retain, collate), sampler=sampler, batched=True)

@@ -425,4 +425,6 @@ def add_l1_subgradient(params: Sequence[Tensor], gamma: float) -> None:
     with_grad = [p for p in params if p.grad is not None]
     if gamma == 0.0 or not with_grad:
         return
-    torch._foreach_add_([cast(Tensor, p.grad) for p in with_grad], torch._foreach_sign([p.detach() for p in with_grad]), alpha=gamma)
+    torch._foreach_add_(
+        [cast(Tensor, p.grad) for p in with_grad], torch._foreach_sign([p.detach() for p in with_grad]), alpha=gamma
+    )

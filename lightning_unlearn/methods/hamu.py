@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional, cast
 
 import torch
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor, nn
 
 from lightning_unlearn.functional.hardness import hamu_update, hardness_thresholds
@@ -119,7 +120,7 @@ class HAMU(UnlearningMethod):
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         splits = self._as_splits(batch)
         params = self.trainable_parameters()
-        optimizer = self.optimizers()
+        optimizer = cast(LightningOptimizer, self.optimizers())  # the one optimiser of configure_optimizers
         lr = float(optimizer.param_groups[0]["lr"])
         with eval_mode(self.model):  # frozen BatchNorm, as the reference
             retain_ce, logs = self.unlearning_loss(splits)
@@ -150,7 +151,11 @@ class HAMU(UnlearningMethod):
         optimizer.step()
         for config in self.trainer.lr_scheduler_configs:
             if config.interval == "step" or (self.trainer.is_last_batch and config.interval == "epoch"):
-                config.scheduler.step()
+                scheduler = config.scheduler
+                if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):  # a user factory's: steps on its monitor
+                    scheduler.step(self.trainer.callback_metrics[str(config.monitor)])
+                else:
+                    scheduler.step()
         kappa = _cos(g_r, g_f)
         n = max(len(branches), 1)
         values = {

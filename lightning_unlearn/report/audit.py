@@ -185,20 +185,20 @@ def audit_summary(
             )
         elif quantity in ref:
             difference = value - ref[quantity]
-            floors: dict[str, float] = {}
+            found: dict[str, float] = {}
             if quantity in seeded:
-                floors["reseeded Retrain"] = abs(seeded[quantity] - ref[quantity])
+                found["reseeded Retrain"] = abs(seeded[quantity] - ref[quantity])
             sampled = sampling_floor(quantity, value, ref[quantity], counts or {}) if counts else None
             if sampled is not None:
-                floors["sampling (2 s.e.)"] = sampled
+                found["sampling (2 s.e.)"] = sampled
             if extra.get(quantity) is not None:
-                floors["models' spread (2 s.e.)"] = float(extra[quantity])
+                found["models' spread (2 s.e.)"] = float(extra[quantity])
             entry["difference"] = difference
-            if floors:
-                source = max(floors, key=floors.get)
-                entry.update(noise_floor=floors[source], floor_from=source)
+            if found:
+                source = max(found, key=found.__getitem__)
+                entry.update(noise_floor=found[source], floor_from=source)
                 entry["verdict"] = (
-                    "in line" if abs(difference) <= floors[source] else f"out of line: {_reading(meaning, difference)}"
+                    "in line" if abs(difference) <= found[source] else f"out of line: {_reading(meaning, difference)}"
                 )
             else:
                 entry["verdict"] = "no noise floor" + (f" ({_reading(meaning, difference)})" if difference else "")
