@@ -42,22 +42,42 @@ def run(dims: list[int], remove: int, repeats: int = 3, classes: int = 10) -> tu
         y = torch.randint(classes, (n,), generator=g)
         memory = analytic_memory(x, y, classes, gamma=1.0)
         k = min(remove, n // 2)
-        single = _median_time(lambda: forget_rows(memory, x[:k], y[:k], chunk_size=1), repeats)
-        chunked = _median_time(lambda: forget_rows(memory, x[:k], y[:k]), repeats)
-        refit = _median_time(lambda: least_squares_head(x[k:], y[k:], classes, gamma=1.0), repeats)
+        single = _median_time(lambda memory=memory, x=x, y=y, k=k: forget_rows(memory, x[:k], y[:k], chunk_size=1), repeats)
+        chunked = _median_time(lambda memory=memory, x=x, y=y, k=k: forget_rows(memory, x[:k], y[:k]), repeats)
+        refit = _median_time(lambda x=x, y=y, k=k: least_squares_head(x[k:], y[k:], classes, gamma=1.0), repeats)
         error = float((forget_rows(memory, x[:k], y[:k]).weight - least_squares_head(x[k:], y[k:], classes)).abs().max())
-        rows.append({"d": d, "n": n, "removed": k, "per_sample_rank1_us": 1e6 * single / k,
-                     "per_sample_chunked_us": 1e6 * chunked / k, "refit_ms": 1e3 * refit, "max_abs_diff": error})
+        rows.append(
+            {
+                "d": d,
+                "n": n,
+                "removed": k,
+                "per_sample_rank1_us": 1e6 * single / k,
+                "per_sample_chunked_us": 1e6 * chunked / k,
+                "refit_ms": 1e3 * refit,
+                "max_abs_diff": error,
+            }
+        )
     slope = lambda key: _slope([r["d"] for r in rows], [r[key] for r in rows])  # noqa: E731
-    result = {"rows": rows, "exponent_rank1": slope("per_sample_rank1_us"), "exponent_chunked": slope("per_sample_chunked_us"),
-              "classes": classes, "threads": torch.get_num_threads()}
-    table = ("| d | memory N | removed | per sample, one row at a time (us) | per sample, chunks of d+1 (us) |"
-             " least-squares refit on the rest (ms) | max abs diff vs refit |\n|---:|---:|---:|---:|---:|---:|---:|\n")
+    result = {
+        "rows": rows,
+        "exponent_rank1": slope("per_sample_rank1_us"),
+        "exponent_chunked": slope("per_sample_chunked_us"),
+        "classes": classes,
+        "threads": torch.get_num_threads(),
+    }
+    table = (
+        "| d | memory N | removed | per sample, one row at a time (us) | per sample, chunks of d+1 (us) |"
+        " least-squares refit on the rest (ms) | max abs diff vs refit |\n|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
     for r in rows:
-        table += (f"| {r['d']} | {r['n']} | {r['removed']} | {r['per_sample_rank1_us']:.1f} | {r['per_sample_chunked_us']:.1f} |"
-                  f" {r['refit_ms']:.1f} | {r['max_abs_diff']:.1e} |\n")
-    table += (f"\nFitted exponent of the per-sample time in d: {result['exponent_rank1']:.2f} (one row at a time),"
-              f" {result['exponent_chunked']:.2f} (chunks).")
+        table += (
+            f"| {r['d']} | {r['n']} | {r['removed']} | {r['per_sample_rank1_us']:.1f} | {r['per_sample_chunked_us']:.1f} |"
+            f" {r['refit_ms']:.1f} | {r['max_abs_diff']:.1e} |\n"
+        )
+    table += (
+        f"\nFitted exponent of the per-sample time in d: {result['exponent_rank1']:.2f} (one row at a time),"
+        f" {result['exponent_chunked']:.2f} (chunks)."
+    )
     return result, table
 
 

@@ -62,15 +62,22 @@ def run(train_size: int, test_size: int, repeats: int, data: str = "fashion-mnis
     audited_time(model, dm, device)
     epochs, passes, audited = [], [], []
     for i in range(repeats):  # ABBA order
-        runs = [lambda: epochs.append(epoch_time(ImageClassifier(copy.deepcopy(model), lr=0.01), dm)),
-                lambda: passes.append(evaluation_time(model, dm, device)),
-                lambda: audited.append(audited_time(model, dm, device))]
+        runs = [
+            lambda: epochs.append(epoch_time(ImageClassifier(copy.deepcopy(model), lr=0.01), dm)),
+            lambda: passes.append(evaluation_time(model, dm, device)),
+            lambda: audited.append(audited_time(model, dm, device)),
+        ]
         for run_one in runs if i % 2 == 0 else runs[::-1]:
             run_one()
-    result = dict(evaluation_s=statistics.median(passes), epoch_s=statistics.median(epochs),
-                  audited_s=statistics.median(audited),
-                  train_size=len(dm.train_set), test_size=len(dm.test_set), eval_batch_size=dm.eval_batch_size,
-                  repeats=repeats)
+    result = dict(
+        evaluation_s=statistics.median(passes),
+        epoch_s=statistics.median(epochs),
+        audited_s=statistics.median(audited),
+        train_size=len(dm.train_set),
+        test_size=len(dm.test_set),
+        eval_batch_size=dm.eval_batch_size,
+        repeats=repeats,
+    )
     result["ratio"] = result["evaluation_s"] / result["epoch_s"]
     result["audited_ratio"] = result["audited_s"] / result["epoch_s"]
     result["audit_overhead"] = result["audited_s"] / result["evaluation_s"]
@@ -78,7 +85,7 @@ def run(train_size: int, test_size: int, repeats: int, data: str = "fashion-mnis
         "| train / test images | UnlearningEvaluation pass | training epoch | ratio |\n|---|---|---|---|\n"
         f"| {result['train_size']:,} / {result['test_size']:,} | {result['evaluation_s']:.2f} s"
         f" | {result['epoch_s']:.2f} s | {result['ratio']:.2f}× |\n"
-        f"| same, `audits=\"standard\"` | {result['audited_s']:.2f} s | {result['epoch_s']:.2f} s"
+        f'| same, `audits="standard"` | {result["audited_s"]:.2f} s | {result["epoch_s"]:.2f} s'
         f" | {result['audited_ratio']:.2f}× ({result['audit_overhead']:.2f}× the plain pass) |"
     )
     return result, table

@@ -15,14 +15,22 @@ between hardness and Avg. Gap over the requests.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional
 
 import torch
 import yaml
 
 from benchmarks.common import emit
 from lightning_unlearn.benchmark import (
-    REFERENCE, OriginalSpec, check_methods, parse_config, quiet_fit_warnings, run_row, table_row, train_original,
+    REFERENCE,
+    OriginalSpec,
+    check_methods,
+    parse_config,
+    quiet_fit_warnings,
+    run_row,
+    table_row,
+    train_original,
     trainer_options,
 )
 from lightning_unlearn.data import ForgetSpec
@@ -39,6 +47,7 @@ def _retain_sample(datamodule, count: int, seed: int) -> list:
 
 def spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
     """Spearman rank correlation (average ranks for ties)."""
+
     def ranks(values):
         order = sorted(range(len(values)), key=lambda i: values[i])
         out = [0.0] * len(values)
@@ -51,6 +60,7 @@ def spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
                 out[order[k]] = (i + j) / 2.0
             i = j + 1
         return out
+
     rx, ry = ranks(list(xs)), ranks(list(ys))
     mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
     num = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
@@ -78,18 +88,34 @@ def run(config: Any, classes: Optional[Sequence[int]] = None, retain_sample: int
             reference = run_row(specs[reference_name], original, data, seed, mia_backend=cfg.mia_backend, **options)
             rows = {}
             for name, spec in specs.items():
-                run_ = reference if name == reference_name else run_row(
-                    spec, original, data, seed, reference=reference.model, mia_backend=cfg.mia_backend, **options)
+                run_ = (
+                    reference
+                    if name == reference_name
+                    else run_row(spec, original, data, seed, reference=reference.model, mia_backend=cfg.mia_backend, **options)
+                )
                 rows[name] = table_row(name, spec, run_.after, reference.after, run_.runtime_s)
-            requests.append({"classes": [c], "forget_count": len(data.forget_indices), "hardness": summary.as_dict(),
-                             "per_example_hardness": [round(float(v), 5) for v in per_example], "rows": rows})
+            requests.append(
+                {
+                    "classes": [c],
+                    "forget_count": len(data.forget_indices),
+                    "hardness": summary.as_dict(),
+                    "per_example_hardness": [round(float(v), 5) for v in per_example],
+                    "rows": rows,
+                }
+            )
     hardness = [r["hardness"]["kappa"] for r in requests]
-    correlation = {name: spearman(hardness, [r["rows"][name]["avg_gap"] for r in requests])
-                   for name in specs if name != reference_name}
-    result = {"requests": requests, "spearman_kappa_vs_avg_gap": correlation,
-              "config": {"data": type(base).__name__, "original": dict(config["original"]),
-                         "methods": {n: {"method": s.method, "max_epochs": s.max_epochs, "init_args": s.init_args}
-                                     for n, s in specs.items()}}}
+    correlation = {
+        name: spearman(hardness, [r["rows"][name]["avg_gap"] for r in requests]) for name in specs if name != reference_name
+    }
+    result = {
+        "requests": requests,
+        "spearman_kappa_vs_avg_gap": correlation,
+        "config": {
+            "data": type(base).__name__,
+            "original": dict(config["original"]),
+            "methods": {n: {"method": s.method, "max_epochs": s.max_epochs, "init_args": s.init_args} for n, s in specs.items()},
+        },
+    }
     return result, format_table(result, reference_name)
 
 
@@ -102,7 +128,9 @@ def format_table(result: Mapping[str, Any], reference_name: str = REFERENCE) -> 
         cells = [str(r["classes"][0]), f"{h['kappa']:.3f}", f"{h['per_example_mean']:.3f}", f"{100 * h['fraction_positive']:.1f}"]
         cells += [f"{r['rows'][n]['avg_gap']:.2f}" for n in names]
         lines.append("| " + " | ".join(cells) + " |")
-    lines.append("| Spearman (kappa, gap) | | | | " + " | ".join(f"{result['spearman_kappa_vs_avg_gap'][n]:+.2f}" for n in names) + " |")
+    lines.append(
+        "| Spearman (kappa, gap) | | | | " + " | ".join(f"{result['spearman_kappa_vs_avg_gap'][n]:+.2f}" for n in names) + " |"
+    )
     return "\n".join(lines)
 
 
@@ -116,8 +144,12 @@ def plot(result: Mapping[str, Any], path: str, reference_name: str = REFERENCE) 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     kappa = [r["hardness"]["kappa"] for r in result["requests"]]
     for name in names:
-        ax.plot(kappa, [r["rows"][name]["avg_gap"] for r in result["requests"]], "o",
-                label=f"{name} (Spearman {result['spearman_kappa_vs_avg_gap'][name]:+.2f})")
+        ax.plot(
+            kappa,
+            [r["rows"][name]["avg_gap"] for r in result["requests"]],
+            "o",
+            label=f"{name} (Spearman {result['spearman_kappa_vs_avg_gap'][name]:+.2f})",
+        )
     for r, k in zip(result["requests"], kappa):
         ax.annotate(str(r["classes"][0]), (k, 0), textcoords="offset points", xytext=(0, -12), ha="center", fontsize=7)
     ax.set_xlabel("hardness kappa = cos(g_r, g_f) before unlearning (class-wise request)")

@@ -29,22 +29,30 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def run() -> tuple[dict, str]:
     blocks = re.findall(r"```python\n(.*?)```", README.read_text().split("## Beyond class labels")[1], re.S)[:2]
     namespace: dict = {}
-    exec(compile(blocks[0], "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
     lm, dm = namespace["lm"], namespace["dm"]
     probes = dm.extraction_probes()
 
     def scores(model) -> dict:
-        return {"extraction": exact_match_extraction(model, probes), "forget_ppl": perplexity(model, dm.forget_dataloader()),
-                "retain_ppl": perplexity(model, dm.retain_dataloader()), "test_ppl": perplexity(model, dm.test_dataloader())}
+        return {
+            "extraction": exact_match_extraction(model, probes),
+            "forget_ppl": perplexity(model, dm.forget_dataloader()),
+            "retain_ppl": perplexity(model, dm.retain_dataloader()),
+            "test_ppl": perplexity(model, dm.test_dataloader()),
+        }
 
     rows = {"trained LM": scores(lm)}
     readme = {**namespace, "lm": copy.deepcopy(lm)}
-    exec(compile(blocks[1], "README.md", "exec"), readme)  # noqa: S102
+    exec(compile(blocks[1], "README.md", "exec"), readme)
     rows["NPO (beta 0.1, lr 0.01, 3 epochs) + SaliencyMask + GradientProjection"] = scores(readme["npo"].model)
     for name, make, epochs, callbacks in [
         ("NPO (beta 0.1, lr 0.01, 3 epochs), no callbacks", lambda m: NPO(m, beta=0.1, lr=0.01, momentum=0.0), 3, False),
-        ("GradientAscent (lr 0.02, 5 epochs) + SaliencyMask + GradientProjection",
-         lambda m: GradientAscent(m, lr=0.02, momentum=0.0), 5, True),
+        (
+            "GradientAscent (lr 0.02, 5 epochs) + SaliencyMask + GradientProjection",
+            lambda m: GradientAscent(m, lr=0.02, momentum=0.0),
+            5,
+            True,
+        ),
         ("GradientAscent (lr 0.02, 5 epochs), no callbacks", lambda m: GradientAscent(m, lr=0.02, momentum=0.0), 5, False),
     ]:
         L.seed_everything(0)
@@ -52,10 +60,14 @@ def run() -> tuple[dict, str]:
         extra = [SaliencyMask(threshold=0.5), GradientProjection()] if callbacks else []
         L.Trainer(**QUIET, max_epochs=epochs, callbacks=extra).fit(method, datamodule=dm)
         rows[name] = scores(method.model)
-    table = ("| | extraction (exact match) | perplexity on the secrets | on the retained text | on held-out text |\n"
-             "|---|---:|---:|---:|---:|\n")
+    table = (
+        "| | extraction (exact match) | perplexity on the secrets | on the retained text | on held-out text |\n"
+        "|---|---:|---:|---:|---:|\n"
+    )
     for name, r in rows.items():
-        table += f"| {name} | {100 * r['extraction']:.0f} % | {r['forget_ppl']:.2f} | {r['retain_ppl']:.3f} | {r['test_ppl']:.3f} |\n"
+        table += (
+            f"| {name} | {100 * r['extraction']:.0f} % | {r['forget_ppl']:.2f} | {r['retain_ppl']:.3f} | {r['test_ppl']:.3f} |\n"
+        )
     return {"rows": rows, "parameters": sum(p.numel() for p in lm.parameters())}, table
 
 

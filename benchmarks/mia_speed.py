@@ -47,10 +47,22 @@ def run(sizes: list[int], device: str) -> tuple[dict, str]:
         t_sk = time.perf_counter() - t0
         model = fit_rbf_svc(torch.cat([retain, test])[:, None], torch.cat([torch.ones(n), torch.zeros(n)]).to(device))
         same = float((model.predict(forget[:, None]).cpu().numpy() == sk_pred).mean())
-        rows.append(dict(n=n, native_s=t_native, sklearn_s=t_sk, speedup=t_sk / t_native, identical=same,
-                         efficacy_native=native, efficacy_sklearn=float((sk_pred == 0).mean())))
+        rows.append(
+            dict(
+                n=n,
+                native_s=t_native,
+                sklearn_s=t_sk,
+                speedup=t_sk / t_native,
+                identical=same,
+                efficacy_native=native,
+                efficacy_sklearn=float((sk_pred == 0).mean()),
+            )
+        )
     table = "| members + non-members | native (s) | sklearn SVC (s) | speed-up | identical decisions |\n|---|---|---|---|---|\n"
-    table += "\n".join(f"| {2 * r['n']:,} | {r['native_s']:.3f} | {r['sklearn_s']:.2f} | {r['speedup']:.0f}× | {100 * r['identical']:.2f} % |" for r in rows)
+    table += "\n".join(
+        f"| {2 * r['n']:,} | {r['native_s']:.3f} | {r['sklearn_s']:.2f} | {r['speedup']:.0f}× | {100 * r['identical']:.2f} % |"
+        for r in rows
+    )
     return {"rows": rows}, table
 
 

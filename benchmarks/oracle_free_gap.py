@@ -35,8 +35,13 @@ def compare(oracle_free: dict[str, Any], trial_files: list[dict[str, Any]]) -> t
         for trial in data["trials"]:
             by_row.setdefault(trial["row"], []).append(trial)
         trials.update(by_row)  # a later file's rows replace an earlier file's
-    rows, lines = {}, ["| row | oracle-free choice | its Avg. Gap | Retrain-tuned choice | its Avg. Gap | difference |",
-                       "|---|---|---|---|---|---|"]
+    rows, lines = (
+        {},
+        [
+            "| row | oracle-free choice | its Avg. Gap | Retrain-tuned choice | its Avg. Gap | difference |",
+            "|---|---|---|---|---|---|",
+        ],
+    )
     for name, chosen in oracle_free["chosen"].items():
         grid = [t for t in trials.get(name, []) if "avg_gap" in t]
         if not grid:
@@ -45,9 +50,13 @@ def compare(oracle_free: dict[str, Any], trial_files: list[dict[str, Any]]) -> t
         key = _key(chosen["init_args"], chosen.get("callbacks"), chosen["max_epochs"])
         match = next((t for t in grid if _key(t["init_args"], t.get("callbacks"), t["epochs"]) == key), None)
         gap = None if match is None else round(match["avg_gap"] - best["avg_gap"], 2)
-        rows[name] = {"oracle_free": chosen, "oracle_free_avg_gap": None if match is None else match["avg_gap"],
-                      "retrain_tuned": {k: best[k] for k in ("init_args", "callbacks", "epochs")},
-                      "retrain_tuned_avg_gap": best["avg_gap"], "difference": gap}
+        rows[name] = {
+            "oracle_free": chosen,
+            "oracle_free_avg_gap": None if match is None else match["avg_gap"],
+            "retrain_tuned": {k: best[k] for k in ("init_args", "callbacks", "epochs")},
+            "retrain_tuned_avg_gap": best["avg_gap"],
+            "difference": gap,
+        }
 
         def fmt(args: dict, callbacks: Optional[list], epochs: int) -> str:
             knobs = ", ".join(f"{k}={v}" for k, v in args.items() if k != "lr_scheduler")
@@ -55,9 +64,11 @@ def compare(oracle_free: dict[str, Any], trial_files: list[dict[str, Any]]) -> t
             return f"{knobs}, {epochs} ep"
 
         mine = "outside the grid" if match is None else f"{match['avg_gap']:.2f}"
-        lines.append(f"| {name} | {fmt(chosen['init_args'], chosen.get('callbacks'), chosen['max_epochs'])} | {mine} |"
-                     f" {fmt(best['init_args'], best.get('callbacks'), best['epochs'])} | {best['avg_gap']:.2f} |"
-                     f" {'-' if gap is None else f'{gap:+.2f}'} |")
+        lines.append(
+            f"| {name} | {fmt(chosen['init_args'], chosen.get('callbacks'), chosen['max_epochs'])} | {mine} |"
+            f" {fmt(best['init_args'], best.get('callbacks'), best['epochs'])} | {best['avg_gap']:.2f} |"
+            f" {'-' if gap is None else f'{gap:+.2f}'} |"
+        )
     return {"scenario": oracle_free.get("scenario"), "validation": oracle_free.get("validation"), "rows": rows}, "\n".join(lines)
 
 
@@ -67,8 +78,9 @@ def main() -> None:
     parser.add_argument("--trials", nargs="+", required=True, help="benchmarks/tune.py JSON(s); later files win per row.")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    result, table = compare(json.loads(Path(args.oracle_free).read_text()),
-                            [json.loads(Path(p).read_text()) for p in args.trials])
+    result, table = compare(
+        json.loads(Path(args.oracle_free).read_text()), [json.loads(Path(p).read_text()) for p in args.trials]
+    )
     emit("oracle_free_gap", result, table, args.out)
 
 

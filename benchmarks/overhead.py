@@ -20,7 +20,7 @@ import argparse
 import copy
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import lightning as L
 import torch
@@ -56,8 +56,9 @@ def step_time(method: L.LightningModule, dm, callbacks, steps: int) -> tuple[flo
     timer = StepTimer(skip=3)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    trainer = L.Trainer(**QUIET, max_steps=steps, max_epochs=1000, accelerator=accelerator(), devices=1,
-                        callbacks=[*callbacks, timer])
+    trainer = L.Trainer(
+        **QUIET, max_steps=steps, max_epochs=1000, accelerator=accelerator(), devices=1, callbacks=[*callbacks, timer]
+    )
     trainer.fit(method, datamodule=dm)
     peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else float("nan")
     return timer.per_step, peak
@@ -93,8 +94,12 @@ def run(train_size: int, repeats: int, steps: int, data: str = "fashion-mnist") 
     # 1. wrapper vs hand-written loop, same sampler order and batch size
     ours, hand = [], []
     for i in range(repeats):  # ABBA order
-        runs = [lambda: ours.append(epoch_time(FineTune(copy.deepcopy(model), lr=0.01), dm)),
-                lambda: hand.append(hand_written_epoch(copy.deepcopy(model), dm._shuffled(dm.split("retain"), dm.batch_size, 2), 0.01, device))]
+        runs = [
+            lambda: ours.append(epoch_time(FineTune(copy.deepcopy(model), lr=0.01), dm)),
+            lambda: hand.append(
+                hand_written_epoch(copy.deepcopy(model), dm._shuffled(dm.split("retain"), dm.batch_size, 2), 0.01, device)
+            ),
+        ]
         for run_one in runs if i % 2 == 0 else runs[::-1]:
             run_one()
     loop = dict(lightning_s=statistics.median(ours), hand_s=statistics.median(hand))
@@ -104,23 +109,38 @@ def run(train_size: int, repeats: int, steps: int, data: str = "fashion-mnist") 
     for entry in registry.entries("callback"):
         if entry.name in SKIP_CALLBACKS:
             continue
-        rows.append(dict(callback=entry.cls.__name__, **paired_steps(
-            lambda: (RandomLabel(copy.deepcopy(model)), prerequisites(entry.name)),
-            lambda: (RandomLabel(copy.deepcopy(model)), [*prerequisites(entry.name), entry.cls()]),
-            dm, repeats, steps)))
+        rows.append(
+            dict(
+                callback=entry.cls.__name__,
+                **paired_steps(
+                    lambda entry=entry: (RandomLabel(copy.deepcopy(model)), prerequisites(entry.name)),
+                    lambda entry=entry: (RandomLabel(copy.deepcopy(model)), [*prerequisites(entry.name), entry.cls()]),
+                    dm,
+                    repeats,
+                    steps,
+                ),
+            )
+        )
     # 3. implicit gradient surgery (eu_fast) vs the plain paired-batch method
-    implicit_fast = paired_steps(lambda: (NegGradPlus(copy.deepcopy(model), **OPTIMISER), []),
-                                 lambda: (ImplicitGradientSurgery(copy.deepcopy(model), mode="eu_fast", **OPTIMISER), []),
-                                 dm, repeats, steps)
+    implicit_fast = paired_steps(
+        lambda: (NegGradPlus(copy.deepcopy(model), **OPTIMISER), []),
+        lambda: (ImplicitGradientSurgery(copy.deepcopy(model), mode="eu_fast", **OPTIMISER), []),
+        dm,
+        repeats,
+        steps,
+    )
     table = (
         f"| comparison | ours | baseline | ratio |\n|---|---|---|---|\n"
         f"| FineTune epoch vs hand-written loop | {loop['lightning_s']:.2f} s | {loop['hand_s']:.2f} s | {loop['ratio']:.3f}× |\n"
     )
     table += "\n".join(
-        f"| RandomLabel step + {r['callback']} | {r['with_ms']:.1f} ms | {r['base_ms']:.1f} ms | {r['ratio']:.3f}× |" for r in rows
+        f"| RandomLabel step + {r['callback']} | {r['with_ms']:.1f} ms | {r['base_ms']:.1f} ms | {r['ratio']:.3f}× |"
+        for r in rows
     )
-    table += (f"\n| ImplicitGradientSurgery(eu_fast) step vs NegGrad+ step | {implicit_fast['with_ms']:.1f} ms"
-              f" | {implicit_fast['base_ms']:.1f} ms | {implicit_fast['ratio']:.3f}× |")
+    table += (
+        f"\n| ImplicitGradientSurgery(eu_fast) step vs NegGrad+ step | {implicit_fast['with_ms']:.1f} ms"
+        f" | {implicit_fast['base_ms']:.1f} ms | {implicit_fast['ratio']:.3f}× |"
+    )
     return {"loop": loop, "callbacks": rows, "implicit_fast": implicit_fast, "train_size": train_size, "repeats": repeats}, table
 
 

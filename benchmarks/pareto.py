@@ -29,9 +29,14 @@ def points(quality: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     for scenario, rows in quality["summary"].items():
         for name, cells in rows.items():
-            point = {"row": name, "avg_gap": cells["avg_gap"]["mean"], "avg_gap_std": cells["avg_gap"]["std"],
-                     "seconds": cells["runtime_s"]["mean"], "percent_of_retrain": cells["time_vs_retrain"]["mean"],
-                     "epochs_of_d": cells.get("epochs_equivalent", {}).get("mean")}
+            point = {
+                "row": name,
+                "avg_gap": cells["avg_gap"]["mean"],
+                "avg_gap_std": cells["avg_gap"]["std"],
+                "seconds": cells["runtime_s"]["mean"],
+                "percent_of_retrain": cells["time_vs_retrain"]["mean"],
+                "epochs_of_d": cells.get("epochs_equivalent", {}).get("mean"),
+            }
             out.setdefault(scenario, []).append(point)
     return out
 
@@ -41,8 +46,13 @@ def frontier(rows: list[dict[str, Any]], cost: str = "percent_of_retrain") -> li
     candidates = [r for r in rows if r["row"] not in REFERENCE_ROWS]
     kept = []
     for r in candidates:
-        dominated = any(o is not r and o[cost] <= r[cost] and o["avg_gap"] <= r["avg_gap"]
-                        and (o[cost] < r[cost] or o["avg_gap"] < r["avg_gap"]) for o in candidates)
+        dominated = any(
+            o is not r
+            and o[cost] <= r[cost]
+            and o["avg_gap"] <= r["avg_gap"]
+            and (o[cost] < r[cost] or o["avg_gap"] < r["avg_gap"])
+            for o in candidates
+        )
         if not dominated:
             kept.append(r["row"])
     return sorted(kept, key=lambda name: next(r[cost] for r in candidates if r["row"] == name))
@@ -53,23 +63,37 @@ def run(paths: list[str]) -> tuple[dict[str, Any], str]:
     for path in paths:
         for scenario, rows in points(json.loads(Path(path).read_text())).items():
             merged.setdefault(scenario, []).extend(rows)
-    lines = ["| scenario | row | Avg. Gap | RTE (s) | RTE (% of Retrain) | epochs of D | frontier | ≤ 1.0 at ≤ 5 % |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| scenario | row | Avg. Gap | RTE (s) | RTE (% of Retrain) | epochs of D | frontier | ≤ 1.0 at ≤ 5 % |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     result = {"target": {"avg_gap": TARGET_GAP, "percent_of_retrain": TARGET_COST}, "scenarios": {}}
     for scenario, rows in merged.items():
         front = frontier(rows)
         rows.sort(key=lambda r: r["percent_of_retrain"])
-        meets = [r["row"] for r in rows if r["row"] not in REFERENCE_ROWS and r["avg_gap"] <= TARGET_GAP
-                 and r["percent_of_retrain"] <= TARGET_COST]
-        closest = min((r for r in rows if r["row"] not in REFERENCE_ROWS and r["percent_of_retrain"] <= TARGET_COST),
-                      key=lambda r: r["avg_gap"], default=None)
-        result["scenarios"][scenario] = {"points": rows, "frontier": front, "meets_target": meets,
-                                         "closest_within_5_percent": closest}
+        meets = [
+            r["row"]
+            for r in rows
+            if r["row"] not in REFERENCE_ROWS and r["avg_gap"] <= TARGET_GAP and r["percent_of_retrain"] <= TARGET_COST
+        ]
+        closest = min(
+            (r for r in rows if r["row"] not in REFERENCE_ROWS and r["percent_of_retrain"] <= TARGET_COST),
+            key=lambda r: r["avg_gap"],
+            default=None,
+        )
+        result["scenarios"][scenario] = {
+            "points": rows,
+            "frontier": front,
+            "meets_target": meets,
+            "closest_within_5_percent": closest,
+        }
         for r in rows:
             epochs = "-" if r["epochs_of_d"] is None else f"{r['epochs_of_d']:.2f}"
-            lines.append(f"| {scenario} | {r['row']} | {r['avg_gap']:.2f} ± {r['avg_gap_std']:.2f} | {r['seconds']:.1f} |"
-                         f" {r['percent_of_retrain']:.1f} | {epochs} | {'yes' if r['row'] in front else ''} |"
-                         f" {'yes' if r['row'] in meets else ''} |")
+            lines.append(
+                f"| {scenario} | {r['row']} | {r['avg_gap']:.2f} ± {r['avg_gap_std']:.2f} | {r['seconds']:.1f} |"
+                f" {r['percent_of_retrain']:.1f} | {epochs} | {'yes' if r['row'] in front else ''} |"
+                f" {'yes' if r['row'] in meets else ''} |"
+            )
     return result, "\n".join(lines)
 
 
@@ -87,13 +111,28 @@ def plot(result: dict[str, Any], path: str) -> None:
         front = [next(r for r in rows if r["row"] == name) for name in data["frontier"]]
         ax.scatter([r["percent_of_retrain"] for r in rows], [r["avg_gap"] for r in rows], s=22, color="tab:blue", zorder=3)
         for r in rows:
-            ax.annotate(r["row"], (r["percent_of_retrain"], r["avg_gap"]), fontsize=6.5, xytext=(3, 2),
-                        textcoords="offset points", color="dimgray")
-        ax.step([r["percent_of_retrain"] for r in front], [r["avg_gap"] for r in front], where="post",
-                color="tab:red", lw=1.5, label="Pareto frontier", zorder=2)
+            ax.annotate(
+                r["row"],
+                (r["percent_of_retrain"], r["avg_gap"]),
+                fontsize=6.5,
+                xytext=(3, 2),
+                textcoords="offset points",
+                color="dimgray",
+            )
+        ax.step(
+            [r["percent_of_retrain"] for r in front],
+            [r["avg_gap"] for r in front],
+            where="post",
+            color="tab:red",
+            lw=1.5,
+            label="Pareto frontier",
+            zorder=2,
+        )
         floor = next((r for r in data["points"] if r["row"] == "retrain_reseeded"), None)
         if floor is not None:
-            ax.axhline(floor["avg_gap"], color="gray", ls=":", lw=1, label=f"chance floor (Retrain reseeded) {floor['avg_gap']:.2f}")
+            ax.axhline(
+                floor["avg_gap"], color="gray", ls=":", lw=1, label=f"chance floor (Retrain reseeded) {floor['avg_gap']:.2f}"
+            )
         ax.axhline(TARGET_GAP, color="tab:green", ls="--", lw=1)
         ax.axvline(TARGET_COST, color="tab:green", ls="--", lw=1, label="target: Avg. Gap 1.0 at 5 % of Retrain")
         from matplotlib.ticker import FuncFormatter

@@ -29,9 +29,14 @@ from benchmarks.common import emit
 from lightning_unlearn.benchmark.population import population_table, run_population
 
 
-def population_config(config: dict[str, Any], tuned: Optional[str] = None, train_size: Optional[int] = None,
-                      test_size: Optional[int] = None, epochs: Optional[int] = None,
-                      rows: Optional[list[str]] = None) -> dict[str, Any]:
+def population_config(
+    config: dict[str, Any],
+    tuned: Optional[str] = None,
+    train_size: Optional[int] = None,
+    test_size: Optional[int] = None,
+    epochs: Optional[int] = None,
+    rows: Optional[list[str]] = None,
+) -> dict[str, Any]:
     """The compare config of the population: the tuned random-10 % rows when ``tuned`` is given,
     a smaller training/test set and fewer epochs of the original and Retrain when asked."""
     cfg = copy.deepcopy(config)
@@ -59,7 +64,9 @@ def main() -> None:
     parser.add_argument("--config", default="benchmarks/configs/digits_population.yaml")
     parser.add_argument("--models", type=int, default=8, help="N: originals, oracles and unlearned models per row.")
     parser.add_argument("--tuned", default=None, help="Directory of benchmarks/tune.py's rows (random10.yaml).")
-    parser.add_argument("--rows", nargs="+", default=None, help="Only these rows (and the Retrain rows: the reference and the reseeded floor).")
+    parser.add_argument(
+        "--rows", nargs="+", default=None, help="Only these rows (and the Retrain rows: the reference and the reseeded floor)."
+    )
     parser.add_argument("--train-size", type=int, default=None)
     parser.add_argument("--test-size", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=None, help="Epochs of the original and of Retrain.")
@@ -73,11 +80,20 @@ def main() -> None:
         config = yaml.safe_load(handle)
     cfg = population_config(config, args.tuned, args.train_size, args.test_size, args.epochs, args.rows)
     tic = time.perf_counter()
-    result = run_population(cfg, models=args.models, cache_dir=args.cache_dir,
-                            progress=lambda line: print(f"[{time.perf_counter() - tic:7.0f} s] {line}", flush=True))
+    result = run_population(
+        cfg,
+        models=args.models,
+        cache_dir=args.cache_dir,
+        progress=lambda line: print(f"[{time.perf_counter() - tic:7.0f} s] {line}", flush=True),
+    )
     result["total_time_s"] = round(time.perf_counter() - tic, 1)
-    result["settings"] = {"config": args.config, "tuned": args.tuned, "train_size": args.train_size,
-                          "test_size": args.test_size, "epochs": args.epochs}
+    result["settings"] = {
+        "config": args.config,
+        "tuned": args.tuned,
+        "train_size": args.train_size,
+        "test_size": args.test_size,
+        "epochs": args.epochs,
+    }
     emit("population", result, population_table(result), args.out)
 
 

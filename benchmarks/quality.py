@@ -28,7 +28,14 @@ import yaml
 
 from benchmarks.common import emit, mean_std
 from lightning_unlearn.benchmark import (
-    REFERENCE, load_config, percent, quiet_fit_warnings, run_row, table_row, train_original, trainer_options,
+    REFERENCE,
+    load_config,
+    percent,
+    quiet_fit_warnings,
+    run_row,
+    table_row,
+    train_original,
+    trainer_options,
 )
 from lightning_unlearn.benchmark.tuning import SampleCounter
 from lightning_unlearn.metrics.evaluation import evaluate
@@ -40,8 +47,9 @@ SCENARIOS = {
 }
 
 
-def scenario_config(config: dict[str, Any], scenario: str, seed: int, validation_class: Optional[int] = None,
-                    tuned: Any = None) -> dict[str, Any]:
+def scenario_config(
+    config: dict[str, Any], scenario: str, seed: int, validation_class: Optional[int] = None, tuned: Any = None
+) -> dict[str, Any]:
     """The compare config of one (scenario, seed): the forget request (random draws use ``seed``;
     class-wise forgets class 0, or ``validation_class`` when tuning), the training seed and data
     order ``seed``, and the rows of ``{tuned}/{scenario}.yaml`` (benchmarks/tune.py; ``tuned`` may
@@ -56,10 +64,12 @@ def scenario_config(config: dict[str, Any], scenario: str, seed: int, validation
     cfg["seed"] = seed
     cfg["data"]["init_args"]["forget"] = forget
     cfg["data"]["init_args"]["shuffle_seed"] = seed
-    for directory in ([tuned] if isinstance(tuned, str) else list(tuned or [])):
+    for directory in [tuned] if isinstance(tuned, str) else list(tuned or []):
         path = Path(directory) / f"{scenario}.yaml"
         if not path.is_file():
-            raise FileNotFoundError(f"--tuned {directory}: no {path}; run `python -m benchmarks.tune --scenario {scenario} --out-dir {directory}`.")
+            raise FileNotFoundError(
+                f"--tuned {directory}: no {path}; run `python -m benchmarks.tune --scenario {scenario} --out-dir {directory}`."
+            )
         rows = yaml.safe_load(path.read_text())["methods"]
         base = dict(cfg["methods"])
         cfg["methods"] = {name: rows.get(name, spec) for name, spec in base.items()}
@@ -79,15 +89,26 @@ def compare_with_cost(config: dict[str, Any]) -> dict[str, Any]:
         rows, reference = [], None
         for name in [reference_name] + [n for n in specs if n != reference_name]:
             counter = SampleCounter()
-            run = run_row(specs[name], original, datamodule, seed, reference=reference, mia_backend=cfg.mia_backend,
-                          callbacks=[counter], **options)
+            run = run_row(
+                specs[name],
+                original,
+                datamodule,
+                seed,
+                reference=reference,
+                mia_backend=cfg.mia_backend,
+                callbacks=[counter],
+                **options,
+            )
             if name == reference_name:
                 reference, reference_metrics = run.model, run.after
             row = table_row(name, specs[name], run.after, reference_metrics, run.runtime_s)
             row["epochs_equivalent"] = round(counter.epochs_equivalent(datamodule), 4)
             rows.append(row)
-    return {"forget": datamodule.forget_summary(), "original": {**percent(original_metrics), "runtime_s": original_time},
-            "rows": rows}
+    return {
+        "forget": datamodule.forget_summary(),
+        "original": {**percent(original_metrics), "runtime_s": original_time},
+        "rows": rows,
+    }
 
 
 def select_rows(config: dict[str, Any], rows: Optional[list[str]]) -> dict[str, Any]:
@@ -135,8 +156,10 @@ def carry_over(result: dict[str, Any], earlier: dict[str, Any], rows: list[str],
         raise ValueError(f"--carry: no earlier run of {scenario} seed {seed}.")
     new_ref, old_ref = result["rows"][0], old["rows"][0]
     if any(new_ref[k] != old_ref[k] for k in GAP_METRICS) or result["forget"]["fingerprint"] != old["forget"]["fingerprint"]:
-        raise ValueError(f"--carry: the Retrain reference of {scenario} seed {seed} did not reproduce"
-                         f" ({ {k: new_ref[k] for k in GAP_METRICS} } vs { {k: old_ref[k] for k in GAP_METRICS} }): run the rows again.")
+        raise ValueError(
+            f"--carry: the Retrain reference of {scenario} seed {seed} did not reproduce"
+            f" ({ {k: new_ref[k] for k in GAP_METRICS} } vs { {k: old_ref[k] for k in GAP_METRICS} }): run the rows again."
+        )
     data = old["config"].get("data", {})
     batch = data.get("init_args", {}).get("batch_size", 128) if isinstance(data.get("init_args"), dict) else 128
     carried = []
@@ -149,8 +172,14 @@ def carry_over(result: dict[str, Any], earlier: dict[str, Any], rows: list[str],
     return carried
 
 
-def run(config: dict[str, Any], scenarios: list[str], seeds: list[int], tuned: Any = None,
-        carry: Optional[str] = None, carry_rows: Optional[list[str]] = None) -> tuple[dict, str]:
+def run(
+    config: dict[str, Any],
+    scenarios: list[str],
+    seeds: list[int],
+    tuned: Any = None,
+    carry: Optional[str] = None,
+    carry_rows: Optional[list[str]] = None,
+) -> tuple[dict, str]:
     runs = []
     earlier = json.loads(Path(carry).read_text()) if carry else None
     for scenario in scenarios:
@@ -196,10 +225,13 @@ def summarize(runs: list[dict[str, Any]]) -> tuple[dict, str]:
     for scenario, cells in per_scenario.items():
         summary[scenario] = {}
         for name, values in cells.items():
-            summary[scenario][name] = {k: {"mean": statistics.mean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0}
-                                       for k, v in values.items()}
-            cols = [mean_std(values[key]) if values.get(key) else "-"
-                    for key in [*GAP_METRICS, "avg_gap", "runtime_s", "time_vs_retrain", "epochs_equivalent"]]
+            summary[scenario][name] = {
+                k: {"mean": statistics.mean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0} for k, v in values.items()
+            }
+            cols = [
+                mean_std(values[key]) if values.get(key) else "-"
+                for key in [*GAP_METRICS, "avg_gap", "runtime_s", "time_vs_retrain", "epochs_equivalent"]
+            ]
             lines.append(f"| {scenario} | {name} | " + " | ".join(cols) + " |")
     seeds = sorted({seed for _, seed in merged})
     return {"seeds": seeds, "summary": summary, "runs": list(merged.values())}, header + "\n".join(lines)
@@ -212,8 +244,12 @@ def main() -> None:
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
     parser.add_argument("--tuned", nargs="+", default=None, help="Directories of tuned rows ({scenario}.yaml), read in order.")
     parser.add_argument("--rows", nargs="+", default=None, help="Only these rows (and the Retrain reference).")
-    parser.add_argument("--carry", default=None, help="An earlier quality JSON whose --carry-rows are carried over"
-                        " (checked: its Retrain reference must reproduce exactly).")
+    parser.add_argument(
+        "--carry",
+        default=None,
+        help="An earlier quality JSON whose --carry-rows are carried over"
+        " (checked: its Retrain reference must reproduce exactly).",
+    )
     parser.add_argument("--carry-rows", nargs="+", default=None, help="Rows (unchanged code) taken from --carry.")
     parser.add_argument("--merge", nargs="+", default=None, help="Only merge these quality JSONs (their runs) into one table.")
     parser.add_argument("--out", default=None)

@@ -63,8 +63,15 @@ def _flags(values: dict[str, float], floor: dict[str, float]) -> dict[str, bool]
     }
 
 
-def run(config: dict[str, Any], ratios: list[float], draws: list[int], models: int, rows: Optional[list[str]],
-        cache_dir: str, progress: Any = None) -> tuple[dict, str]:
+def run(
+    config: dict[str, Any],
+    ratios: list[float],
+    draws: list[int],
+    models: int,
+    rows: Optional[list[str]],
+    cache_dir: str,
+    progress: Any = None,
+) -> tuple[dict, str]:
     sets = []
     for ratio in ratios:
         for draw in draws:
@@ -74,7 +81,9 @@ def run(config: dict[str, Any], ratios: list[float], draws: list[int], models: i
             by_name = {row["name"]: row for row in result["rows"]}
             reference, reseeded = by_name[result["reference"]], by_name.get(result["reseeded_row"])
             if reseeded is None:
-                raise ValueError("the reliability sweep needs a reseeded Retrain row (a second `method: retrain` row) as its floor.")
+                raise ValueError(
+                    "the reliability sweep needs a reseeded Retrain row (a second `method: retrain` row) as its floor."
+                )
             floor = _quantities(reseeded, reference)
             entry = {"ratio": ratio, "draw": draw, "forget_count": result["forget"]["count"], "rows": {}}
             for name, row in by_name.items():
@@ -87,20 +96,29 @@ def run(config: dict[str, Any], ratios: list[float], draws: list[int], models: i
                 progress(f"forget set ratio {ratio} draw {draw}: done")
     names = list(sets[0]["rows"])
     summary: dict[str, Any] = {}
-    lines = ["| method | number | mean | std | min | max | out of line (of sets) | agreement with majority |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| method | number | mean | std | min | max | out of line (of sets) | agreement with majority |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for name in names:
         summary[name] = {}
         for key, title in QUANTITIES.items():
             values = [s["rows"][name]["values"][key] for s in sets]
             flags = [s["rows"][name]["out_of_line"][key] for s in sets]
             majority = max(sum(flags), len(flags) - sum(flags))
-            summary[name][key] = {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                                  "min": min(values), "max": max(values), "out_of_line": sum(flags),
-                                  "agreement": majority / len(flags)}
+            summary[name][key] = {
+                "mean": statistics.mean(values),
+                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "min": min(values),
+                "max": max(values),
+                "out_of_line": sum(flags),
+                "agreement": majority / len(flags),
+            }
             cell = summary[name][key]
-            lines.append(f"| {name} | {title} | {cell['mean']:.3f} | {cell['std']:.3f} | {cell['min']:.3f} | {cell['max']:.3f}"
-                         f" | {cell['out_of_line']}/{len(flags)} | {100 * cell['agreement']:.0f} % |")
+            lines.append(
+                f"| {name} | {title} | {cell['mean']:.3f} | {cell['std']:.3f} | {cell['min']:.3f} | {cell['max']:.3f}"
+                f" | {cell['out_of_line']}/{len(flags)} | {100 * cell['agreement']:.0f} % |"
+            )
     return {"ratios": ratios, "draws": draws, "models": models, "sets": sets, "summary": summary}, "\n".join(lines)
 
 
@@ -110,10 +128,12 @@ def plot(result: dict[str, Any], path: str) -> None:
     sets, names = result["sets"], list(result["sets"][0]["rows"])
     fig = Figure(figsize=(12, 6.5), dpi=90, layout="constrained")
     axes = fig.subplots(2, 2).flatten()
-    panels = [("single_run_mia_gap", "single run: |MIA-efficacy - Retrain's| (points)"),
-              ("mia_gap", f"{result['models']} models: |mean MIA-efficacy - Retrain's| (points)"),
-              ("klom_forget", "KLoM on D_f (mean over examples; 0 = like Retrain)"),
-              ("ulira", "U-LiRA accuracy (0.5 = forgotten)")]
+    panels = [
+        ("single_run_mia_gap", "single run: |MIA-efficacy - Retrain's| (points)"),
+        ("mia_gap", f"{result['models']} models: |mean MIA-efficacy - Retrain's| (points)"),
+        ("klom_forget", "KLoM on D_f (mean over examples; 0 = like Retrain)"),
+        ("ulira", "U-LiRA accuracy (0.5 = forgotten)"),
+    ]
     labels = [f"{s['ratio']:.0%}\ndraw {s['draw']}" for s in sets]
     for ax, (key, title) in zip(axes, panels):
         for i, name in enumerate(names):
@@ -155,8 +175,15 @@ def main() -> None:
     if args.rows:
         rows = [n for n, s in config["methods"].items() if s["method"] == "retrain"] + list(args.rows)
     tic = time.perf_counter()
-    result, table = run(config, args.ratios, args.draws, args.models, rows, args.cache_dir,
-                        progress=lambda line: print(f"[{time.perf_counter() - tic:7.0f} s] {line}", flush=True))
+    result, table = run(
+        config,
+        args.ratios,
+        args.draws,
+        args.models,
+        rows,
+        args.cache_dir,
+        progress=lambda line: print(f"[{time.perf_counter() - tic:7.0f} s] {line}", flush=True),
+    )
     result["total_time_s"] = round(time.perf_counter() - tic, 1)
     if args.plot:
         plot(result, args.plot)

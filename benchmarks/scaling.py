@@ -52,14 +52,25 @@ def run(fractions: list[float], models: list[str], train_size: int, data: str) -
             network = MODELS[model_name]()
             for name, (cls, epochs, kwargs) in METHODS.items():
                 seconds = timed_fit(cls(network, **kwargs), dm, epochs)
-                rows.append(dict(model=model_name, fraction=fraction, method=name, epochs=epochs, seconds=seconds,
-                                 forget=len(dm.forget_indices), retain=len(dm.retain_indices)))
+                rows.append(
+                    dict(
+                        model=model_name,
+                        fraction=fraction,
+                        method=name,
+                        epochs=epochs,
+                        seconds=seconds,
+                        forget=len(dm.forget_indices),
+                        retain=len(dm.retain_indices),
+                    )
+                )
     methods = list(METHODS)
     table = "| model | forget | " + " | ".join(f"{m} (s)" for m in methods) + " |\n|" + "---|" * (2 + len(methods)) + "\n"
     for model_name in models:
         for fraction in fractions:
-            cells = [next(r for r in rows if r["model"] == model_name and r["fraction"] == fraction and r["method"] == m)
-                     for m in methods]
+            cells = [
+                next(r for r in rows if r["model"] == model_name and r["fraction"] == fraction and r["method"] == m)
+                for m in methods
+            ]
             table += f"| {model_name} | {fraction:.0%} | " + " | ".join(f"{c['seconds']:.2f}" for c in cells) + " |\n"
     return {"rows": rows, "epochs": {m: e for m, (_, e, _) in METHODS.items()}, "train_size": train_size}, table
 
@@ -74,7 +85,9 @@ def plot(result: dict, path: str) -> None:
     fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 3.6), squeeze=False)
     for ax, model_name in zip(axes[0], models):
         for method in result["epochs"]:
-            pts = sorted((r["fraction"], r["seconds"]) for r in result["rows"] if r["model"] == model_name and r["method"] == method)
+            pts = sorted(
+                (r["fraction"], r["seconds"]) for r in result["rows"] if r["model"] == model_name and r["method"] == method
+            )
             ax.plot([100 * f for f, _ in pts], [s for _, s in pts], marker="o", label=f"{method} ({result['epochs'][method]} ep)")
         ax.set_title(model_name)
         ax.set_xlabel("forget set (% of training set)")

@@ -14,8 +14,9 @@ step, the mean forget accuracy and MIA-efficacy on the earlier forget sets, one 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 

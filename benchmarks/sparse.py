@@ -45,18 +45,48 @@ from lightning_unlearn.metrics.keys import GAP_METRICS
 #: read from the table image of the authors' project page; l1-sparse (dense only) from SalUn (Fan et al.,
 #: ICLR 2024) Table 1, random 10 %, the same group's protocol. Avg. Gap = the paper's "Disparity Ave.".
 PAPER = {
-    "retrain": {"unlearning_accuracy": (5.41, 6.77), "mia_efficacy": (13.12, 14.17), "retain_acc": (100.00, 100.00),
-                "test_acc": (94.42, 93.33), "avg_gap": (0.00, 0.00)},
-    "finetune": {"unlearning_accuracy": (6.83, 5.97), "mia_efficacy": (14.97, 13.36), "retain_acc": (96.61, 96.99),
-                 "test_acc": (90.13, 90.29), "avg_gap": (2.74, 1.92)},
-    "gradient_ascent": {"unlearning_accuracy": (7.54, 5.62), "mia_efficacy": (10.04, 11.76), "retain_acc": (93.31, 95.44),
-                        "test_acc": (89.28, 89.26), "avg_gap": (4.26, 3.05)},
-    "fisher": {"unlearning_accuracy": (7.84, 8.16), "mia_efficacy": (9.52, 10.80), "retain_acc": (92.05, 92.29),
-               "test_acc": (88.10, 87.79), "avg_gap": (5.08, 4.50)},
-    "influence": {"unlearning_accuracy": (2.03, 6.51), "mia_efficacy": (5.07, 11.93), "retain_acc": (98.26, 94.94),
-                  "test_acc": (91.33, 88.74), "avg_gap": (4.07, 3.08)},
-    "l1_sparse": {"unlearning_accuracy": (4.19, None), "mia_efficacy": (9.84, None), "retain_acc": (97.74, None),
-                  "test_acc": (91.59, None), "avg_gap": (2.26, None)},
+    "retrain": {
+        "unlearning_accuracy": (5.41, 6.77),
+        "mia_efficacy": (13.12, 14.17),
+        "retain_acc": (100.00, 100.00),
+        "test_acc": (94.42, 93.33),
+        "avg_gap": (0.00, 0.00),
+    },
+    "finetune": {
+        "unlearning_accuracy": (6.83, 5.97),
+        "mia_efficacy": (14.97, 13.36),
+        "retain_acc": (96.61, 96.99),
+        "test_acc": (90.13, 90.29),
+        "avg_gap": (2.74, 1.92),
+    },
+    "gradient_ascent": {
+        "unlearning_accuracy": (7.54, 5.62),
+        "mia_efficacy": (10.04, 11.76),
+        "retain_acc": (93.31, 95.44),
+        "test_acc": (89.28, 89.26),
+        "avg_gap": (4.26, 3.05),
+    },
+    "fisher": {
+        "unlearning_accuracy": (7.84, 8.16),
+        "mia_efficacy": (9.52, 10.80),
+        "retain_acc": (92.05, 92.29),
+        "test_acc": (88.10, 87.79),
+        "avg_gap": (5.08, 4.50),
+    },
+    "influence": {
+        "unlearning_accuracy": (2.03, 6.51),
+        "mia_efficacy": (5.07, 11.93),
+        "retain_acc": (98.26, 94.94),
+        "test_acc": (91.33, 88.74),
+        "avg_gap": (4.07, 3.08),
+    },
+    "l1_sparse": {
+        "unlearning_accuracy": (4.19, None),
+        "mia_efficacy": (9.84, None),
+        "retain_acc": (97.74, None),
+        "test_acc": (91.59, None),
+        "avg_gap": (2.26, None),
+    },
 }
 STRUCTURED_PARAMETERS = r"fc[12]\.weight"
 
@@ -89,8 +119,9 @@ def checkpoint(payload: dict, partial: Optional[str]) -> None:
             json.dump(payload, handle)
 
 
-def run_model_sparsity(config: dict[str, Any], seeds: list[int], densities: list[float], rows: Optional[list[str]],
-                       partial: Optional[str] = None) -> dict:
+def run_model_sparsity(
+    config: dict[str, Any], seeds: list[int], densities: list[float], rows: Optional[list[str]], partial: Optional[str] = None
+) -> dict:
     if rows:
         config = {**config, "methods": {k: v for k, v in config["methods"].items() if k in rows or v["method"] == "retrain"}}
     runs = []
@@ -125,8 +156,13 @@ def paper_vs_ours(payload: dict, methods: list[str]) -> str:
     sparse = f"omp{round(100 * top)}"
     metrics = [*GAP_METRICS, "avg_gap"]
     titles = [*GAP_METRICS.values(), "Avg. Gap"]
-    header = "| method | " + " | ".join(f"{t} paper dense / {round(100 * top)} %" for t in titles) + " | " + \
-        " | ".join(f"{t} ours dense / {round(100 * top)} %" for t in titles) + " |"
+    header = (
+        "| method | "
+        + " | ".join(f"{t} paper dense / {round(100 * top)} %" for t in titles)
+        + " | "
+        + " | ".join(f"{t} ours dense / {round(100 * top)} %" for t in titles)
+        + " |"
+    )
     lines = [header, "|" + "---|" * (1 + 2 * len(titles))]
     for method in methods:
         paper = PAPER.get(method, {})
@@ -150,8 +186,11 @@ def sweep_table(payload: dict, methods: list[str]) -> str:
     header = "| row | " + " | ".join(f"{round(100 * d)} %" for d in densities) + " |"
     lines = [header, "|" + "---|" * (1 + len(densities))]
     lines.append("| original TA (%) | " + " | ".join(mean_std(cells[f"original@{n}"]["test_acc"]) for n in names) + " |")
-    lines.append("| Retrain TA (%) | " + " | ".join(
-        mean_std(cells["retrain" if n == "dense" else f"retrain_{n}"]["test_acc"]) for n in names) + " |")
+    lines.append(
+        "| Retrain TA (%) | "
+        + " | ".join(mean_std(cells["retrain" if n == "dense" else f"retrain_{n}"]["test_acc"]) for n in names)
+        + " |"
+    )
     for method in methods:
         if method == "retrain":
             continue
@@ -215,16 +254,24 @@ def unpruning_config(config: dict[str, Any], scenario: str, structure: str, seed
     return cfg
 
 
-def run_unpruning(config: dict[str, Any], scenarios: list[str], structures: list[str], seeds: list[int],
-                  partial: Optional[str] = None) -> dict:
+def run_unpruning(
+    config: dict[str, Any], scenarios: list[str], structures: list[str], seeds: list[int], partial: Optional[str] = None
+) -> dict:
     runs = []
     for scenario in scenarios:
         for structure in structures:
             for seed in seeds:
                 tic = time.perf_counter()
                 result = run_compare(unpruning_config(config, scenario, structure, seed))
-                runs.append({"scenario": scenario, "structure": structure, "seed": seed, "result": result,
-                             "wall_s": round(time.perf_counter() - tic, 1)})
+                runs.append(
+                    {
+                        "scenario": scenario,
+                        "structure": structure,
+                        "seed": seed,
+                        "result": result,
+                        "wall_s": round(time.perf_counter() - tic, 1),
+                    }
+                )
                 print(f"[unpruning] {scenario} {structure} seed {seed} done in {runs[-1]['wall_s']} s", flush=True)
                 checkpoint({"seeds": seeds, "runs": runs}, partial)
     return {"seeds": seeds, "runs": runs}
@@ -232,8 +279,10 @@ def run_unpruning(config: dict[str, Any], scenarios: list[str], structures: list
 
 def unpruning_tables(payload: dict) -> tuple[str, str, dict]:
     """(per-run topology table, metrics table, summary)."""
-    topo_lines = ["| scenario | structure | seed | row | density | IoU before | IoU after | floor (± spread) | gap beyond noise | gap closed | un-pruning (s) |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+    topo_lines = [
+        "| scenario | structure | seed | row | density | IoU before | IoU after | floor (± spread) | gap beyond noise | gap closed | un-pruning (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     summary: dict[str, Any] = defaultdict(lambda: defaultdict(list))
     metric_cells: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for run in payload["runs"]:
@@ -263,8 +312,10 @@ def unpruning_tables(payload: dict) -> tuple[str, str, dict]:
                 metric_cells[key][metric].append(row[metric])
             if row["name"] in topology:
                 metric_cells[key]["runtime_s"][-1] += topology[row["name"]].get("topology_time_s", 0.0)
-    metric_lines = ["| scenario | structure | row | UA | RA | TA | MIA-Efficacy | Avg. Gap | RTE incl. un-pruning (s) |",
-                    "|---|---|---|---|---|---|---|---|---|"]
+    metric_lines = [
+        "| scenario | structure | row | UA | RA | TA | MIA-Efficacy | Avg. Gap | RTE incl. un-pruning (s) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for (scenario, structure, name), values in metric_cells.items():
         cols = [mean_std(values[k]) for k in [*GAP_METRICS, "avg_gap", "runtime_s"]]
         metric_lines.append(f"| {scenario} | {structure} | {name} | " + " | ".join(cols) + " |")
@@ -277,8 +328,10 @@ def result_row(result: dict, name: str) -> dict:
 
 
 def unpruning_summary_table(summary: dict) -> str:
-    lines = ["| scenario | structure | row | IoU before | IoU after | floor | gap closed (mean; per seed) | seeds with a gap beyond noise |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| scenario | structure | row | IoU before | IoU after | floor | gap closed (mean; per seed) | seeds with a gap beyond noise |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for key, values in summary.items():
         scenario, structure, name = key.split("/")
         closed = values["gap_closed"]
@@ -298,15 +351,24 @@ def main() -> None:
     parser.add_argument("protocol", choices=["model_sparsity", "unpruning"])
     parser.add_argument("--config", required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--densities", type=float, nargs="+", default=[0.5, 0.8, 0.9, 0.95],
-                        help="model_sparsity: the sparsities of the sweep (the largest is the table's).")
+    parser.add_argument(
+        "--densities",
+        type=float,
+        nargs="+",
+        default=[0.5, 0.8, 0.9, 0.95],
+        help="model_sparsity: the sparsities of the sweep (the largest is the table's).",
+    )
     parser.add_argument("--rows", nargs="+", default=None, help="model_sparsity: only these rows (and Retrain).")
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
     parser.add_argument("--structures", nargs="+", default=list(STRUCTURES), choices=list(STRUCTURES))
     parser.add_argument("--plot", default=None, help="model_sparsity: where to write the density-sweep plot (PNG).")
     parser.add_argument("--out", default=None)
-    parser.add_argument("--tables-from", nargs="+", default=None,
-                        help="Re-render the tables (and --plot) from JSONs written by --out (runs merged, e.g. one per seed), without running.")
+    parser.add_argument(
+        "--tables-from",
+        nargs="+",
+        default=None,
+        help="Re-render the tables (and --plot) from JSONs written by --out (runs merged, e.g. one per seed), without running.",
+    )
     args = parser.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
@@ -320,12 +382,17 @@ def main() -> None:
         import json
 
         parts = [json.loads(open(path).read()) for path in args.tables_from]
-        loaded = {**parts[0], "runs": [run for part in parts for run in part["runs"]],
-                  "seeds": sorted({s for part in parts for s in part["seeds"]})}
+        loaded = {
+            **parts[0],
+            "runs": [run for part in parts for run in part["runs"]],
+            "seeds": sorted({s for part in parts for s in part["seeds"]}),
+        }
     if args.protocol == "model_sparsity":
         payload = loaded or run_model_sparsity(config, args.seeds, args.densities, args.rows, partial)
         methods = [name for name in config["methods"] if args.rows is None or name in args.rows or name == "retrain"]
-        table = "Paper (CIFAR-10, ResNet-18) vs ours (Fashion-MNIST, SmallCNN), random 10 %:\n\n" + paper_vs_ours(payload, methods)
+        table = "Paper (CIFAR-10, ResNet-18) vs ours (Fashion-MNIST, SmallCNN), random 10 %:\n\n" + paper_vs_ours(
+            payload, methods
+        )
         table += "\n\nDensity sweep (mean ± std over seeds):\n\n" + sweep_table(payload, methods)
         if args.plot:
             sweep_plot(payload, methods, args.plot)

@@ -30,9 +30,10 @@ import argparse
 import itertools
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import lightning as L
 import yaml
@@ -41,7 +42,14 @@ from benchmarks.common import emit
 from benchmarks.quality import SCENARIOS, scenario_config, select_rows
 from lightning_unlearn import registry
 from lightning_unlearn.benchmark import (
-    REFERENCE, MethodSpec, load_config, percent, quiet_fit_warnings, run_row, train_original, trainer_options,
+    REFERENCE,
+    MethodSpec,
+    load_config,
+    percent,
+    quiet_fit_warnings,
+    run_row,
+    train_original,
+    trainer_options,
 )
 from lightning_unlearn.metrics.evaluation import evaluate
 from lightning_unlearn.metrics.functional import avg_gap
@@ -181,37 +189,73 @@ def tune(config: dict[str, Any], scenario: str, row_grids: Optional[dict[str, Ro
                 try:  # EpochScores scores the fit; an UnlearningEvaluation's before/after passes would only add time
                     run_row(candidate, original, datamodule, seed, evaluation=False, callbacks=[scores], **options)
                 except ValueError as error:  # a setting this request rules out (e.g. SSD's alpha), before any step
-                    rejected.append({"row": name, "init_args": candidate.init_args, "callbacks": candidate.callbacks,
-                                     "trainer": candidate.trainer, "error": str(error)})
+                    rejected.append(
+                        {
+                            "row": name,
+                            "init_args": candidate.init_args,
+                            "callbacks": candidate.callbacks,
+                            "trainer": candidate.trainer,
+                            "error": str(error),
+                        }
+                    )
                     print(f"[tune {scenario}] {name} {candidate.init_args}: rejected: {error}", file=sys.stderr, flush=True)
                     continue
                 read = scores.scores if per_epoch else scores.scores[-1:]
                 for score in read:
-                    trials.append({
-                        "row": name, "method": candidate.method, "init_args": candidate.init_args,
-                        "callbacks": candidate.callbacks, "trainer": candidate.trainer, **score,
-                        "max_epochs": score["epochs"] if per_epoch else candidate.max_epochs,
-                        "avg_gap": round(avg_gap(score, reference), 2),
-                    })
-                    print(f"[tune {scenario}] {name} {candidate.init_args} {candidate.callbacks} {candidate.trainer} epochs"
-                          f" {trials[-1]['max_epochs']}: Avg. Gap {trials[-1]['avg_gap']:.2f}", file=sys.stderr, flush=True)
+                    trials.append(
+                        {
+                            "row": name,
+                            "method": candidate.method,
+                            "init_args": candidate.init_args,
+                            "callbacks": candidate.callbacks,
+                            "trainer": candidate.trainer,
+                            **score,
+                            "max_epochs": score["epochs"] if per_epoch else candidate.max_epochs,
+                            "avg_gap": round(avg_gap(score, reference), 2),
+                        }
+                    )
+                    print(
+                        f"[tune {scenario}] {name} {candidate.init_args} {candidate.callbacks} {candidate.trainer} epochs"
+                        f" {trials[-1]['max_epochs']}: Avg. Gap {trials[-1]['avg_gap']:.2f}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
             best = min((t for t in trials if t["row"] == name), key=lambda t: (round(t["avg_gap"], 2), t["runtime_s"]))
             chosen[name] = best
     header = ["row", "chosen", "epochs", *GAP_METRICS.values(), "Avg. Gap", "RTE (s)", "tried"]
     table = "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n"
-    table += f"| {reference_name} | (reference) | {specs[reference_name].max_epochs} | " + " | ".join(
-        f"{reference[key]:.2f}" for key in GAP_METRICS) + f" | 0.00 | {retrain_time:.2f} | 1 |\n"
+    table += (
+        f"| {reference_name} | (reference) | {specs[reference_name].max_epochs} | "
+        + " | ".join(f"{reference[key]:.2f}" for key in GAP_METRICS)
+        + f" | 0.00 | {retrain_time:.2f} | 1 |\n"
+    )
     for name, best in chosen.items():
         knobs = ", ".join(f"{k}={v}" for k, v in best["init_args"].items())
-        knobs += "".join(f"; {c['callback']}: " + ", ".join(f"{k}={v}" for k, v in c["init_args"].items()) for c in best["callbacks"])
+        knobs += "".join(
+            f"; {c['callback']}: " + ", ".join(f"{k}={v}" for k, v in c["init_args"].items()) for c in best["callbacks"]
+        )
         knobs += "".join(f"; {k}={v}" for k, v in (best.get("trainer") or {}).items())
         table += f"| {name} | {knobs} | {best['max_epochs']} | " + " | ".join(f"{best[key]:.2f}" for key in GAP_METRICS)
         table += f" | {best['avg_gap']:.2f} | {best['runtime_s']:.2f} | {sum(t['row'] == name for t in trials)} |\n"
-    rows = {name: {"method": b["method"], "max_epochs": b["max_epochs"], "init_args": b["init_args"],
-                   **({"callbacks": b["callbacks"]} if b["callbacks"] else {}),
-                   **({"trainer": b["trainer"]} if b.get("trainer") else {})} for name, b in chosen.items()}
-    result = {"scenario": scenario, "validation": cfg_dict["data"]["init_args"]["forget"], "seed": seed,
-              "reference": {**reference, "runtime_s": retrain_time}, "chosen": rows, "trials": trials, "rejected": rejected}
+    rows = {
+        name: {
+            "method": b["method"],
+            "max_epochs": b["max_epochs"],
+            "init_args": b["init_args"],
+            **({"callbacks": b["callbacks"]} if b["callbacks"] else {}),
+            **({"trainer": b["trainer"]} if b.get("trainer") else {}),
+        }
+        for name, b in chosen.items()
+    }
+    result = {
+        "scenario": scenario,
+        "validation": cfg_dict["data"]["init_args"]["forget"],
+        "seed": seed,
+        "reference": {**reference, "runtime_s": retrain_time},
+        "chosen": rows,
+        "trials": trials,
+        "rejected": rejected,
+    }
     return result, table
 
 

@@ -31,22 +31,35 @@ from lightning_unlearn.report import json_safe
 ORACLE_FREE_SUFFIX = "@oracle_free"
 
 
-def run(config: dict[str, Any], scenario: str, rows: Optional[list[str]], budget: float, max_drop: float,
-        progress: bool = True) -> tuple[dict, str]:
+def run(
+    config: dict[str, Any], scenario: str, rows: Optional[list[str]], budget: float, max_drop: float, progress: bool = True
+) -> tuple[dict, str]:
     cfg = scenario_config(select_rows(config, rows), scenario, VALIDATION_SEED, validation_class=VALIDATION_CLASS)
     result = tune_config(cfg, rows, budget=budget, max_drop=max_drop, progress=progress)
-    lines = ["| row | chosen (oracle-free) | epochs | score | feasible | trials | spent (s) | budget (s) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| row | chosen (oracle-free) | epochs | score | feasible | trials | spent (s) | budget (s) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, row in result["rows"].items():
         chosen = row["chosen"]
         knobs = ", ".join(f"{k}={v}" for k, v in chosen["init_args"].items())
-        knobs += "".join(f"; {c['callback']}: " + ", ".join(f"{k}={v}" for k, v in (c.get("init_args") or {}).items())
-                         for c in chosen.get("callbacks") or [])
+        knobs += "".join(
+            f"; {c['callback']}: " + ", ".join(f"{k}={v}" for k, v in (c.get("init_args") or {}).items())
+            for c in chosen.get("callbacks") or []
+        )
         knobs += "".join(f"; {k}={v}" for k, v in (chosen.get("trainer") or {}).items())
-        lines.append(f"| {name} | {knobs} | {chosen['max_epochs']} | {row['chosen_trial']['score']:.2f} | {row['feasible']} |"
-                     f" {len(row['trials'])} | {row['spent_s']:.0f} | {row['budget_s']:.0f} |")
-    out = {"scenario": scenario, "validation": cfg["data"]["init_args"]["forget"], "seed": VALIDATION_SEED,
-           "budget": budget, "max_drop": max_drop, **json_safe(result)}
+        lines.append(
+            f"| {name} | {knobs} | {chosen['max_epochs']} | {row['chosen_trial']['score']:.2f} | {row['feasible']} |"
+            f" {len(row['trials'])} | {row['spent_s']:.0f} | {row['budget_s']:.0f} |"
+        )
+    out = {
+        "scenario": scenario,
+        "validation": cfg["data"]["init_args"]["forget"],
+        "seed": VALIDATION_SEED,
+        "budget": budget,
+        "max_drop": max_drop,
+        **json_safe(result),
+    }
     return out, "\n".join(lines)
 
 
@@ -57,9 +70,11 @@ def write_rows(result: dict, out_dir: str, config_path: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = yaml.safe_load(path.read_text())["methods"] if path.is_file() else {}
     rows.update({f"{name}{ORACLE_FREE_SUFFIX}": json.loads(json.dumps(spec)) for name, spec in result["chosen"].items()})
-    header = (f"# Written by benchmarks/tune_oracle_free.py from {config_path}, scenario {result['scenario']}: chosen\n"
-              f"# without a retrained model on the validation request {result['validation']} (seed {result['seed']}),\n"
-              f"# budget {result['budget']} of one Retrain per row.\n")
+    header = (
+        f"# Written by benchmarks/tune_oracle_free.py from {config_path}, scenario {result['scenario']}: chosen\n"
+        f"# without a retrained model on the validation request {result['validation']} (seed {result['seed']}),\n"
+        f"# budget {result['budget']} of one Retrain per row.\n"
+    )
     path.write_text(header + yaml.safe_dump({"methods": rows}, sort_keys=False))
     return path
 

@@ -37,8 +37,9 @@ package needs torch, lightning and torchmetrics alone.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 DESCRIPTION = """Machine unlearning for PyTorch Lightning.
 
@@ -86,7 +87,9 @@ def description() -> str:
     methods = ", ".join(e.cls.__name__ for e in registry.entries("method"))
     callbacks = ", ".join(e.cls.__name__ for e in registry.entries("callback"))
     return (
-        DESCRIPTION + COMMANDS + _wrapped("Methods (--model=NAME, --model.help NAME): ", methods)
+        DESCRIPTION
+        + COMMANDS
+        + _wrapped("Methods (--model=NAME, --model.help NAME): ", methods)
         + _wrapped("Callbacks (--trainer.callbacks+=NAME): ", callbacks)
     )
 
@@ -100,9 +103,9 @@ def _wrapped(title: str, names: str, width: int = 96) -> str:
 def import_parts() -> None:
     """Imports every class the CLI may name, so that jsonargparse resolves short class names
     (``--model=SCRUB``, ``--trainer.callbacks+=SaliencyMask``) without a config importing them."""
-    import lightning_unlearn.callbacks  # noqa: F401
-    import lightning_unlearn.data  # noqa: F401
-    import lightning_unlearn.methods  # noqa: F401
+    import lightning_unlearn.callbacks
+    import lightning_unlearn.data
+    import lightning_unlearn.methods
     import lightning_unlearn.models  # noqa: F401
 
 
@@ -129,7 +132,7 @@ def wrap_user_datamodule(argv: Sequence[str]) -> list[str]:
     value, position = None, None
     for i, arg in enumerate(args):
         if arg.startswith("--data="):
-            value, position = arg[len("--data="):], i
+            value, position = arg[len("--data=") :], i
         elif arg == "--data" and i + 1 < len(args):
             value, position = args[i + 1], i
     if value is None or "." not in value or value.startswith(("{", "[")):
@@ -148,8 +151,8 @@ def wrap_user_datamodule(argv: Sequence[str]) -> list[str]:
         elif position is not None and args[position] == "--data" and i == position + 1:
             continue
         elif arg.startswith("--data.") and not arg.startswith(tuple(f"--data.{o}" for o in WRAPPER_OPTIONS)):
-            rest = arg[len("--data."):]
-            rest = rest[len("init_args."):] if rest.startswith("init_args.") else rest
+            rest = arg[len("--data.") :]
+            rest = rest[len("init_args.") :] if rest.startswith("init_args.") else rest
             out.append(f"--data.datamodule.{rest}")
         else:
             out.append(arg)
@@ -215,7 +218,9 @@ def cli_main(args: Optional[Sequence[str]] = None, run: bool = True) -> Any:
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={
-            "parser_mode": "omegaconf", "prog": "lightning-unlearn", "description": description(),
+            "parser_mode": "omegaconf",
+            "prog": "lightning-unlearn",
+            "description": description(),
             "formatter_class": HelpFormatter,
         },
         args=resolve_config_args(wrap_user_datamodule(args)) if args is not None else None,
@@ -271,10 +276,18 @@ def verify_main(args: Sequence[str]) -> int:
         " that FILE's forget indices hash to its fingerprint and CKPT holds the weights it describes.",
     )
     parser.add_argument("report", metavar="REPORT", help="the JSON report written by UnlearningEvaluation")
-    parser.add_argument("--forget-indices", metavar="FILE", default=None,
-                        help="the forget-set positions (JSON list, .npy, .pt or whitespace/comma-separated text)")
-    parser.add_argument("--checkpoint", metavar="CKPT", default=None,
-                        help="the unlearned model (Lightning checkpoint or state_dict), read with weights_only=True")
+    parser.add_argument(
+        "--forget-indices",
+        metavar="FILE",
+        default=None,
+        help="the forget-set positions (JSON list, .npy, .pt or whitespace/comma-separated text)",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        metavar="CKPT",
+        default=None,
+        help="the unlearned model (Lightning checkpoint or state_dict), read with weights_only=True",
+    )
     options = parser.parse_args(list(args))
     checks = verify_report(options.report, options.forget_indices, options.checkpoint)
     for check in checks:
@@ -290,6 +303,8 @@ BENCHMARK_COMMANDS = {
     "sequential": "lightning_unlearn.benchmark.sequential",
     "tune": "lightning_unlearn.benchmark.tuning",
 }
+
+
 def export_main(args: Sequence[str]) -> Path:
     """``lightning-unlearn export CKPT --out net.pt [--report REPORT]``: the network of a Lightning
     checkpoint of a method or ``ImageClassifier`` (its ``model.*`` entries, prefix removed: the keys
@@ -304,7 +319,9 @@ def export_main(args: Sequence[str]) -> Path:
         description="Write the unlearned network of a checkpoint as a plain state_dict, loadable with"
         " MyNet().load_state_dict(torch.load(OUT, weights_only=True)), plus OUT.json with its SHA-256 and the report's.",
     )
-    parser.add_argument("checkpoint", metavar="CKPT", help="a Lightning checkpoint of a method/ImageClassifier, or a state_dict file")
+    parser.add_argument(
+        "checkpoint", metavar="CKPT", help="a Lightning checkpoint of a method/ImageClassifier, or a state_dict file"
+    )
     parser.add_argument("--out", required=True, metavar="OUT", help="where to write the state_dict, e.g. net.pt")
     parser.add_argument("--report", default=None, metavar="REPORT", help="the JSON report of the run (its hash goes in OUT.json)")
     options = parser.parse_args(list(args))
@@ -360,7 +377,7 @@ def _require_cli_dependencies() -> None:
             missing.append(name)
     if missing:
         raise ImportError(
-            f"The lightning-unlearn command needs {', '.join(missing)}: run `pip install \"jsonargparse[signatures]\" omegaconf`."
+            f'The lightning-unlearn command needs {", ".join(missing)}: run `pip install "jsonargparse[signatures]" omegaconf`.'
         )
 
 

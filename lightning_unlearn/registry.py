@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal, Optional, TypeVar
+from typing import Literal, Optional, TypeVar
 
 T = TypeVar("T", bound=type)
 
@@ -41,8 +42,14 @@ _REGISTRY: dict[str, Entry] = {}
 
 
 def register(
-    name: str, *, kind: Literal["method", "callback"], paper: str, cost: str,
-    retrain_free: bool = True, label_free: bool = False, class_labels: Optional[bool] = None,
+    name: str,
+    *,
+    kind: Literal["method", "callback"],
+    paper: str,
+    cost: str,
+    retrain_free: bool = True,
+    label_free: bool = False,
+    class_labels: Optional[bool] = None,
 ) -> Callable[[T], T]:
     """Class decorator adding a method or callback to the registry under ``name``.
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 __all__ = [
     "check_bool",
@@ -36,7 +37,9 @@ __all__ = [
 
 
 def _got(value: Any) -> str:
-    return f"{value!r} ({type(value).__name__})" if not isinstance(value, (int, float)) or isinstance(value, bool) else repr(value)
+    return (
+        f"{value!r} ({type(value).__name__})" if not isinstance(value, (int, float)) or isinstance(value, bool) else repr(value)
+    )
 
 
 def _fail(name: str, wanted: str, value: Any, hint: str) -> ValueError:
@@ -148,14 +151,14 @@ def check_output_path(value: Any, name: str) -> str:
     if path is None:
         raise _fail(name, "a file path", value, "the path of the file to write, e.g. 'artifacts/report.json'")
     if os.path.isdir(path):
-        raise ValueError(f"`{name}`={path!r} is a folder: pass a file path inside it, e.g. {os.path.join(path, 'report.json')!r}.")
+        raise ValueError(
+            f"`{name}`={path!r} is a folder: pass a file path inside it, e.g. {os.path.join(path, 'report.json')!r}."
+        )
     parent = os.path.dirname(os.path.abspath(path))
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
-        raise ValueError(
-            f"`{name}`={path!r} lies under {parent!r}, which is a file, not a folder: choose a path in a folder."
-        )
+        raise ValueError(f"`{name}`={path!r} lies under {parent!r}, which is a file, not a folder: choose a path in a folder.")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"`{name}`={path!r}: the folder {parent!r} is not writable: choose a path you can write to.")
     if os.path.exists(path) and not os.access(path, os.W_OK):

@@ -14,8 +14,7 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
 torch.set_num_threads(1)  # tiny models: one thread is fastest and immune to oversubscription
 
-from lightning_unlearn.data import ForgetSpec  # noqa: E402
-from lightning_unlearn.data import DigitsDataModule  # noqa: E402
+from lightning_unlearn.data import DigitsDataModule, ForgetSpec  # noqa: E402
 from lightning_unlearn.models import ImageClassifier, SmallCNN  # noqa: E402
 
 QUIET = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)

@@ -26,9 +26,15 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lightning_unlearn"
 LAYERS = {
-    "validation": 0, "functional": 0, "metrics": 0,
-    "data": 1, "models": 1, "report": 1, "registry": 1,
-    "methods": 2, "callbacks": 2,
+    "validation": 0,
+    "functional": 0,
+    "metrics": 0,
+    "data": 1,
+    "models": 1,
+    "report": 1,
+    "registry": 1,
+    "methods": 2,
+    "callbacks": 2,
     "benchmark": 3,
     "cli": 4,
 }
@@ -97,8 +103,19 @@ def test_callbacks_import_no_method_and_no_sibling_but_masking(path: Path) -> No
 
 #: Names under which code holds Lightning objects; ``<one of these>._x`` reads a private attribute.
 LIGHTNING_OBJECTS = {
-    "trainer", "_trainer", "pl_module", "lightning_module", "fit_loop", "epoch_loop", "loop", "strategy",
-    "datamodule", "data_source", "_data_source", "accelerator", "precision_plugin",
+    "trainer",
+    "_trainer",
+    "pl_module",
+    "lightning_module",
+    "fit_loop",
+    "epoch_loop",
+    "loop",
+    "strategy",
+    "datamodule",
+    "data_source",
+    "_data_source",
+    "accelerator",
+    "precision_plugin",
 }
 
 

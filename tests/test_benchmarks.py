@@ -28,14 +28,22 @@ def test_overhead_smoke():
 
 def test_reliability_smoke(tmp_path):
     config = {
-        "seed": 0, "accelerator": "cpu",
-        "data": {"class_path": "lightning_unlearn.data.DigitsDataModule",
-                 "init_args": {"forget": {"ratio": 0.1, "seed": 0}, "batch_size": 128, "eval_batch_size": 1024}},
-        "model": {"class_path": "lightning_unlearn.models.SmallCNN", "init_args": {"in_channels": 1, "num_classes": 10, "width": 4}},
+        "seed": 0,
+        "accelerator": "cpu",
+        "data": {
+            "class_path": "lightning_unlearn.data.DigitsDataModule",
+            "init_args": {"forget": {"ratio": 0.1, "seed": 0}, "batch_size": 128, "eval_batch_size": 1024},
+        },
+        "model": {
+            "class_path": "lightning_unlearn.models.SmallCNN",
+            "init_args": {"in_channels": 1, "num_classes": 10, "width": 4},
+        },
         "original": {"max_epochs": 1, "lr": 0.1},
-        "methods": {"retrain": {"method": "retrain", "max_epochs": 1, "init_args": {"lr": 0.1}},
-                    "retrain_reseeded": {"method": "retrain", "max_epochs": 1, "init_args": {"lr": 0.1}},
-                    "gradient_ascent": {"method": "gradient_ascent", "max_epochs": 1, "init_args": {"lr": 0.01}}},
+        "methods": {
+            "retrain": {"method": "retrain", "max_epochs": 1, "init_args": {"lr": 0.1}},
+            "retrain_reseeded": {"method": "retrain", "max_epochs": 1, "init_args": {"lr": 0.1}},
+            "gradient_ascent": {"method": "gradient_ascent", "max_epochs": 1, "init_args": {"lr": 0.01}},
+        },
     }
     result, table = reliability.run(config, [0.1, 0.11], [0], 3, None, str(tmp_path / "cache"))
     assert [(s["ratio"], s["draw"]) for s in result["sets"]] == [(0.1, 0), (0.11, 0)]
@@ -58,7 +66,7 @@ def test_evaluation_speed_smoke():
 
 def test_scaling_smoke(tmp_path):
     pytest.importorskip("matplotlib")
-    result, table = scaling.run([0.1, 0.3], ["small_cnn"], 0, "digits")
+    result, _table = scaling.run([0.1, 0.3], ["small_cnn"], 0, "digits")
     assert len(result["rows"]) == 2 * len(scaling.METHODS)
     scaling.plot(result, str(tmp_path / "s.png"))
     assert (tmp_path / "s.png").stat().st_size > 1000
@@ -69,8 +77,7 @@ def test_quality_smoke(tmp_path):
 
     config = yaml.safe_load(open("lightning_unlearn/configs/quickstart.yaml"))
     config["original"]["max_epochs"] = 2
-    config["methods"] = {"retrain": {"method": "retrain", "max_epochs": 1},
-                         "ga": {"method": "gradient_ascent", "max_epochs": 1}}
+    config["methods"] = {"retrain": {"method": "retrain", "max_epochs": 1}, "ga": {"method": "gradient_ascent", "max_epochs": 1}}
     result, table = quality.run(config, ["classwise"], [0, 1])
     assert set(result["summary"]["classwise"]) == {"retrain", "ga"}
     assert result["summary"]["classwise"]["retrain"]["avg_gap"]["mean"] == 0
@@ -122,11 +129,18 @@ def test_tune_smoke_chooses_on_the_validation_request(tmp_path, monkeypatch):
     from lightning_unlearn.metrics.evaluation import evaluate
     from lightning_unlearn.metrics.keys import GAP_METRICS
 
-    cfg, specs, original_spec = load_config(quality.scenario_config(config, "classwise", tune.VALIDATION_SEED,
-                                                                    validation_class=tune.VALIDATION_CLASS))
+    cfg, _specs, original_spec = load_config(
+        quality.scenario_config(config, "classwise", tune.VALIDATION_SEED, validation_class=tune.VALIDATION_CLASS)
+    )
     original, _ = train_original(cfg.model, cfg.data, original_spec, tune.VALIDATION_SEED, accelerator="cpu")
-    run = run_row(MethodSpec("gradient_ascent", 1, {"lr": 0.01}), original, cfg.data, tune.VALIDATION_SEED,
-                  evaluation=False, accelerator="cpu")
+    run = run_row(
+        MethodSpec("gradient_ascent", 1, {"lr": 0.01}),
+        original,
+        cfg.data,
+        tune.VALIDATION_SEED,
+        evaluation=False,
+        accelerator="cpu",
+    )
     alone = percent(evaluate(run.model, cfg.data), GAP_METRICS)
     read = next(t for t in ga if t["init_args"]["lr"] == 0.01 and t["max_epochs"] == 1)
     assert alone == {key: read[key] for key in alone}
@@ -149,8 +163,14 @@ def test_benchmark_configs_and_their_tuned_rows_are_valid(path):
 
 
 def test_select_rows_keeps_the_retrain_reference_and_names_unknown_rows():
-    config = {"methods": {"retrain": {"method": "retrain"}, "floor": {"method": "retrain"},
-                          "ft": {"method": "finetune"}, "ga": {"method": "gradient_ascent"}}}
+    config = {
+        "methods": {
+            "retrain": {"method": "retrain"},
+            "floor": {"method": "retrain"},
+            "ft": {"method": "finetune"},
+            "ga": {"method": "gradient_ascent"},
+        }
+    }
     assert list(quality.select_rows(config, ["ga"])["methods"]) == ["retrain", "ga"]
     assert list(quality.select_rows(config, ["ga", "floor"])["methods"]) == ["retrain", "floor", "ga"]
     assert quality.select_rows(config, None) == config
@@ -166,9 +186,11 @@ def test_oracle_free_gap_looks_the_choice_up_among_the_retrain_tuned_trials():
 
     old = {"trials": [trial("ft", 0.01, 1, 2.0), trial("ft", 0.03, 2, 1.0), trial("rl", 0.01, 2, 9.0)]}
     new = {"trials": [trial("rl", 0.01, 2, 3.5), trial("rl", 0.0025, 2, 1.5)]}  # re-tuned row: replaces the old trials
-    chosen = {"ft": {"method": "finetune", "max_epochs": 1, "init_args": {"lr": 0.01}},
-              "rl": {"method": "random_label", "max_epochs": 2, "init_args": {"lr": 0.01}},
-              "ga": {"method": "gradient_ascent", "max_epochs": 1, "init_args": {"lr": 0.5}}}
+    chosen = {
+        "ft": {"method": "finetune", "max_epochs": 1, "init_args": {"lr": 0.01}},
+        "rl": {"method": "random_label", "max_epochs": 2, "init_args": {"lr": 0.01}},
+        "ga": {"method": "gradient_ascent", "max_epochs": 1, "init_args": {"lr": 0.5}},
+    }
     result, table = oracle_free_gap.compare({"scenario": "random10", "chosen": chosen}, [old, new])
     assert result["rows"]["ft"]["difference"] == pytest.approx(1.0)
     assert result["rows"]["rl"]["difference"] == pytest.approx(2.0) and result["rows"]["rl"]["retrain_tuned_avg_gap"] == 1.5
@@ -185,7 +207,8 @@ def test_population_rows_keep_the_retrain_reference_and_the_reseeded_floor():
 
     root = Path(__file__).resolve().parents[1] / "benchmarks" / "configs"
     config = yaml.safe_load((root / "fmnist_cpu.yaml").read_text())
-    cfg = population_config(config, str(root / "tuned_cpu"), train_size=4000, test_size=1000, epochs=5,
-                            rows=["finetune", "gradient_ascent"])
+    cfg = population_config(
+        config, str(root / "tuned_cpu"), train_size=4000, test_size=1000, epochs=5, rows=["finetune", "gradient_ascent"]
+    )
     assert list(cfg["methods"]) == ["retrain", "retrain_reseeded", "finetune", "gradient_ascent"]
     assert cfg["data"]["init_args"]["train_size"] == 4000 and cfg["original"]["max_epochs"] == 5

@@ -25,7 +25,11 @@ def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) 
     full_env.pop("WANDB_SERVICE", None)
     return subprocess.run(
         [sys.executable, "-m", "lightning_unlearn.cli", *args],
-        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -38,8 +42,16 @@ def check(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
 def original_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``lightning-unlearn fit --config configs/digits/original.yaml`` (5 epochs) -> original.ckpt."""
     workdir = tmp_path_factory.mktemp("original")
-    check(run_cli("fit", "--config", str(DIGITS / "original.yaml"), "--trainer.max_epochs=5",
-                  "--trainer.enable_progress_bar=false", cwd=workdir))
+    check(
+        run_cli(
+            "fit",
+            "--config",
+            str(DIGITS / "original.yaml"),
+            "--trainer.max_epochs=5",
+            "--trainer.enable_progress_bar=false",
+            cwd=workdir,
+        )
+    )
     ckpt = workdir / "artifacts" / "digits" / "original.ckpt"
     assert ckpt.is_file(), sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*"))
     assert (workdir / "artifacts" / "digits" / "config.yaml").is_file()  # LightningCLI saved the config
@@ -75,8 +87,16 @@ def test_help_mentions_compare(tmp_path: Path) -> None:
 
 def test_fit_random_label_forgets_and_writes_report(original_ckpt: Path, tmp_path: Path) -> None:
     workdir = workdir_with_original(tmp_path, original_ckpt)
-    check(run_cli("fit", "--config", str(DIGITS / "random_label.yaml"), "--trainer.max_epochs=2",
-                  "--trainer.enable_progress_bar=false", cwd=workdir))
+    check(
+        run_cli(
+            "fit",
+            "--config",
+            str(DIGITS / "random_label.yaml"),
+            "--trainer.max_epochs=2",
+            "--trainer.enable_progress_bar=false",
+            cwd=workdir,
+        )
+    )
     out = workdir / "artifacts" / "digits"
     report = json.loads((out / "random_label_report.json").read_text())
     before, after = report["metrics"]["before"], report["metrics"]["after"]
@@ -121,12 +141,21 @@ def test_fit_with_wandb_logger_by_class_name(original_ckpt: Path, tmp_path: Path
     from lightning_unlearn.cli import main
 
     workdir = workdir_with_original(tmp_path, original_ckpt)
-    proc = check(run_cli(
-        "fit", "--config", str(DIGITS / "gradient_ascent.yaml"), "--trainer.max_epochs=1",
-        "--trainer.enable_progress_bar=false", "--trainer.logger=WandbLogger", "--trainer.logger.save_dir=wb",
-        "--optimizer=Adam", "--optimizer.lr=0.0005",
-        cwd=workdir, env={"WANDB_MODE": "offline", "WANDB_SILENT": "true"},
-    ))
+    proc = check(
+        run_cli(
+            "fit",
+            "--config",
+            str(DIGITS / "gradient_ascent.yaml"),
+            "--trainer.max_epochs=1",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.logger=WandbLogger",
+            "--trainer.logger.save_dir=wb",
+            "--optimizer=Adam",
+            "--optimizer.lr=0.0005",
+            cwd=workdir,
+            env={"WANDB_MODE": "offline", "WANDB_SILENT": "true"},
+        )
+    )
     runs = list((workdir / "wb" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, list((workdir / "wb").rglob("*"))
     tables = list(runs[0].rglob("*.table.json"))
@@ -166,11 +195,16 @@ def test_cli_modules_import_the_cli_stack_lazily() -> None:
     assert proc.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--model.lr_scheduler=cosine"], "lr_scheduler: cosine"),
-    (["--model.lr_scheduler=torch.optim.lr_scheduler.StepLR", "--model.lr_scheduler.step_size=2"],
-     "class_path: torch.optim.lr_scheduler.StepLR"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--model.lr_scheduler=cosine"], "lr_scheduler: cosine"),
+        (
+            ["--model.lr_scheduler=torch.optim.lr_scheduler.StepLR", "--model.lr_scheduler.step_size=2"],
+            "class_path: torch.optim.lr_scheduler.StepLR",
+        ),
+    ],
+)
 def test_lr_scheduler_by_name_or_class(args: list[str], expected: str, capsys: pytest.CaptureFixture) -> None:
     from lightning_unlearn.cli import cli_main
 
@@ -180,14 +214,20 @@ def test_lr_scheduler_by_name_or_class(args: list[str], expected: str, capsys: p
     assert expected in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("config, expected, absent", [
-    ("gradient_ascent.yaml", {"lr": 0.001, "momentum": 0.9, "weight_decay": 0.0, "inplace": False, "epoch_split": None}, []),
-    ("retrain.yaml", {"init_seed": 0, "momentum": 0.9, "weight_decay": 0.0005, "epoch_split": None}, ["inplace"]),
-    ("scrub.yaml", {"temperature": 4.0, "msteps": 2, "momentum": 0.9, "inplace": False}, ["epoch_split"]),
-    ("bad_teacher.yaml", {"retain_fraction": 0.3, "weight_decay": 0.0, "optimizer": None, "inplace": False},
-     ["momentum", "epoch_split"]),
-    ("ssd.yaml", {"alpha": 5.0, "lam": 1.0, "inplace": False}, ["lr", "momentum", "optimizer"]),
-])
+@pytest.mark.parametrize(
+    "config, expected, absent",
+    [
+        ("gradient_ascent.yaml", {"lr": 0.001, "momentum": 0.9, "weight_decay": 0.0, "inplace": False, "epoch_split": None}, []),
+        ("retrain.yaml", {"init_seed": 0, "momentum": 0.9, "weight_decay": 0.0005, "epoch_split": None}, ["inplace"]),
+        ("scrub.yaml", {"temperature": 4.0, "msteps": 2, "momentum": 0.9, "inplace": False}, ["epoch_split"]),
+        (
+            "bad_teacher.yaml",
+            {"retain_fraction": 0.3, "weight_decay": 0.0, "optimizer": None, "inplace": False},
+            ["momentum", "epoch_split"],
+        ),
+        ("ssd.yaml", {"alpha": 5.0, "lam": 1.0, "inplace": False}, ["lr", "momentum", "optimizer"]),
+    ],
+)
 def test_print_config_lists_every_default_of_a_method(config, expected, absent, capsys: pytest.CaptureFixture) -> None:
     """Methods declare only their own arguments and forward the shared ones by keyword: LightningCLI
     follows the ``**kwargs``, so every argument still shows with its default (and those a method fixes

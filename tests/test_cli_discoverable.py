@@ -20,16 +20,35 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lightning_unlearn.cli", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1",
-                                               "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
+    return subprocess.run(
+        [sys.executable, "-m", "lightning_unlearn.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        },
+    )
 
 
 def test_top_level_help_lists_commands_methods_callbacks_and_version(tmp_path: Path) -> None:
     proc = run("--help", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    for name in ("compare", "verify-report", "export", "--version", "SCRUB", "RandomLabel", "SaliencyMask",
-                 "UnPruning", "--data=my_pkg.MyDataModule", "--optimizer=Adam"):
+    for name in (
+        "compare",
+        "verify-report",
+        "export",
+        "--version",
+        "SCRUB",
+        "RandomLabel",
+        "SaliencyMask",
+        "UnPruning",
+        "--data=my_pkg.MyDataModule",
+        "--optimizer=Adam",
+    ):
         assert name in proc.stdout, name
     version = run("--version", cwd=tmp_path)
     assert version.returncode == 0 and version.stdout.strip().startswith("lightning-unlearn 0.")
@@ -40,8 +59,17 @@ def test_short_names_work_without_a_config(tmp_path: Path, capsys: pytest.Captur
     proc = run("fit", "--model.help", "RandomLabel", cwd=tmp_path)  # a fresh process: nothing imported before
     assert proc.returncode == 0 and "--model.alpha" in proc.stdout, proc.stderr
     with pytest.raises(SystemExit) as exc:
-        cli_main(["fit", "--model=SCRUB", "--model.model=SmallCNN", "--data=DigitsDataModule",
-                  "--data.forget.classes=[3]", "--trainer.callbacks+=SaliencyMask", "--print_config"])
+        cli_main(
+            [
+                "fit",
+                "--model=SCRUB",
+                "--model.model=SmallCNN",
+                "--data=DigitsDataModule",
+                "--data.forget.classes=[3]",
+                "--trainer.callbacks+=SaliencyMask",
+                "--print_config",
+            ]
+        )
     assert exc.value.code in (0, None)
     printed = capsys.readouterr().out
     assert "lightning_unlearn.methods.SCRUB" in printed and "lightning_unlearn.callbacks.SaliencyMask" in printed
@@ -58,7 +86,7 @@ def test_one_optimiser_option(capsys: pytest.CaptureFixture) -> None:
     assert exc.value.code in (0, None) and "torch.optim.Adam" in capsys.readouterr().out
 
 
-USER_PACKAGE = '''
+USER_PACKAGE = """
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -83,7 +111,7 @@ class MyDataModule(L.LightningDataModule):
 
     def test_dataloader(self):
         return DataLoader(self.data, batch_size=16, collate_fn=collate)
-'''
+"""
 
 
 def test_users_datamodule_from_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -91,17 +119,32 @@ def test_users_datamodule_from_the_command_line(tmp_path: Path, monkeypatch: pyt
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.chdir(tmp_path)
     assert wrap_user_datamodule(["fit", "--data=my_pkg.MyDataModule", "--data.forget.classes=[3]", "--data.size=48"]) == [
-        "fit", "--data=lightning_unlearn.data.WrappedDataModule", "--data.datamodule=my_pkg.MyDataModule",
-        "--data.forget.classes=[3]", "--data.datamodule.size=48",
+        "fit",
+        "--data=lightning_unlearn.data.WrappedDataModule",
+        "--data.datamodule=my_pkg.MyDataModule",
+        "--data.forget.classes=[3]",
+        "--data.datamodule.size=48",
     ]
     assert wrap_user_datamodule(["fit", "--data=DigitsDataModule", "--data.forget.classes=[3]"])[1] == "--data=DigitsDataModule"
-    cli = cli_main([
-        "fit", "--model=FineTune", "--model.model=torch.nn.Linear", "--model.model.in_features=6",
-        "--model.model.out_features=4", "--data=my_pkg.MyDataModule", "--data.forget.classes=[3]", "--data.size=48",
-        "--trainer.max_epochs=1", "--trainer.logger=false", "--trainer.enable_checkpointing=false",
-        "--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu",
-        "--trainer.callbacks+=UnlearningEvaluation", "--trainer.callbacks.report_path=report.json",
-    ])
+    cli = cli_main(
+        [
+            "fit",
+            "--model=FineTune",
+            "--model.model=torch.nn.Linear",
+            "--model.model.in_features=6",
+            "--model.model.out_features=4",
+            "--data=my_pkg.MyDataModule",
+            "--data.forget.classes=[3]",
+            "--data.size=48",
+            "--trainer.max_epochs=1",
+            "--trainer.logger=false",
+            "--trainer.enable_checkpointing=false",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.accelerator=cpu",
+            "--trainer.callbacks+=UnlearningEvaluation",
+            "--trainer.callbacks.report_path=report.json",
+        ]
+    )
     from lightning_unlearn.data import WrappedDataModule
 
     assert isinstance(cli.datamodule, WrappedDataModule) and len(cli.datamodule.train_set) == 48
@@ -132,6 +175,6 @@ def test_export_keeps_a_user_lightning_modules_keys(tmp_path: Path) -> None:
     state = torch.load(path, weights_only=True)
     assert all(k.startswith("net.") for k in state)
     UserModule().load_state_dict(state)
-    assert read_state_dict(path) .keys() == state.keys()
+    assert read_state_dict(path).keys() == state.keys()
     with pytest.raises(SystemExit):
         main(["export", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "x.pt")])

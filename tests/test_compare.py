@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import yaml
@@ -38,7 +38,9 @@ def test_compare_configs_parse(path: Path) -> None:
 def test_classwise_compare_covers_every_registered_method_and_callback() -> None:
     from lightning_unlearn import registry
 
-    specs = check_methods(parse_config(ROOT / "lightning_unlearn/configs/digits/compare_classwise.yaml", instantiate=False).methods)
+    specs = check_methods(
+        parse_config(ROOT / "lightning_unlearn/configs/digits/compare_classwise.yaml", instantiate=False).methods
+    )
     used_methods = {spec.method for spec in specs.values()}
     used_callbacks = {c["callback"] for spec in specs.values() for c in spec.callbacks}
     assert {e.name for e in registry.entries("method")} <= used_methods
@@ -75,16 +77,24 @@ def test_unknown_method_fails_clearly(tmp_path: Path, capsys: pytest.CaptureFixt
         ({"ft": {"method": "finetune", "max_epochs": 1}}, "no Retrain row"),
         ({"retrain": {"method": "retrain", "max_epochs": 0}}, "`methods.retrain.max_epochs` must be an integer >= 1, got 0"),
         ({"retrain": {"method": "retrain", "max_epochs": 2.5}}, "`methods.retrain.max_epochs` must be an integer >= 1, got 2.5"),
-        ({"retrain": {"method": "retrain"}, "ft": {"method": "finetune", "init_args": {"lrr": 0.1}}},
-         "methods.ft.init_args.lrr: FineTune takes no argument 'lrr'"),
-        ({"retrain": {"method": "retrain"}, "ft": {"method": "finetune", "init_args": {"weights": "x.ckpt"}}},
-         "methods.ft.init_args.weights: compare passes the original network"),
+        (
+            {"retrain": {"method": "retrain"}, "ft": {"method": "finetune", "init_args": {"lrr": 0.1}}},
+            "methods.ft.init_args.lrr: FineTune takes no argument 'lrr'",
+        ),
+        (
+            {"retrain": {"method": "retrain"}, "ft": {"method": "finetune", "init_args": {"weights": "x.ckpt"}}},
+            "methods.ft.init_args.weights: compare passes the original network",
+        ),
         ({"retrain": {"method": "retrain", "epochs": 3}}, "`methods.retrain` has unknown key(s) ['epochs']"),
         ({"retrain": {"max_epochs": 3}}, "`methods.retrain` lacks ['method']"),
-        ({"retrain": {"method": "retrain", "callbacks": [{"callback": "nope"}]}},
-         "methods.retrain.callbacks[0].callback: unknown callback 'nope'"),
-        ({"retrain": {"method": "retrain", "callbacks": [{"name": "x"}]}},
-         "methods.retrain.callbacks[0] must be {callback: <name>, init_args: {...}}"),
+        (
+            {"retrain": {"method": "retrain", "callbacks": [{"callback": "nope"}]}},
+            "methods.retrain.callbacks[0].callback: unknown callback 'nope'",
+        ),
+        (
+            {"retrain": {"method": "retrain", "callbacks": [{"name": "x"}]}},
+            "methods.retrain.callbacks[0] must be {callback: <name>, init_args: {...}}",
+        ),
     ],
 )
 def test_invalid_methods_fail_before_training(methods: dict, message: str) -> None:
@@ -94,10 +104,12 @@ def test_invalid_methods_fail_before_training(methods: dict, message: str) -> No
 
 
 def test_run_compare_in_process() -> None:
-    result = run_compare(small_config(
-        retrain={"method": "retrain", "max_epochs": 2, "init_args": {"lr": 0.05}},
-        ga={"method": "gradient_ascent", "max_epochs": 1, "init_args": {"lr": 0.01}},
-    ))
+    result = run_compare(
+        small_config(
+            retrain={"method": "retrain", "max_epochs": 2, "init_args": {"lr": 0.05}},
+            ga={"method": "gradient_ascent", "max_epochs": 1, "init_args": {"lr": 0.01}},
+        )
+    )
     assert [row["name"] for row in result["rows"]] == ["retrain", "ga"]
     assert result["rows"][1]["class"] == "GradientAscent"
     table = format_table(result)

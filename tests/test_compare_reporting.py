@@ -22,8 +22,7 @@ from tests.callbacks.test_evaluation import wandb_records
 def tiny_compare() -> dict:
     config = yaml.safe_load((PRESETS / "quickstart.yaml").read_text())
     config["original"]["max_epochs"] = 1
-    config["methods"] = {"retrain": {"method": "retrain", "max_epochs": 1},
-                         "finetune": {"method": "finetune", "max_epochs": 1}}
+    config["methods"] = {"retrain": {"method": "retrain", "max_epochs": 1}, "finetune": {"method": "finetune", "max_epochs": 1}}
     config["accelerator"] = "cpu"
     return config
 
@@ -73,21 +72,34 @@ def test_cli_wandb_logger_defaults_to_our_project(monkeypatch: pytest.MonkeyPatc
     from lightning_unlearn.cli import default_wandb_project
 
     monkeypatch.delenv("WANDB_PROJECT", raising=False)
-    config = Namespace(trainer=Namespace(logger=Namespace(class_path="lightning.pytorch.loggers.WandbLogger",
-                                                          init_args=Namespace(project=None))))
+    config = Namespace(
+        trainer=Namespace(logger=Namespace(class_path="lightning.pytorch.loggers.WandbLogger", init_args=Namespace(project=None)))
+    )
     default_wandb_project(config)
     assert config.trainer.logger.init_args.project == "lightning-unlearn"
-    named = Namespace(trainer=Namespace(logger=[Namespace(class_path="lightning.pytorch.loggers.WandbLogger",
-                                                          init_args=Namespace(project="mine"))]))
+    named = Namespace(
+        trainer=Namespace(
+            logger=[Namespace(class_path="lightning.pytorch.loggers.WandbLogger", init_args=Namespace(project="mine"))]
+        )
+    )
     default_wandb_project(named)
     assert named.trainer.logger[0].init_args.project == "mine"
 
 
 RESULT = {
     "original": {"unlearning_accuracy": 1.0, "retain_acc": 99.0, "test_acc": 98.0, "mia_efficacy": 3.0, "runtime_s": 1.0},
-    "rows": [{"name": "retrain", "unlearning_accuracy": 100.0, "retain_acc": 99.0, "test_acc": 97.0, "mia_efficacy": 100.0,
-              "gap": {"unlearning_accuracy": 0.0, "retain_acc": 0.0, "test_acc": 0.0, "mia_efficacy": 0.0},
-              "avg_gap": 0.0, "runtime_s": 2.0}],
+    "rows": [
+        {
+            "name": "retrain",
+            "unlearning_accuracy": 100.0,
+            "retain_acc": 99.0,
+            "test_acc": 97.0,
+            "mia_efficacy": 100.0,
+            "gap": {"unlearning_accuracy": 0.0, "retain_acc": 0.0, "test_acc": 0.0, "mia_efficacy": 0.0},
+            "avg_gap": 0.0,
+            "runtime_s": 2.0,
+        }
+    ],
     "forget": {"count": 10, "retain_count": 90, "fingerprint": "ab" * 32, "spec": {"classes": [3]}},
 }
 
@@ -140,7 +152,9 @@ def test_evaluation_progress_bar_shows_on_a_terminal_only(monkeypatch: pytest.Mo
     from lightning_unlearn.metrics.evaluation import evaluate_loaders
     from tests.conftest import synthetic_dataset
 
-    loaders = {split: DataLoader(synthetic_dataset(16, seed=i), batch_size=4) for i, split in enumerate(("forget", "retain", "test"))}
+    loaders = {
+        split: DataLoader(synthetic_dataset(16, seed=i), batch_size=4) for i, split in enumerate(("forget", "retain", "test"))
+    }
     net = torch.nn.Linear(6, 4)
 
     class Terminal(io.StringIO):

@@ -10,23 +10,38 @@ import pytest
 import torch
 
 from lightning_unlearn.benchmark import (
-    DENSE, MethodSpec, PipelineSpec, check_methods, check_originals, effective_spec, format_table, parse_config,
-    reference_rows, run_compare,
+    DENSE,
+    MethodSpec,
+    PipelineSpec,
+    check_methods,
+    check_originals,
+    effective_spec,
+    format_table,
+    parse_config,
+    reference_rows,
+    run_compare,
 )
 from lightning_unlearn.benchmark.config import OriginalSpec
 from lightning_unlearn.metrics.functional import gap_closed, mask_iou, masks_of
 
 ROOT = Path(__file__).resolve().parents[1]
-PRESETS = [ROOT / "lightning_unlearn/configs/digits/compare_sparse.yaml", ROOT / "lightning_unlearn/configs/digits/compare_unpruning.yaml",
-           ROOT / "benchmarks/configs/sparse_cpu.yaml", ROOT / "benchmarks/configs/unpruning_cpu.yaml"]
+PRESETS = [
+    ROOT / "lightning_unlearn/configs/digits/compare_sparse.yaml",
+    ROOT / "lightning_unlearn/configs/digits/compare_unpruning.yaml",
+    ROOT / "benchmarks/configs/sparse_cpu.yaml",
+    ROOT / "benchmarks/configs/unpruning_cpu.yaml",
+]
 
 
 def omp_config() -> dict:
     """Dense and OMP rows on digits, 3 epochs of everything."""
     return {
-        "seed": 0, "accelerator": "cpu",
-        "data": {"class_path": "lightning_unlearn.data.DigitsDataModule",
-                 "init_args": {"forget": {"ratio": 0.1, "seed": 0}, "batch_size": 64}},
+        "seed": 0,
+        "accelerator": "cpu",
+        "data": {
+            "class_path": "lightning_unlearn.data.DigitsDataModule",
+            "init_args": {"forget": {"ratio": 0.1, "seed": 0}, "batch_size": 64},
+        },
         "model": {"class_path": "lightning_unlearn.models.SmallCNN", "init_args": {"in_channels": 1, "num_classes": 10}},
         "original": {"max_epochs": 2, "lr": 0.05},
         "originals": {"omp80": {"pipeline": "omp", "amount": 0.8, "parameters": r"features\.\d+\.0\.weight", "rewind_epoch": 1}},
@@ -42,21 +57,41 @@ def omp_config() -> dict:
 def lottery_config() -> dict:
     """The un-pruning protocol on digits, small: LeNet-300-100 (64 -> 32 -> 16 -> 10), 2 rounds."""
     return {
-        "seed": 0, "accelerator": "cpu",
-        "data": {"class_path": "lightning_unlearn.data.DigitsDataModule",
-                 "init_args": {"forget": {"classes": [3]}, "batch_size": 64}},
-        "model": {"class_path": "lightning_unlearn.models.LeNet300100",
-                  "init_args": {"in_features": 64, "num_classes": 10, "hidden": [32, 16]}},
+        "seed": 0,
+        "accelerator": "cpu",
+        "data": {
+            "class_path": "lightning_unlearn.data.DigitsDataModule",
+            "init_args": {"forget": {"classes": [3]}, "batch_size": 64},
+        },
+        "model": {
+            "class_path": "lightning_unlearn.models.LeNet300100",
+            "init_args": {"in_features": 64, "num_classes": 10, "hidden": [32, 16]},
+        },
         "original": {"max_epochs": 2},
-        "originals": {"lt": {"pipeline": "lottery", "amount": 0.75, "rounds": 2, "max_epochs": 9, "lr": 0.05,
-                             "lr_scheduler": None, "init_seed": 7}},
+        "originals": {
+            "lt": {
+                "pipeline": "lottery",
+                "amount": 0.75,
+                "rounds": 2,
+                "max_epochs": 9,
+                "lr": 0.05,
+                "lr_scheduler": None,
+                "init_seed": 7,
+            }
+        },
         "methods": {
             "retrain": {"method": "retrain", "original": "lt", "max_epochs": 9},
             "retrain_order": {"method": "retrain", "original": "lt", "max_epochs": 9, "reference": "retrain", "shuffle_seed": 5},
             "finetune": {"method": "finetune", "original": "lt", "max_epochs": 1, "init_args": {"lr": 0.01}},
-            "finetune_replay": {"method": "finetune", "original": "lt", "max_epochs": 1, "init_args": {"lr": 0.01},
-                                "callbacks": [{"callback": "unpruning",
-                                               "init_args": {"score": "replay", "replay_rounds": 2, "replay_epochs": 3.0}}]},
+            "finetune_replay": {
+                "method": "finetune",
+                "original": "lt",
+                "max_epochs": 1,
+                "init_args": {"lr": 0.01},
+                "callbacks": [
+                    {"callback": "unpruning", "init_args": {"score": "replay", "replay_rounds": 2, "replay_epochs": 3.0}}
+                ],
+            },
         },
     }
 
@@ -68,7 +103,12 @@ def row(result: dict, name: str) -> dict:
 # ---------------------------------------------------------------------------------- planning, without training
 def test_reference_rows_and_effective_specs() -> None:
     specs = check_methods(lottery_config()["methods"])
-    assert reference_rows(specs) == {"retrain": None, "retrain_order": "retrain", "finetune": "retrain", "finetune_replay": "retrain"}
+    assert reference_rows(specs) == {
+        "retrain": None,
+        "retrain_order": "retrain",
+        "finetune": "retrain",
+        "finetune_replay": "retrain",
+    }
     pipelines = check_originals(lottery_config()["originals"], specs)
     lt = pipelines["lt"]
     assert (lt.scope, lt.structured) == ("layer", False)
@@ -89,8 +129,11 @@ def test_reference_rows_and_effective_specs() -> None:
     "originals, methods, match",
     [
         ({}, {"retrain": {"method": "retrain"}, "ft": {"method": "finetune", "original": "nope"}}, "no original 'nope'"),
-        ({"s": {"pipeline": "omp"}}, {"retrain": {"method": "retrain"}, "ft": {"method": "finetune", "original": "s"}},
-         "none retrains it"),
+        (
+            {"s": {"pipeline": "omp"}},
+            {"retrain": {"method": "retrain"}, "ft": {"method": "finetune", "original": "s"}},
+            "none retrains it",
+        ),
         ({"s": {"pipeline": "snip"}}, {"retrain": {"method": "retrain"}}, "pipeline` must be one of"),
         ({"s": {"pipeline": "omp", "rounds": 3}}, {"retrain": {"method": "retrain"}}, "applies to pipeline 'lottery'"),
         ({"s": {"pipeline": "lottery", "rounds": 3, "max_epochs": 3}}, {"retrain": {"method": "retrain"}}, "rounds \\+ 1"),
@@ -134,8 +177,10 @@ def test_dense_and_sparse_rows_in_one_table_each_against_its_own_retrain(omp_run
     result, _ = omp_run
     rows = {r["name"]: r for r in result["rows"]}
     assert {n: (r["original"], r["reference"]) for n, r in rows.items()} == {
-        "retrain": (DENSE, "retrain"), "finetune": (DENSE, "retrain"),
-        "retrain_omp80": ("omp80", "retrain_omp80"), "finetune_omp80": ("omp80", "retrain_omp80"),
+        "retrain": (DENSE, "retrain"),
+        "finetune": (DENSE, "retrain"),
+        "retrain_omp80": ("omp80", "retrain_omp80"),
+        "finetune_omp80": ("omp80", "retrain_omp80"),
     }
     for name, ref in (("finetune", "retrain"), ("finetune_omp80", "retrain_omp80")):
         for key, gap in rows[name]["gap"].items():  # the gaps are to the row's own reference

@@ -74,10 +74,14 @@ def quickstart(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
     command = [str(script)] if script.is_file() else [sys.executable, "-m", "lightning_unlearn.cli"]
     proc = subprocess.run(
         [*command, "compare", "--config", str(QUICKSTART), "--accelerator", "cpu", "--output", str(output)],
-        cwd=workdir, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300,
+        cwd=workdir,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    table = proc.stdout[proc.stdout.index("Forget "):].split("\n\nWrote ")[0]
+    table = proc.stdout[proc.stdout.index("Forget ") :].split("\n\nWrote ")[0]
     return json.loads(output.read_text()), table
 
 

@@ -13,9 +13,10 @@ import copy
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -159,16 +160,26 @@ def report_path_under_file(tmp: Path) -> None:
     net = tiny_net()
     before = copy.deepcopy(net.state_dict())
     try:
-        fit(FineTune(net, inplace=True), tiny_data(),
-            [MagnitudePruning(amount=0.5), UnlearningEvaluation(report_path=str(tmp / "file" / "r.json"))])
+        fit(
+            FineTune(net, inplace=True),
+            tiny_data(),
+            [MagnitudePruning(amount=0.5), UnlearningEvaluation(report_path=str(tmp / "file" / "r.json"))],
+        )
     finally:
         assert same_weights(net.state_dict(), before)
 
 
 def reference_report_diverged(tmp: Path) -> None:
     dm = tiny_data()
-    report = build_report("Retrain", {}, dm.forget_summary(), {k: 0.5 for k in ("forget_acc", "retain_acc", "test_acc",
-                          "unlearning_accuracy", "mia_efficacy")}, None, status="diverged", failure={"reason": "non-finite loss"})
+    report = build_report(
+        "Retrain",
+        {},
+        dm.forget_summary(),
+        {k: 0.5 for k in ("forget_acc", "retain_acc", "test_acc", "unlearning_accuracy", "mia_efficacy")},
+        None,
+        status="diverged",
+        failure={"reason": "non-finite loss"},
+    )
     write_report(tmp / "ref.json", report)
     fit(FineTune(tiny_net()), dm, [UnlearningEvaluation(reference_report=str(tmp / "ref.json"), verbose=False)])
 
@@ -277,89 +288,195 @@ CASES = [
     Case("ratio-out-of-range", lambda: ForgetSpec(ratio=1.5), r"ValueError: `ratio` must be a fraction in \(0, 1\), got 1.5"),
     Case("ratio-nan", lambda: ForgetSpec(ratio=float("nan")), r"ValueError: `ratio` must be a fraction in \(0, 1\), got nan"),
     Case("seed-string", lambda: ForgetSpec(ratio=0.1, seed="abc"), r"ValueError: `seed` must be an integer, got 'abc' \(str\)"),
-    Case("indices-bool-tensor", lambda: ForgetSpec(indices=torch.tensor([True, False, True])),
-         r"ValueError: `indices` got a boolean array \(a mask\?\), not positions: .*mask.nonzero\(\)"),
+    Case(
+        "indices-bool-tensor",
+        lambda: ForgetSpec(indices=torch.tensor([True, False, True])),
+        r"ValueError: `indices` got a boolean array \(a mask\?\), not positions: .*mask.nonzero\(\)",
+    ),
     Case("indices-bool-numpy", lambda: ForgetSpec(indices=np.array([True, False])), r"ValueError: `indices` got a boolean array"),
     Case("indices-floats", lambda: ForgetSpec(indices=[0.5, 1]), r"ValueError: `indices` must hold integers, got 0.5"),
     Case("indices-string", lambda: ForgetSpec(indices="0,1"), r"ValueError: `indices` must be a list of integers"),
-    Case("index-out-of-range", lambda: tiny_data(forget=ForgetSpec(indices=[1000])),
-         r"ValueError: `indices` contains 1000, out of range for a training set of 100 examples: use positions 0..99"),
+    Case(
+        "index-out-of-range",
+        lambda: tiny_data(forget=ForgetSpec(indices=[1000])),
+        r"ValueError: `indices` contains 1000, out of range for a training set of 100 examples: use positions 0..99",
+    ),
     Case("index-negative", lambda: tiny_data(forget=ForgetSpec(indices=[-1])), r"ValueError: `indices` must be non-negative"),
     Case("index-duplicated", lambda: tiny_data(forget=ForgetSpec(indices=[3, 3])), r"ValueError: `indices` contains duplicates"),
     Case("class-absent", lambda: tiny_data(forget=ForgetSpec(classes=[9])), r"ValueError: `classes` \[9\] do not occur"),
-    Case("forget-everything", lambda: tiny_data(forget=ForgetSpec(classes=[0, 1, 2, 3])), r"ValueError: The forget set is the whole"),
-    Case("forget-unknown-field", lambda: tiny_data(forget={"classes": [1], "clases": [2]}),
-         r"ValueError: `forget` has unknown field\(s\) \['clases'\]"),
+    Case(
+        "forget-everything",
+        lambda: tiny_data(forget=ForgetSpec(classes=[0, 1, 2, 3])),
+        r"ValueError: The forget set is the whole",
+    ),
+    Case(
+        "forget-unknown-field",
+        lambda: tiny_data(forget={"classes": [1], "clases": [2]}),
+        r"ValueError: `forget` has unknown field\(s\) \['clases'\]",
+    ),
     # the data
     Case("batch-size-float", lambda: tiny_data(batch_size=2.5), r"ValueError: `batch_size` must be an integer >= 1, got 2.5"),
     Case("num-workers-string", lambda: tiny_data(num_workers="2"), r"ValueError: `num_workers` must be an integer >= 0, got '2'"),
     Case("eval-batch-size-zero", lambda: tiny_data(eval_batch_size=0), r"ValueError: `eval_batch_size` must be an integer >= 1"),
-    Case("no-test-set", lambda: UnlearningDataModule(synthetic_dataset(), None, ForgetSpec(classes=[1])),
-         r"ValueError: `test` is required"),
-    Case("one-hot-labels", lambda: UnlearningDataModule(TensorDataset(_x(), torch.eye(4)[torch.arange(100) % 4]),
-                                                        synthetic_dataset(), ForgetSpec(classes=[1])),
-         r"ValueError: `train` yields labels like \(4,\), not class indices.*argmax"),
-    Case("dataset-yields-x-only", lambda: UnlearningDataModule(TensorDataset(_x()), synthetic_dataset(), ForgetSpec(classes=[1])),
-         r"ValueError: `train` must yield \(x, y\) pairs \(input, class index\), got a tuple of 1"),
-    Case("dict-items-without-keys", lambda: UnlearningDataModule(DictItems(), DictItems(), ForgetSpec(classes=[1])),
-         r"ValueError: `train` yields dicts with keys \['cls', 'pixels'\], none of the known .*keys=\('image', 'label'\)"),
-    Case("fractional-labels", lambda: UnlearningDataModule(TensorDataset(_x(), torch.rand(100)), synthetic_dataset(),
-                                                           ForgetSpec(classes=[1])), r"ValueError: `train` yields labels like .*not class indices"),
-    Case("iterable-dataset", lambda: UnlearningDataModule(Stream(), synthetic_dataset(), ForgetSpec(classes=[1])),
-         r"ValueError: `train` must be a map-style Dataset"),
-    Case("test-fraction-string", lambda: DigitsDataModule(ForgetSpec(classes=[3]), test_fraction="0.2"),
-         r"ValueError: `test_fraction` must be a fraction in \(0, 1\)"),
+    Case(
+        "no-test-set",
+        lambda: UnlearningDataModule(synthetic_dataset(), None, ForgetSpec(classes=[1])),
+        r"ValueError: `test` is required",
+    ),
+    Case(
+        "one-hot-labels",
+        lambda: UnlearningDataModule(
+            TensorDataset(_x(), torch.eye(4)[torch.arange(100) % 4]), synthetic_dataset(), ForgetSpec(classes=[1])
+        ),
+        r"ValueError: `train` yields labels like \(4,\), not class indices.*argmax",
+    ),
+    Case(
+        "dataset-yields-x-only",
+        lambda: UnlearningDataModule(TensorDataset(_x()), synthetic_dataset(), ForgetSpec(classes=[1])),
+        r"ValueError: `train` must yield \(x, y\) pairs \(input, class index\), got a tuple of 1",
+    ),
+    Case(
+        "dict-items-without-keys",
+        lambda: UnlearningDataModule(DictItems(), DictItems(), ForgetSpec(classes=[1])),
+        r"ValueError: `train` yields dicts with keys \['cls', 'pixels'\], none of the known .*keys=\('image', 'label'\)",
+    ),
+    Case(
+        "fractional-labels",
+        lambda: UnlearningDataModule(TensorDataset(_x(), torch.rand(100)), synthetic_dataset(), ForgetSpec(classes=[1])),
+        r"ValueError: `train` yields labels like .*not class indices",
+    ),
+    Case(
+        "iterable-dataset",
+        lambda: UnlearningDataModule(Stream(), synthetic_dataset(), ForgetSpec(classes=[1])),
+        r"ValueError: `train` must be a map-style Dataset",
+    ),
+    Case(
+        "test-fraction-string",
+        lambda: DigitsDataModule(ForgetSpec(classes=[3]), test_fraction="0.2"),
+        r"ValueError: `test_fraction` must be a fraction in \(0, 1\)",
+    ),
     # the method
     Case("lr-nan", lambda: FineTune(tiny_net(), lr=float("nan")), r"ValueError: `lr` must be a finite number >= 0, got nan"),
-    Case("lr-string", lambda: FineTune(tiny_net(), lr="0.1"), r"ValueError: `lr` must be a finite number >= 0, got '0.1' \(str\)"),
+    Case(
+        "lr-string", lambda: FineTune(tiny_net(), lr="0.1"), r"ValueError: `lr` must be a finite number >= 0, got '0.1' \(str\)"
+    ),
     Case("temperature-string", lambda: SCRUB(tiny_net(), temperature="4"), r"ValueError: `temperature` must be a finite number"),
     Case("epoch-split-unknown", lambda: RandomLabel(tiny_net(), epoch_split="test"), r"ValueError: `epoch_split` must be one of"),
-    Case("inplace-string", lambda: FineTune(tiny_net(), inplace="yes"), r"ValueError: `inplace` must be True or False, got 'yes'"),
-    Case("model-not-a-module", lambda: FineTune("net"), r"ValueError: `model` must be a torch.nn.Module returning logits, got str"),
-    Case("momentum-for-adam", lambda: BadTeacher(tiny_net(), momentum=0.9), r"ValueError: BadTeacher trains with Adam.*drop `momentum`"),
-    Case("retrain-inplace", lambda: Retrain(tiny_net(), inplace=True), r"ValueError: Retrain always trains a re-initialised copy"),
-    Case("network-size-float", lambda: SmallCNN(1, num_classes=2.5), r"ValueError: `num_classes` must be an integer >= 1, got 2.5"),
+    Case(
+        "inplace-string", lambda: FineTune(tiny_net(), inplace="yes"), r"ValueError: `inplace` must be True or False, got 'yes'"
+    ),
+    Case(
+        "model-not-a-module", lambda: FineTune("net"), r"ValueError: `model` must be a torch.nn.Module returning logits, got str"
+    ),
+    Case(
+        "momentum-for-adam",
+        lambda: BadTeacher(tiny_net(), momentum=0.9),
+        r"ValueError: BadTeacher trains with Adam.*drop `momentum`",
+    ),
+    Case(
+        "retrain-inplace", lambda: Retrain(tiny_net(), inplace=True), r"ValueError: Retrain always trains a re-initialised copy"
+    ),
+    Case(
+        "network-size-float", lambda: SmallCNN(1, num_classes=2.5), r"ValueError: `num_classes` must be an integer >= 1, got 2.5"
+    ),
     Case("zrf-log-base-string", lambda: ZRFScore(log_base="2"), r"ValueError: `log_base` must be a finite number > 0"),
     # weights= files
-    Case("weights-not-a-path", lambda: FineTune(tiny_net(), weights=torch.zeros(2)), r"ValueError: `weights` must be None or a file path"),
-    Case("weights-missing-file", lambda: FineTune(tiny_net(), weights="missing.ckpt"),
-         r"FileNotFoundError: weights='missing.ckpt' does not exist: train the original model first"),
-    Case("weights-other-architecture", weights_other_architecture,
-         r"ValueError: weights='.*w.pt' do not fit Sequential: '0.weight' has shape \(8, 6\) in the file but \(16, 6\)"),
+    Case(
+        "weights-not-a-path",
+        lambda: FineTune(tiny_net(), weights=torch.zeros(2)),
+        r"ValueError: `weights` must be None or a file path",
+    ),
+    Case(
+        "weights-missing-file",
+        lambda: FineTune(tiny_net(), weights="missing.ckpt"),
+        r"FileNotFoundError: weights='missing.ckpt' does not exist: train the original model first",
+    ),
+    Case(
+        "weights-other-architecture",
+        weights_other_architecture,
+        r"ValueError: weights='.*w.pt' do not fit Sequential: '0.weight' has shape \(8, 6\) in the file but \(16, 6\)",
+    ),
     Case("weights-valid-file", weights_valid_file_leaves_user_model, r"loaded into the copy only; the user's model is untouched"),
-    Case("weights-file-holds-tensor", lambda tmp: (torch.save(torch.zeros(3), tmp / "t.pt"), FineTune(tiny_net(), weights=str(tmp / "t.pt"))),
-         r"ValueError: weights='.*t.pt' holds a Tensor, not a state_dict"),
-    Case("weights-file-holds-list", lambda tmp: (torch.save([1, 2], tmp / "l.pt"), FineTune(tiny_net(), weights=str(tmp / "l.pt"))),
-         r"ValueError: weights='.*l.pt' holds a list, not a state_dict"),
-    Case("weights-corrupt-file", lambda tmp: ((tmp / "c.pt").write_bytes(b"\x80\x02garbage" * 10), FineTune(tiny_net(), weights=str(tmp / "c.pt"))),
-         r"ValueError: weights='.*c.pt' cannot be read as weights: torch.load\(weights_only=True\) refused it"),
-    Case("weights-malicious-pickle", weights_malicious,
-         r"ValueError: weights='.*evil.pt' cannot be read as weights: .*never unpickles arbitrary objects"),
+    Case(
+        "weights-file-holds-tensor",
+        lambda tmp: (torch.save(torch.zeros(3), tmp / "t.pt"), FineTune(tiny_net(), weights=str(tmp / "t.pt"))),
+        r"ValueError: weights='.*t.pt' holds a Tensor, not a state_dict",
+    ),
+    Case(
+        "weights-file-holds-list",
+        lambda tmp: (torch.save([1, 2], tmp / "l.pt"), FineTune(tiny_net(), weights=str(tmp / "l.pt"))),
+        r"ValueError: weights='.*l.pt' holds a list, not a state_dict",
+    ),
+    Case(
+        "weights-corrupt-file",
+        lambda tmp: ((tmp / "c.pt").write_bytes(b"\x80\x02garbage" * 10), FineTune(tiny_net(), weights=str(tmp / "c.pt"))),
+        r"ValueError: weights='.*c.pt' cannot be read as weights: torch.load\(weights_only=True\) refused it",
+    ),
+    Case(
+        "weights-malicious-pickle",
+        weights_malicious,
+        r"ValueError: weights='.*evil.pt' cannot be read as weights: .*never unpickles arbitrary objects",
+    ),
     # the fit
     Case("network-returns-nan", nan_logits, r"ValueError: `model` returns non-finite logits \(NaN or inf\)"),
-    Case("wrong-logits-inplace-pruning", wrong_shape_inplace_pruning,
-         r"ValueError: `model` returns 2 logits but the data has 4 classes"),
-    Case("forget-method-plain-loader", forget_method_plain_loader,
-         r"ValueError: GradientAscent \(it trains on forget data\) needs the forget/retain split"),
+    Case(
+        "wrong-logits-inplace-pruning",
+        wrong_shape_inplace_pruning,
+        r"ValueError: `model` returns 2 logits but the data has 4 classes",
+    ),
+    Case(
+        "forget-method-plain-loader",
+        forget_method_plain_loader,
+        r"ValueError: GradientAscent \(it trains on forget data\) needs the forget/retain split",
+    ),
     Case("diverging-learning-rate", diverging_lr, r"status diverged: non-finite loss at step \d+"),
     Case("exception-mid-fit", exception_mid_fit, r"status interrupted: RuntimeError: boom"),
     # the evaluation and the report
-    Case("report-path-int", lambda: UnlearningEvaluation(report_path=123), r"ValueError: `report_path` must be None or a file path, got 123"),
+    Case(
+        "report-path-int",
+        lambda: UnlearningEvaluation(report_path=123),
+        r"ValueError: `report_path` must be None or a file path, got 123",
+    ),
     Case("report-path-under-a-file", report_path_under_file, r"ValueError: `report_path`=.* lies under .*file', which is a file"),
-    Case("report-path-is-a-folder", lambda tmp: fit(FineTune(tiny_net()), tiny_data(), [UnlearningEvaluation(report_path=str(tmp))]),
-         r"ValueError: `report_path`=.* is a folder: pass a file path inside it"),
-    Case("reference-report-invalid-json", lambda tmp: ((tmp / "ref.json").write_text("{oops"), fit(
-        FineTune(tiny_net()), tiny_data(), [UnlearningEvaluation(reference_report=str(tmp / "ref.json"))])),
-         r"ValueError: `reference_report`=.*ref.json' is not valid JSON \(Expecting property name"),
-    Case("reference-report-missing", lambda tmp: fit(FineTune(tiny_net()), tiny_data(),
-                                                      [UnlearningEvaluation(reference_report=str(tmp / "none.json"))]),
-         r"ValueError: `reference_report`=.*none.json' does not exist"),
-    Case("reference-report-diverged", reference_report_diverged, r"ValueError: `reference_report`=.* is the report of a run that diverged"),
+    Case(
+        "report-path-is-a-folder",
+        lambda tmp: fit(FineTune(tiny_net()), tiny_data(), [UnlearningEvaluation(report_path=str(tmp))]),
+        r"ValueError: `report_path`=.* is a folder: pass a file path inside it",
+    ),
+    Case(
+        "reference-report-invalid-json",
+        lambda tmp: (
+            (tmp / "ref.json").write_text("{oops"),
+            fit(FineTune(tiny_net()), tiny_data(), [UnlearningEvaluation(reference_report=str(tmp / "ref.json"))]),
+        ),
+        r"ValueError: `reference_report`=.*ref.json' is not valid JSON \(Expecting property name",
+    ),
+    Case(
+        "reference-report-missing",
+        lambda tmp: fit(FineTune(tiny_net()), tiny_data(), [UnlearningEvaluation(reference_report=str(tmp / "none.json"))]),
+        r"ValueError: `reference_report`=.*none.json' does not exist",
+    ),
+    Case(
+        "reference-report-diverged",
+        reference_report_diverged,
+        r"ValueError: `reference_report`=.* is the report of a run that diverged",
+    ),
     Case("reference-other-classes", reference_other_classes, r"ValueError: `reference` returns 5 logits but the model returns 4"),
-    Case("reference-and-report", lambda: UnlearningEvaluation(reference=tiny_net(), reference_report="r.json"),
-         r"ValueError: Give either `reference` \(a model\) or `reference_report`"),
-    Case("mia-backend-unknown", lambda: UnlearningEvaluation(mia_backend="gpu"), r"ValueError: `mia_backend` must be one of \('torch', 'sklearn'\)"),
-    Case("every-n-epochs-zero", lambda: UnlearningEvaluation(every_n_epochs=0), r"ValueError: `every_n_epochs` must be an integer >= 1"),
+    Case(
+        "reference-and-report",
+        lambda: UnlearningEvaluation(reference=tiny_net(), reference_report="r.json"),
+        r"ValueError: Give either `reference` \(a model\) or `reference_report`",
+    ),
+    Case(
+        "mia-backend-unknown",
+        lambda: UnlearningEvaluation(mia_backend="gpu"),
+        r"ValueError: `mia_backend` must be one of \('torch', 'sklearn'\)",
+    ),
+    Case(
+        "every-n-epochs-zero",
+        lambda: UnlearningEvaluation(every_n_epochs=0),
+        r"ValueError: `every_n_epochs` must be an integer >= 1",
+    ),
     Case("write-fault", write_fault, r"earlier report intact, no temporary file left"),
     Case("compare-output-folder", compare_output_folder, r"--output`=.* is a folder: pass a file path inside it"),
     # verification

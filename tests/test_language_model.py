@@ -33,7 +33,7 @@ def readme_blocks() -> list[str]:
 def trained():
     """The README's first block: the LM trained on the text with its secrets (one run per session)."""
     namespace: dict = {}
-    exec(compile(readme_blocks()[0], "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    exec(compile(readme_blocks()[0], "README.md", "exec"), namespace)
     return namespace
 
 
@@ -48,10 +48,10 @@ def test_the_lm_memorises_the_secrets(trained):
 def test_npo_with_saliency_mask_and_gradient_projection_forgets_the_secrets(trained):
     """The README's second block: NPO + SaliencyMask + GradientProjection."""
     namespace = {**trained, "lm": copy.deepcopy(trained["lm"])}
-    exec(compile(readme_blocks()[1], "README.md", "exec"), namespace)  # noqa: S102
+    exec(compile(readme_blocks()[1], "README.md", "exec"), namespace)
     before, after = namespace["before"], namespace["after"]
-    assert before[0] == 1.0 and after[0] == 0.0                      # extraction: 100 % -> 0 %
-    assert after[1] > 3 * before[1]                                   # the secrets became unlikely
+    assert before[0] == 1.0 and after[0] == 0.0  # extraction: 100 % -> 0 %
+    assert after[1] > 3 * before[1]  # the secrets became unlikely
     assert after[2] <= RETAIN_PERPLEXITY_BOUND * before[2], (before, after)
 
 
@@ -69,6 +69,8 @@ def test_text_datamodule_bookkeeping():
     dm = SecretTextDataModule(lines=20, secrets=3, copies=2, test_lines=5)
     assert len(dm.forget_indices) == 6 and len(dm.retain_indices) == 20
     x, y = dm.train_set[0]
-    assert x.shape == y.shape == (41,) and int((y == -100).sum()) > 0 and torch.equal(x[1:][y[:-1] != -100], y[:-1][y[:-1] != -100])
+    assert (
+        x.shape == y.shape == (41,) and int((y == -100).sum()) > 0 and torch.equal(x[1:][y[:-1] != -100], y[:-1][y[:-1] != -100])
+    )
     with pytest.raises(ValueError, match="not in the vocabulary"):
         encode("Hello!")

@@ -26,7 +26,11 @@ def test_presets_resolve_by_name_and_by_the_readme_path(tmp_path: Path, monkeypa
     (tmp_path / "quickstart").write_text("seed: 1\n")  # an existing file wins over a preset
     assert resolve_preset("quickstart") == "quickstart"
     assert resolve_config_args(["fit", "-c", "digits/retrain", "--config=configs/quickstart.yaml"]) == [
-        "fit", "-c", str(PRESETS / "digits" / "retrain.yaml"), f"--config={PRESETS / 'quickstart.yaml'}"]
+        "fit",
+        "-c",
+        str(PRESETS / "digits" / "retrain.yaml"),
+        f"--config={PRESETS / 'quickstart.yaml'}",
+    ]
 
 
 def test_fit_and_compare_accept_preset_names(capsys: pytest.CaptureFixture) -> None:
@@ -50,24 +54,53 @@ def test_wheel_installed_outside_the_repo_runs_the_quickstart_preset(tmp_path: P
     wheels, site, work = tmp_path / "wheels", tmp_path / "site", tmp_path / "work"
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "WANDB_SERVICE")}
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels),
-                            str(source)], capture_output=True, text=True, timeout=300, env=env)
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     if built.returncode != 0:
         pytest.skip(f"cannot build a wheel offline here: {built.stderr[-500:]}")
     wheel = next(wheels.glob("lightning_unlearn-*.whl"))
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
-                   check=True, capture_output=True, timeout=300, env=env)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+        env=env,
+    )
     assert (site / "lightning_unlearn" / "configs" / "quickstart.yaml").is_file()
     assert (site / "lightning_unlearn" / "configs" / "digits" / "random_label.yaml").is_file()
     env = {**env, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1"}
-    where = subprocess.run([sys.executable, "-c", "import lightning_unlearn; print(lightning_unlearn.__file__)"],
-                           cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    where = subprocess.run(
+        [sys.executable, "-c", "import lightning_unlearn; print(lightning_unlearn.__file__)"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert where.stdout.strip().startswith(str(site)), where.stdout + where.stderr
     proc = subprocess.run(
-        [sys.executable, "-m", "lightning_unlearn.cli", "compare", "--config", "configs/quickstart.yaml",
-         "--original.max_epochs=1", "--accelerator=cpu", "--output=results.json",
-         "--methods={retrain: {method: retrain, max_epochs: 1}, finetune: {method: finetune, max_epochs: 1}}"],
-        cwd=work, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "lightning_unlearn.cli",
+            "compare",
+            "--config",
+            "configs/quickstart.yaml",
+            "--original.max_epochs=1",
+            "--accelerator=cpu",
+            "--output=results.json",
+            "--methods={retrain: {method: retrain, max_epochs: 1}, finetune: {method: finetune, max_epochs: 1}}",
+        ],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| retrain |" in proc.stdout and "| finetune |" in proc.stdout and (work / "results.json").is_file()

@@ -16,8 +16,8 @@ import torch
 
 from lightning_unlearn import registry
 from lightning_unlearn.callbacks import UnlearningEvaluation
-from lightning_unlearn.metrics.keys import METRICS
 from lightning_unlearn.methods import RandomLabel
+from lightning_unlearn.metrics.keys import METRICS
 from tests.conftest import quiet_trainer, required_args
 
 TOLERANCE = 0.15
@@ -34,7 +34,8 @@ def run(name: str, original: torch.nn.Module, datamodule, precision: str) -> tup
     L.seed_everything(0)
     evaluation = UnlearningEvaluation(verbose=False)
     quiet_trainer(max_epochs=1, limit_train_batches=3, precision=precision, callbacks=[*callbacks, evaluation]).fit(
-        module, datamodule=datamodule)
+        module, datamodule=datamodule
+    )
     return evaluation, module
 
 

@@ -21,8 +21,11 @@ def small_chain(**overrides) -> dict:
     config["original"]["max_epochs"] = 15
     methods = config["methods"]
     methods["retrain"]["max_epochs"] = 4
-    config["methods"] = {"retrain": methods["retrain"], "gradient_ascent": methods["gradient_ascent"],
-                         "gradient_ascent_keep": methods["gradient_ascent_keep"]}
+    config["methods"] = {
+        "retrain": methods["retrain"],
+        "gradient_ascent": methods["gradient_ascent"],
+        "gradient_ascent_keep": methods["gradient_ascent_keep"],
+    }
     config["methods"]["gradient_ascent_keep"]["callbacks"][0]["init_args"]["weight"] = 5.0
     config.update(overrides)
     return config
@@ -56,7 +59,7 @@ def test_a_changed_report_breaks_the_chain(chain):
     _, out, _ = chain
     reports = [json.loads((out / "reports" / "gradient_ascent" / f"step_{k}.json").read_text()) for k in range(2)]
     reports[0]["metrics"]["after"]["forget_acc"] = 0.5
-    with pytest.raises(ValueError, match="report 1 .*altered or reordered"):
+    with pytest.raises(ValueError, match=r"report 1 .*altered or reordered"):
         verify_report_chain(reports)
     with pytest.raises(ValueError, match="no `chain` block"):
         verify_report_chain([{"method": "x"}])
@@ -68,7 +71,7 @@ def test_keep_forgotten_reduces_relapse(chain):
     result, _, _ = chain
     plain = result["rows"]["gradient_ascent"][1]["relapse"][0]
     kept = result["rows"]["gradient_ascent_keep"][1]["relapse"][0]
-    assert plain["delta_forget_acc"] > 20, plain                     # relapse without the callback
+    assert plain["delta_forget_acc"] > 20, plain  # relapse without the callback
     assert kept["delta_forget_acc"] < plain["delta_forget_acc"] - 20, (plain, kept)
     assert kept["delta_mia"] > plain["delta_mia"]
 
@@ -105,13 +108,20 @@ def test_sequential_command_line(tmp_path, capsys):
     path.write_text(yaml.safe_dump(config))
     main(["sequential", "--config", str(path), "--output", str(tmp_path / "out.json")])
     assert "after step 1" in capsys.readouterr().out
-    assert json.loads((tmp_path / "out.json").read_text())["requests"] == [{"indices": None, "classes": [3], "ratio": None, "seed": 0},
-                                                                          {"indices": None, "classes": [5], "ratio": None, "seed": 0}]
+    assert json.loads((tmp_path / "out.json").read_text())["requests"] == [
+        {"indices": None, "classes": [3], "ratio": None, "seed": 0},
+        {"indices": None, "classes": [5], "ratio": None, "seed": 0},
+    ]
 
 
-@pytest.mark.parametrize("path", [ROOT / "lightning_unlearn" / "configs" / "sequential_digits.yaml",
-                                  *sorted((ROOT / "benchmarks" / "configs" / "sequential").glob("*.yaml"))],
-                         ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path",
+    [
+        ROOT / "lightning_unlearn" / "configs" / "sequential_digits.yaml",
+        *sorted((ROOT / "benchmarks" / "configs" / "sequential").glob("*.yaml")),
+    ],
+    ids=lambda p: p.stem,
+)
 def test_sequential_configs_parse(path):
     from lightning_unlearn.benchmark import check_methods
     from lightning_unlearn.benchmark.sequential import _parse

@@ -19,8 +19,8 @@ from lightning_unlearn.benchmark.tuning import (
     tune_row,
 )
 from lightning_unlearn.data import DigitsDataModule, ForgetSpec
+from lightning_unlearn.methods import SSD, FineTune, RandomLabel
 from lightning_unlearn.metrics import evaluate
-from lightning_unlearn.methods import FineTune, RandomLabel, SSD
 from tests.conftest import quiet_trainer
 
 
@@ -78,8 +78,9 @@ def test_sample_counter_counts_epochs_of_d(original, digits_random):
     quiet_trainer(max_epochs=1, callbacks=[counter]).fit(SSD(copy.deepcopy(original), alpha=2.0), datamodule=digits_random)
     assert counter.samples == {"forget": 144, "retain": 1293}  # a one-shot edit uses each split once
     counter = SampleCounter()
-    quiet_trainer(max_epochs=1, limit_train_batches=0.5, callbacks=[counter]).fit(FineTune(copy.deepcopy(original)),
-                                                                                  datamodule=digits_random)
+    quiet_trainer(max_epochs=1, limit_train_batches=0.5, callbacks=[counter]).fit(
+        FineTune(copy.deepcopy(original)), datamodule=digits_random
+    )
     assert counter.samples == {"retain": 10 * 64}  # int(0.5 * 21) batches of ceil(1293 / 64) = 21: retain subsampling
 
 
@@ -118,12 +119,26 @@ def test_cli_tune_writes_trials_and_rows(tmp_path, capsys):
     config["original"]["max_epochs"] = 2
     config["accelerator"] = "cpu"
     config["data"]["init_args"]["forget"] = {"classes": [3]}
-    config["methods"] = {"retrain": config["methods"]["retrain"],
-                         "ga": {"method": "gradient_ascent", "max_epochs": 1, "init_args": {"lr": 0.01}}}
+    config["methods"] = {
+        "retrain": config["methods"]["retrain"],
+        "ga": {"method": "gradient_ascent", "max_epochs": 1, "init_args": {"lr": 0.01}},
+    }
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(config))
-    main(["tune", "--config", str(path), "--budget", "0.3", "--no-progress", "--output", str(tmp_path / "t.json"),
-          "--write-rows", str(tmp_path / "rows.yaml")])
+    main(
+        [
+            "tune",
+            "--config",
+            str(path),
+            "--budget",
+            "0.3",
+            "--no-progress",
+            "--output",
+            str(tmp_path / "t.json"),
+            "--write-rows",
+            str(tmp_path / "rows.yaml"),
+        ]
+    )
     result = json.loads((tmp_path / "t.json").read_text())
     assert list(result["rows"]) == ["ga"] and result["rows"]["ga"]["trials"]
     rows = yaml.safe_load((tmp_path / "rows.yaml").read_text())["methods"]
@@ -151,4 +166,5 @@ def test_carried_over_rows_are_costed_by_the_counters_rule(original, digits_rand
     rule = epochs_of_d({"method": "neggrad_plus", "max_epochs": 2, "init_args": {}}, forget, 64, 64)
     assert counter.epochs_equivalent(digits_random) == pytest.approx(rule)
     assert epochs_of_d({"method": "scrub", "max_epochs": 3, "init_args": {}}, forget, 64, 64) == pytest.approx(
-        (2 * 144 + 3 * 1293) / 1437)
+        (2 * 144 + 3 * 1293) / 1437
+    )

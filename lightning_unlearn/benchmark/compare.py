@@ -17,13 +17,25 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 from lightning_unlearn.benchmark.config import DENSE, Config, build_parser, check_originals, load_config, resolve_config_args
 from lightning_unlearn.benchmark.runner import (
-    EpochSnapshots, RowRun, effective_spec, lightning_info_silenced, quiet_fit_warnings, reference_rows, row_topologies, run_row, topology_of,
-    train_original, train_pipeline_original, trainer_options, with_shuffle_seed,
+    EpochSnapshots,
+    RowRun,
+    effective_spec,
+    lightning_info_silenced,
+    quiet_fit_warnings,
+    reference_rows,
+    row_topologies,
+    run_row,
+    topology_of,
+    train_original,
+    train_pipeline_original,
+    trainer_options,
+    with_shuffle_seed,
 )
 from lightning_unlearn.benchmark.table import audit_columns, percent, print_table, table_row
 from lightning_unlearn.metrics.evaluation import evaluate, evaluate_pass
@@ -35,8 +47,14 @@ from lightning_unlearn.validation import check_output_path
 DEFAULT_WANDB_PROJECT = "lightning-unlearn"
 
 
-def run_compare(config: Config, *, progress: bool = False, logger: Optional[str] = None,
-                project: Optional[str] = None, group: Optional[str] = None) -> dict[str, Any]:
+def run_compare(
+    config: Config,
+    *,
+    progress: bool = False,
+    logger: Optional[str] = None,
+    project: Optional[str] = None,
+    group: Optional[str] = None,
+) -> dict[str, Any]:
     """Runs the comparison.
 
     Trains the original (:class:`~lightning_unlearn.models.ImageClassifier`, whole training set),
@@ -97,20 +115,34 @@ def run_compare(config: Config, *, progress: bool = False, logger: Optional[str]
         bar = _rows_bar(progress, len(specs) + int(DENSE in used or bool(rewinds)))
         if DENSE in used or rewinds:
             bar.set_description("original")
-            originals[DENSE], original_time = train_original(network, datamodule, original_spec, seed,
-                                                             [snapshots] if rewinds else [], progress=progress, **options)
-            original_pass = evaluate_pass(originals[DENSE], datamodule.evaluation_dataloaders(), mia_backend=mia_backend,
-                                          progress="evaluating the original" if progress else None)
+            originals[DENSE], original_time = train_original(
+                network, datamodule, original_spec, seed, [snapshots] if rewinds else [], progress=progress, **options
+            )
+            original_pass = evaluate_pass(
+                originals[DENSE],
+                datamodule.evaluation_dataloaders(),
+                mia_backend=mia_backend,
+                progress="evaluating the original" if progress else None,
+            )
             original_metrics = original_pass.metrics
             bar.update(1)
         for name, pipeline in pipelines.items():
             if name not in used:
                 continue
             originals[name], elapsed = train_pipeline_original(
-                pipeline, originals.get(DENSE), untrained, datamodule, original_spec, seed,
-                snapshots.paths.get(pipeline.rewind_epoch), **options,
+                pipeline,
+                originals.get(DENSE),
+                untrained,
+                datamodule,
+                original_spec,
+                seed,
+                snapshots.paths.get(pipeline.rewind_epoch),
+                **options,
             )
-            extra[name] = {**percent(evaluate(originals[name], datamodule, mia_backend=mia_backend)), "runtime_s": round(elapsed, 3)}
+            extra[name] = {
+                **percent(evaluate(originals[name], datamodule, mia_backend=mia_backend)),
+                "runtime_s": round(elapsed, 3),
+            }
         if DENSE not in originals:  # every row unlearns a sparse original: the first one stands for "the original"
             first = next(name for name in pipelines if name in used)
             original_metrics, original_time = None, extra[first]["runtime_s"]
@@ -124,10 +156,19 @@ def run_compare(config: Config, *, progress: bool = False, logger: Optional[str]
             row_data = with_shuffle_seed(datamodule, spec.shuffle_seed)
             row_logger: Any = wandb_row_logger(name, group, project, run_config) if logger == "wandb" else False
             try:
-                runs[name] = run_row(effective_spec(spec, pipelines.get(spec.original), seed, original_spec),
-                                     originals[spec.original], row_data, seed, reference=reference,
-                                     mia_backend=mia_backend, audits="attacks", progress=progress, logger=row_logger,
-                                     run_config=run_config if row_logger else None, **options)
+                runs[name] = run_row(
+                    effective_spec(spec, pipelines.get(spec.original), seed, original_spec),
+                    originals[spec.original],
+                    row_data,
+                    seed,
+                    reference=reference,
+                    mia_backend=mia_backend,
+                    audits="attacks",
+                    progress=progress,
+                    logger=row_logger,
+                    run_config=run_config if row_logger else None,
+                    **options,
+                )
             finally:
                 if row_logger:
                     row_logger.experiment.finish()
@@ -139,8 +180,15 @@ def run_compare(config: Config, *, progress: bool = False, logger: Optional[str]
     rows = []
     for name in ordered:
         reference_name = references[name] or name
-        row = table_row(name, specs[name], runs[name].after, runs[reference_name].after, runs[name].runtime_s,
-                        audits[name], audits[reference_name])
+        row = table_row(
+            name,
+            specs[name],
+            runs[name].after,
+            runs[reference_name].after,
+            runs[name].runtime_s,
+            audits[name],
+            audits[reference_name],
+        )
         if pipelines:
             row.update(original=specs[name].original, reference=reference_name)
         rows.append(row)
@@ -148,12 +196,19 @@ def run_compare(config: Config, *, progress: bool = False, logger: Optional[str]
         topologies = {name: topology_of(run.model, run.method.trainer.callbacks) for name, run in runs.items()}
         topology = row_topologies(specs, references, originals, topologies)
         for name, values in topology.items():  # fit-start topology work (un-pruning), which the row's RTE does not time
-            values["topology_time_s"] = round(sum(float(getattr(cb, "topology_time_s", 0.0) or 0.0)
-                                                  for cb in runs[name].method.trainer.callbacks), 3)
+            values["topology_time_s"] = round(
+                sum(float(getattr(cb, "topology_time_s", 0.0) or 0.0) for cb in runs[name].method.trainer.callbacks), 3
+            )
         extra = {"originals": extra, "topology": topology}
-    original_row = ({**percent(original_metrics), "runtime_s": round(original_time, 3),
-                     **{k: v for k, v in audit_columns(original_pass.audit).items() if k == "mia_auc"}}
-                    if original_metrics is not None else extra["originals"][first])
+    original_row = (
+        {
+            **percent(original_metrics),
+            "runtime_s": round(original_time, 3),
+            **{k: v for k, v in audit_columns(original_pass.audit).items() if k == "mia_auc"},
+        }
+        if original_metrics is not None
+        else extra["originals"][first]
+    )
     return {
         "config": run_config,
         "forget": datamodule.forget_summary(),
@@ -165,8 +220,17 @@ def run_compare(config: Config, *, progress: bool = False, logger: Optional[str]
     }
 
 
-def _run_config(cfg: Any, datamodule: Any, network: Any, original_spec: Any, pipelines: dict, specs: dict,
-                references: dict, seed: int, mia_backend: str) -> dict[str, Any]:
+def _run_config(
+    cfg: Any,
+    datamodule: Any,
+    network: Any,
+    original_spec: Any,
+    pipelines: dict,
+    specs: dict,
+    references: dict,
+    seed: int,
+    mia_backend: str,
+) -> dict[str, Any]:
     """The comparison's configuration as the results (and each W&B run's config) show it."""
     return {
         "seed": seed,
@@ -174,15 +238,20 @@ def _run_config(cfg: Any, datamodule: Any, network: Any, original_spec: Any, pip
         "precision": cfg.get("precision"),
         "mia_backend": mia_backend,
         "data": {"class": type(datamodule).__name__, "forget": datamodule.forget.to_dict()},
-        "model": {"class": type(network).__name__,
-                  "parameters": sum(p.numel() for p in network.parameters())},
+        "model": {"class": type(network).__name__, "parameters": sum(p.numel() for p in network.parameters())},
         "original": asdict(original_spec),
         **({"originals": {name: asdict(p) for name, p in pipelines.items()}} if pipelines else {}),
-        "methods": {name: {"method": s.method, "max_epochs": int(s.max_epochs), "init_args": json_safe(s.init_args),
-                           "callbacks": json_safe(s.callbacks), **({"trainer": json_safe(s.trainer)} if s.trainer else {}),
-                           **({"original": s.original, "reference": references[name], "shuffle_seed": s.shuffle_seed}
-                              if pipelines else {})}
-                    for name, s in specs.items()},
+        "methods": {
+            name: {
+                "method": s.method,
+                "max_epochs": int(s.max_epochs),
+                "init_args": json_safe(s.init_args),
+                "callbacks": json_safe(s.callbacks),
+                **({"trainer": json_safe(s.trainer)} if s.trainer else {}),
+                **({"original": s.original, "reference": references[name], "shuffle_seed": s.shuffle_seed} if pipelines else {}),
+            }
+            for name, s in specs.items()
+        },
     }
 
 
@@ -202,8 +271,12 @@ def wandb_row_logger(row: str, group: str, project: Optional[str], config: dict[
     from lightning.pytorch.loggers import WandbLogger
 
     return WandbLogger(
-        project=project or os.environ.get("WANDB_PROJECT") or DEFAULT_WANDB_PROJECT, group=group, job_type=row,
-        name=f"{group}/{row}", config={"compare": config, "row": row}, save_dir=os.environ.get("WANDB_DIR", "."),
+        project=project or os.environ.get("WANDB_PROJECT") or DEFAULT_WANDB_PROJECT,
+        group=group,
+        job_type=row,
+        name=f"{group}/{row}",
+        config={"compare": config, "row": row},
+        save_dir=os.environ.get("WANDB_DIR", "."),
     )
 
 

@@ -33,9 +33,10 @@ module needs torch and lightning alone.
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from collections.abc import Mapping
 from dataclasses import KW_ONLY, MISSING, asdict, dataclass, field, fields, is_dataclass
-from typing import Any, Literal, Mapping, Optional, Union
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
 
 from torch import nn
 
@@ -197,7 +198,7 @@ def resolve_preset(value: Union[str, os.PathLike]) -> str:
     name = text.replace(os.sep, "/")
     for prefix in ("lightning_unlearn/configs/", "configs/", "./configs/"):
         if name.startswith(prefix):
-            name = name[len(prefix):]
+            name = name[len(prefix) :]
             break
     for candidate in (PRESETS / name, PRESETS / f"{name}.yaml"):
         if candidate.is_file() and PRESETS in candidate.resolve().parents:
@@ -212,7 +213,7 @@ def resolve_config_args(args: list[str]) -> list[str]:
         if arg in ("--config", "-c") and i + 1 < len(out):
             out[i + 1] = resolve_preset(out[i + 1])
         elif arg.startswith("--config="):
-            out[i] = "--config=" + resolve_preset(arg[len("--config="):])
+            out[i] = "--config=" + resolve_preset(arg[len("--config=") :])
     return out
 
 
@@ -235,29 +236,50 @@ def build_parser(exit_on_error: bool = True) -> Any:
             " and print UA / RA / TA / MIA-efficacy / Avg. Gap to Retrain / run time."
         ),
     )
-    parser.add_argument("--config", action=ActionConfigFile,
-                        help="A compare YAML or a packaged preset name, e.g. quickstart or digits/compare_classwise.")
+    parser.add_argument(
+        "--config",
+        action=ActionConfigFile,
+        help="A compare YAML or a packaged preset name, e.g. quickstart or digits/compare_classwise.",
+    )
     parser.add_argument("--seed", type=int, default=0, help="Global seed (set again before every method).")
     parser.add_subclass_arguments(UnlearningDataModule, "data", required=True, help="The data and the forget request.")
     parser.add_subclass_arguments(nn.Module, "model", required=True, help="The architecture, returning logits.")
     parser.add_argument("--original", type=OriginalSpec, default=OriginalSpec(), help="Training of the original.")
-    parser.add_argument("--originals", type=dict[str, dict[str, Any]], default={},
-                        help="More originals by name, each made by a pipeline (omp or lottery; see PipelineSpec).")
+    parser.add_argument(
+        "--originals",
+        type=dict[str, dict[str, Any]],
+        default={},
+        help="More originals by name, each made by a pipeline (omp or lottery; see PipelineSpec).",
+    )
     # Plain mappings (checked by check_methods): a dataclass with an `init_args` field would be
     # read by jsonargparse as a subclass specification.
-    parser.add_argument("--methods", type=dict[str, dict[str, Any]], required=True,
-                        help="Ordered mapping: row name -> {method, max_epochs, init_args}; must include retrain.")
+    parser.add_argument(
+        "--methods",
+        type=dict[str, dict[str, Any]],
+        required=True,
+        help="Ordered mapping: row name -> {method, max_epochs, init_args}; must include retrain.",
+    )
     parser.add_argument("--accelerator", type=str, default="auto", help="Lightning accelerator.")
-    parser.add_argument("--precision", type=Optional[str], default=None,
-                        help="Lightning precision of every fit, e.g. bf16-mixed (evaluation runs in float32).")
+    parser.add_argument(
+        "--precision",
+        type=Optional[str],
+        default=None,
+        help="Lightning precision of every fit, e.g. bf16-mixed (evaluation runs in float32).",
+    )
     parser.add_argument("--mia_backend", type=Literal["torch", "sklearn"], default="torch", help="MIA attack backend.")
     parser.add_argument("--output", type=Optional[str], default=None, help="Where to write the JSON results.")
-    parser.add_argument("--logger", type=Optional[Literal["wandb", "none"]], default=None,
-                        help="wandb: one W&B run per row (group: the comparison, job_type: the row).")
-    parser.add_argument("--project", type=Optional[str], default=None,
-                        help="W&B project (default: $WANDB_PROJECT, else lightning-unlearn).")
-    parser.add_argument("--group", type=Optional[str], default=None,
-                        help="W&B group of the rows (default: compare-<date>-<time>).")
+    parser.add_argument(
+        "--logger",
+        type=Optional[Literal["wandb", "none"]],
+        default=None,
+        help="wandb: one W&B run per row (group: the comparison, job_type: the row).",
+    )
+    parser.add_argument(
+        "--project", type=Optional[str], default=None, help="W&B project (default: $WANDB_PROJECT, else lightning-unlearn)."
+    )
+    parser.add_argument(
+        "--group", type=Optional[str], default=None, help="W&B group of the rows (default: compare-<date>-<time>)."
+    )
     return parser
 
 
@@ -338,22 +360,20 @@ def check_methods(methods: Mapping[str, Any]) -> dict[str, MethodSpec]:
     known = [e.name for e in registry.entries("method")]
     for name, spec in specs.items():
         if spec.method not in known:
-            raise ValueError(
-                f"methods.{name}.method: unknown method {spec.method!r}. Registered methods: {known}."
-            )
+            raise ValueError(f"methods.{name}.method: unknown method {spec.method!r}. Registered methods: {known}.")
         if not isinstance(spec.init_args, Mapping):
             raise ValueError(f"methods.{name}.init_args must be a mapping of the method's arguments, got {spec.init_args!r}.")
         spec.max_epochs = check_int(
-            spec.max_epochs, f"methods.{name}.max_epochs", minimum=1,
+            spec.max_epochs,
+            f"methods.{name}.max_epochs",
+            minimum=1,
             hint="set the row's epochs of unlearning (of training, for Retrain), e.g. `max_epochs: 5`.",
         )
         cls = registry.get(spec.method).cls
         accepted = _accepted(cls)
         for arg in spec.init_args:
             if arg in ("model", "weights"):
-                raise ValueError(
-                    f"methods.{name}.init_args.{arg}: compare passes the original network itself; remove `{arg}`."
-                )
+                raise ValueError(f"methods.{name}.init_args.{arg}: compare passes the original network itself; remove `{arg}`.")
             if arg not in accepted:
                 raise ValueError(
                     f"methods.{name}.init_args.{arg}: {cls.__name__} takes no argument"
@@ -361,14 +381,17 @@ def check_methods(methods: Mapping[str, Any]) -> dict[str, MethodSpec]:
                 )
         _check_callbacks(name, spec.callbacks)
         if not isinstance(spec.original, str) or not spec.original:
-            raise ValueError(f"methods.{name}.original must be the name of an original ('{DENSE}' or one in `originals`), got {spec.original!r}.")
+            raise ValueError(
+                f"methods.{name}.original must be the name of an original ('{DENSE}' or one in `originals`), got {spec.original!r}."
+            )
         if spec.shuffle_seed is not None:
-            spec.shuffle_seed = check_int(spec.shuffle_seed, f"methods.{name}.shuffle_seed", hint="the seed of this row's data order.")
+            spec.shuffle_seed = check_int(
+                spec.shuffle_seed, f"methods.{name}.shuffle_seed", hint="the seed of this row's data order."
+            )
         _check_trainer(name, spec.trainer)
     if not any(spec.method == REFERENCE for spec in specs.values()):
         raise ValueError(
-            "`methods` has no Retrain row: add `retrain: {method: retrain, max_epochs: ...}`; it is the"
-            " reference of every gap."
+            "`methods` has no Retrain row: add `retrain: {method: retrain, max_epochs: ...}`; it is the reference of every gap."
         )
     return specs
 
@@ -399,7 +422,12 @@ def check_originals(originals: Mapping[str, Any], specs: Mapping[str, MethodSpec
             raise ValueError(f"`{where}.scope` must be 'global' or 'layer', got {p.scope!r}.")
         p.scope = p.scope or ("layer" if p.pipeline == "lottery" else "global")
         p.structured = check_bool(p.structured, f"{where}.structured")
-        p.rewind_epoch = check_int(p.rewind_epoch, f"{where}.rewind_epoch", minimum=0, hint="the dense original's epoch to rewind to (0: its initialisation).")
+        p.rewind_epoch = check_int(
+            p.rewind_epoch,
+            f"{where}.rewind_epoch",
+            minimum=0,
+            hint="the dense original's epoch to rewind to (0: its initialisation).",
+        )
         p.rounds = check_int(p.rounds, f"{where}.rounds", minimum=1, hint="the pruning rounds of the lottery pipeline.")
         if p.pipeline == "omp" and p.rounds != 1:
             raise ValueError(f"`{where}.rounds` applies to pipeline 'lottery' (omp prunes once): drop it.")
@@ -408,7 +436,9 @@ def check_originals(originals: Mapping[str, Any], specs: Mapping[str, MethodSpec
         if p.max_epochs is not None:
             p.max_epochs = check_int(p.max_epochs, f"{where}.max_epochs", minimum=1)
             if p.pipeline == "lottery" and p.max_epochs < p.rounds + 1:
-                raise ValueError(f"`{where}.max_epochs` must be >= rounds + 1 = {p.rounds + 1}: one training segment per round and the final one.")
+                raise ValueError(
+                    f"`{where}.max_epochs` must be >= rounds + 1 = {p.rounds + 1}: one training segment per round and the final one."
+                )
         if p.lr_scheduler not in (None, "cosine", "original"):
             raise ValueError(f"`{where}.lr_scheduler` must be 'original', null or 'cosine', got {p.lr_scheduler!r}.")
     names = (DENSE, *pipelines)
@@ -429,9 +459,13 @@ def check_originals(originals: Mapping[str, Any], specs: Mapping[str, MethodSpec
                 f" `retrain_{original}: {{method: retrain, original: {original}, max_epochs: ...}}`, its reference."
             )
     return pipelines
+
+
 def _check_trainer(name: str, trainer: Any) -> None:
     if not isinstance(trainer, Mapping):
-        raise ValueError(f"methods.{name}.trainer must be a mapping of Trainer settings, e.g. {{limit_train_batches: 0.25}}, got {trainer!r}.")
+        raise ValueError(
+            f"methods.{name}.trainer must be a mapping of Trainer settings, e.g. {{limit_train_batches: 0.25}}, got {trainer!r}."
+        )
     unknown = sorted(set(trainer) - set(ROW_TRAINER_OPTIONS))
     if unknown:
         raise ValueError(f"methods.{name}.trainer: {unknown} cannot be set per row; allowed: {list(ROW_TRAINER_OPTIONS)}.")
@@ -475,7 +509,9 @@ def load_config(config: Config) -> tuple[Any, dict[str, MethodSpec], OriginalSpe
     if not isinstance(cfg.model, nn.Module):
         raise ValueError(f"`model` must be an nn.Module returning logits, got {type(cfg.model).__name__}.")
     original_spec.max_epochs = check_int(
-        original_spec.max_epochs, "original.max_epochs", minimum=1,
+        original_spec.max_epochs,
+        "original.max_epochs",
+        minimum=1,
         hint="set the original's training epochs, e.g. `original: {max_epochs: 20}`.",
     )
     return cfg, specs, original_spec

@@ -31,9 +31,10 @@ import hashlib
 import json
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -182,8 +183,10 @@ def run_population(
                 datamodule.shuffle_seed = base_shuffle
                 evaluation = run.evaluation
                 cached = {
-                    "margins": evaluation.margins["after"], "metrics": dict(run.after),
-                    "audit": _numbers((evaluation.audit or {}).get("after")), "runtime_s": float(run.runtime_s),
+                    "margins": evaluation.margins["after"],
+                    "metrics": dict(run.after),
+                    "audit": _numbers((evaluation.audit or {}).get("after")),
+                    "runtime_s": float(run.runtime_s),
                 }
                 if name == reference:
                     cached["weights"] = run.model.state_dict()
@@ -205,18 +208,21 @@ def run_population(
 
     oracle_margins = {split: torch.stack([o["margins"][split] for o in oracles]).double() for split in _SPLITS}
     reseeded = next((n for n in chosen if n != reference and specs[n].method == REFERENCE), None)
-    results = {name: _row_numbers(name, specs[name], runs[name], oracles, oracle_margins, name == reference)
-               for name in chosen}
+    results = {name: _row_numbers(name, specs[name], runs[name], oracles, oracle_margins, name == reference) for name in chosen}
     floor = results.get(reseeded) if reseeded is not None else None
     counts = {split: int(oracle_margins[split].shape[1]) for split in _SPLITS}
     for name, row in results.items():
         row["audit_summary"] = [] if name == reference else _population_summary(row, results[reference], floor, counts)
     original_runs = [_load(root / "originals" / f"{s}.pt") for s in seeds]
     return {
-        "config": {"seed": first, "models": models, "data": {"class": type(datamodule).__name__,
-                                                              "forget": datamodule.forget.to_dict()},
-                   "model": type(network).__name__, "original": asdict(original_spec),
-                   "methods": {n: json_safe(asdict(specs[n])) for n in chosen}},
+        "config": {
+            "seed": first,
+            "models": models,
+            "data": {"class": type(datamodule).__name__, "forget": datamodule.forget.to_dict()},
+            "model": type(network).__name__,
+            "original": asdict(original_spec),
+            "methods": {n: json_safe(asdict(specs[n])) for n in chosen},
+        },
         "forget": datamodule.forget_summary(),
         "models": models,
         "seeds": seeds,
@@ -238,13 +244,24 @@ def _mean_metrics(blocks: Sequence[dict[str, Any]]) -> dict[str, float]:
     return {k: round(100.0 * statistics.mean(float(b[k]) for b in blocks), 2) for k in _METRIC_KEYS}
 
 
-def _row_numbers(name: str, spec: MethodSpec, runs: list[dict[str, Any]], oracles: list[dict[str, Any]],
-                 oracle_margins: dict[str, Tensor], is_reference: bool) -> dict[str, Any]:
+def _row_numbers(
+    name: str,
+    spec: MethodSpec,
+    runs: list[dict[str, Any]],
+    oracles: list[dict[str, Any]],
+    oracle_margins: dict[str, Tensor],
+    is_reference: bool,
+) -> dict[str, Any]:
     unlearned = {split: torch.stack([r["margins"][split] for r in runs]).double() for split in _SPLITS}
     metric_keys = _METRIC_KEYS
-    row: dict[str, Any] = {"name": name, "method": spec.method, "max_epochs": int(spec.max_epochs),
-                           "init_args": json_safe(spec.init_args), "callbacks": json_safe(spec.callbacks),
-                           "models": len(runs)}
+    row: dict[str, Any] = {
+        "name": name,
+        "method": spec.method,
+        "max_epochs": int(spec.max_epochs),
+        "init_args": json_safe(spec.init_args),
+        "callbacks": json_safe(spec.callbacks),
+        "models": len(runs),
+    }
     for key in metric_keys:
         values = [100.0 * float(r["metrics"][key]) for r in runs]
         row[key] = round(statistics.mean(values), 2)
@@ -257,11 +274,18 @@ def _row_numbers(name: str, spec: MethodSpec, runs: list[dict[str, Any]], oracle
     row["best_auc"] = round(statistics.mean(aucs), 4) if aucs else None
     row["best_auc_std"] = round(statistics.stdev(aucs), 4) if len(aucs) > 1 else 0.0
     row["runtime_s"] = round(statistics.mean(float(r.get("runtime_s", 0.0)) for r in runs), 3)
-    row["per_model"] = {**{k: [round(100.0 * float(r["metrics"][k]), 2) for r in runs] for k in metric_keys},
-                        "best_auc": [r["audit"].get(BEST_AUC) for r in runs]}
+    row["per_model"] = {
+        **{k: [round(100.0 * float(r["metrics"][k]), 2) for r in runs] for k in metric_keys},
+        "best_auc": [r["audit"].get(BEST_AUC) for r in runs],
+    }
     if is_reference:  # the oracles against themselves: nothing to measure
-        row.update(klom=None, challenge_score=None, epsilon_mean=None, ulira_accuracy=None,
-                   population_audit={k: row[k] / 100.0 for k in metric_keys} | {BEST_AUC: row["best_auc"]})
+        row.update(
+            klom=None,
+            challenge_score=None,
+            epsilon_mean=None,
+            ulira_accuracy=None,
+            population_audit={k: row[k] / 100.0 for k in metric_keys} | {BEST_AUC: row["best_auc"]},
+        )
         return row
     per_example = {split: klom(unlearned[split], oracle_margins[split]) for split in _SPLITS}
     epsilons = epsilon_scores(unlearned["forget"], oracle_margins["forget"])
@@ -280,13 +304,18 @@ def _row_numbers(name: str, spec: MethodSpec, runs: list[dict[str, Any]], oracle
     return row
 
 
-def _population_summary(row: dict[str, Any], reference_row: dict[str, Any], floor: Optional[dict[str, Any]],
-                        counts: dict[str, int]) -> list[dict[str, Any]]:
+def _population_summary(
+    row: dict[str, Any], reference_row: dict[str, Any], floor: Optional[dict[str, Any]], counts: dict[str, int]
+) -> list[dict[str, Any]]:
     """Each population number beside its Retrain value: the oracles' means for the metrics and the
     attack, the ideal for the per-example audits (KLoM 0, U-LiRA 0.5, score 1, epsilon 0), with
     the reseeded row's distance to them as the noise floor."""
-    ideal = {**{KLOM_MEAN.format(split=split): 0.0 for split in _SPLITS}, CHALLENGE_SCORE: 1.0, EPSILON_MEAN: 0.0,
-             ULIRA_ACCURACY: 0.5}
+    ideal = {
+        **{KLOM_MEAN.format(split=split): 0.0 for split in _SPLITS},
+        CHALLENGE_SCORE: 1.0,
+        EPSILON_MEAN: 0.0,
+        ULIRA_ACCURACY: 0.5,
+    }
     reference = {**{k: v for k, v in reference_row["population_audit"].items() if k not in ideal}, **ideal}
     reseeded = None if floor is None else {k: v for k, v in floor["population_audit"].items() if v is not None}
     after = {k: v for k, v in row["population_audit"].items() if v is not None}
@@ -295,8 +324,7 @@ def _population_summary(row: dict[str, Any], reference_row: dict[str, Any], floo
     for key in _METRIC_KEYS:
         spread[key] = 2.0 * ((row[f"{key}_std"] ** 2 + reference_row[f"{key}_std"] ** 2) / models) ** 0.5 / 100.0
     if row.get("best_auc_std") is not None and reference_row.get("best_auc_std") is not None:
-        spread[BEST_AUC] = 2.0 * ((row["best_auc_std"] ** 2 + reference_row["best_auc_std"] ** 2)
-                                                                 / models) ** 0.5
+        spread[BEST_AUC] = 2.0 * ((row["best_auc_std"] ** 2 + reference_row["best_auc_std"] ** 2) / models) ** 0.5
     return audit_summary(after, reference, reseeded, None, floors=spread)
 
 
@@ -304,8 +332,21 @@ def population_table(result: dict[str, Any]) -> str:
     """The population's markdown table: per row the means of UA, RA, TA, MIA-efficacy (%, with
     Avg. Gap to the oracles), the best threshold attack's AUC, KLoM on D_f / D_r / D_t (means),
     the challenge score, U-LiRA accuracy, and how many numbers are out of line."""
-    header = ["Method", "UA", "RA", "TA", "MIA-Eff.", "Avg. Gap", "MIA AUC (best)", "KLoM D_f", "KLoM D_r",
-              "KLoM D_t", "Score (NeurIPS'23)", "U-LiRA acc", "out of line"]
+    header = [
+        "Method",
+        "UA",
+        "RA",
+        "TA",
+        "MIA-Eff.",
+        "Avg. Gap",
+        "MIA AUC (best)",
+        "KLoM D_f",
+        "KLoM D_r",
+        "KLoM D_t",
+        "Score (NeurIPS'23)",
+        "U-LiRA acc",
+        "out of line",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     for row in result["rows"]:
         flagged = sum(1 for e in row["audit_summary"] if e["verdict"].startswith("out of line"))
@@ -315,12 +356,13 @@ def population_table(result: dict[str, Any]) -> str:
             cells += ["-"] * 5 + ["(reference)"]
         else:
             cells += [f"{row['klom'][s]['mean']:.2f}" for s in _SPLITS]
-            cells += [f"{row['challenge_score']:.3f}", f"{row['ulira_accuracy']:.3f}",
-                      f"{flagged}/{len(row['audit_summary'])}"]
+            cells += [f"{row['challenge_score']:.3f}", f"{row['ulira_accuracy']:.3f}", f"{flagged}/{len(row['audit_summary'])}"]
         lines.append("| " + " | ".join(cells) + " |")
     forget = result["forget"]
-    caption = (f"N = {result['models']} originals, {result['models']} oracles (Retrain) and {result['models']} unlearned"
-               f" models per row; forget {forget['count']} of {forget['count'] + forget['retain_count']} examples;"
-               " means over the models (%); KLoM = mean over examples of KL(unlearned || oracle) margins (0 = like"
-               " Retrain); score: higher = better; U-LiRA: 0.5 = forgotten.")
+    caption = (
+        f"N = {result['models']} originals, {result['models']} oracles (Retrain) and {result['models']} unlearned"
+        f" models per row; forget {forget['count']} of {forget['count'] + forget['retain_count']} examples;"
+        " means over the models (%); KLoM = mean over examples of KL(unlearned || oracle) margins (0 = like"
+        " Retrain); score: higher = better; U-LiRA: 0.5 = forgotten."
+    )
     return caption + "\n\n" + "\n".join(lines)

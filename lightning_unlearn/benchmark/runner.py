@@ -8,13 +8,14 @@ they train and measure alike: one device, no logger, checkpoints, progress bar o
 from __future__ import annotations
 
 import contextlib
-import logging
 import copy
+import logging
 import os
 import time
 import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import Any, Optional
 
 import lightning as L
 import torch
@@ -51,16 +52,32 @@ def trainer_options(cfg: Any) -> dict[str, Any]:
     return {"accelerator": cfg.accelerator, "precision": cfg.get("precision")}
 
 
-def row_trainer(max_epochs: int, callbacks: Sequence[Any] = (), *, accelerator: str = "auto",
-                precision: Optional[str] = None, progress: bool = False, logger: Any = False,
-                **overrides: Any) -> L.Trainer:
+def row_trainer(
+    max_epochs: int,
+    callbacks: Sequence[Any] = (),
+    *,
+    accelerator: str = "auto",
+    precision: Optional[str] = None,
+    progress: bool = False,
+    logger: Any = False,
+    **overrides: Any,
+) -> L.Trainer:
     """The Trainer of the original and of every row: one device, no checkpoints or validation;
     no logger unless ``logger`` is given; Lightning's progress bar (and the evaluation's) only with
     ``progress=True``; ``overrides`` are a row's own settings (``MethodSpec.trainer``)."""
     return L.Trainer(
-        max_epochs=int(max_epochs), accelerator=accelerator, precision=precision, devices=1, logger=logger,
-        enable_checkpointing=False, enable_progress_bar=bool(progress), enable_model_summary=False,
-        num_sanity_val_steps=0, limit_val_batches=0, callbacks=list(callbacks), **overrides,
+        max_epochs=int(max_epochs),
+        accelerator=accelerator,
+        precision=precision,
+        devices=1,
+        logger=logger,
+        enable_checkpointing=False,
+        enable_progress_bar=bool(progress),
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=list(callbacks),
+        **overrides,
     )
 
 
@@ -153,8 +170,14 @@ def pipeline_callback(pipeline: PipelineSpec, rewind: Optional[str] = None) -> d
 
 
 def train_pipeline_original(
-    pipeline: PipelineSpec, dense: nn.Module, untrained: nn.Module, datamodule: Any, original: OriginalSpec, seed: int,
-    rewind: Optional[str] = None, **options: Any,
+    pipeline: PipelineSpec,
+    dense: nn.Module,
+    untrained: nn.Module,
+    datamodule: Any,
+    original: OriginalSpec,
+    seed: int,
+    rewind: Optional[str] = None,
+    **options: Any,
 ) -> tuple[nn.Module, float]:
     """Makes a sparse original (see :class:`~lightning_unlearn.benchmark.PipelineSpec`) on the whole
     training set: ``omp`` prunes a copy of the trained ``dense`` original, rewinds it to the
@@ -169,8 +192,9 @@ def train_pipeline_original(
         network = reinitialise(copy_network(untrained), seed if pipeline.init_seed is None else pipeline.init_seed)
     else:
         network = copy_network(dense)
-    return train_original(network, datamodule, pipeline_training(pipeline, original), seed,
-                          [MagnitudePruning(**entry["init_args"])], **options)
+    return train_original(
+        network, datamodule, pipeline_training(pipeline, original), seed, [MagnitudePruning(**entry["init_args"])], **options
+    )
 
 
 def effective_spec(spec: MethodSpec, pipeline: Optional[PipelineSpec], seed: int, original: OriginalSpec) -> MethodSpec:
@@ -211,8 +235,10 @@ def reference_rows(specs: Mapping[str, MethodSpec]) -> dict[str, Optional[str]]:
     for name, spec in specs.items():
         if spec.method == REFERENCE and spec.reference is None:
             firsts.setdefault(spec.original, name)
-    return {name: (None if firsts.get(spec.original) == name else spec.reference or firsts[spec.original])
-            for name, spec in specs.items()}
+    return {
+        name: (None if firsts.get(spec.original) == name else spec.reference or firsts[spec.original])
+        for name, spec in specs.items()
+    }
 
 
 def with_shuffle_seed(datamodule: UnlearningDataModule, seed: Optional[int]) -> UnlearningDataModule:
@@ -245,7 +271,9 @@ def pruned_masks(masks: Mapping[str, Tensor], like: Optional[Mapping[str, Tensor
 
 
 def row_topologies(
-    specs: Mapping[str, MethodSpec], references: Mapping[str, Optional[str]], originals: Mapping[str, nn.Module],
+    specs: Mapping[str, MethodSpec],
+    references: Mapping[str, Optional[str]],
+    originals: Mapping[str, nn.Module],
     topologies: Mapping[str, Mapping[str, Tensor]],
 ) -> dict[str, dict[str, float]]:
     """The topology gap of every row of a sparse original (``dense`` rows are skipped): IoU of the
@@ -262,14 +290,20 @@ def row_topologies(
         if not before:
             continue
         ref = pruned_masks(topologies[reference], before)
-        noise = [pruned_masks(topologies[n], before) for n, r in references.items()
-                 if r == reference and specs[n].method == REFERENCE and n != name]
+        noise = [
+            pruned_masks(topologies[n], before)
+            for n, r in references.items()
+            if r == reference and specs[n].method == REFERENCE and n != name
+        ]
         if name == reference:
             continue
         if all(torch.equal(before[n], ref[n]) for n in before):
             continue  # the reference keeps the original's mask (omp): the topology is fixed by construction
         gap = topology_gap(pruned_masks(topologies[name], before), before, ref, noise)
-        out[name] = {"density": float(sum(int(m.sum()) for m in before.values()) / sum(m.numel() for m in before.values())), **gap}
+        out[name] = {
+            "density": float(sum(int(m.sum()) for m in before.values()) / sum(m.numel() for m in before.values())),
+            **gap,
+        }
     return out
 
 
@@ -305,8 +339,10 @@ class RowRun:
 
     def _results(self) -> dict[str, Any]:
         if self.evaluation is None:
-            raise ValueError(f"Row {self.spec.method!r} ran with `evaluation=False`: it has no metrics; run it with"
-                             " `evaluation=True` or read them from your own callback.")
+            raise ValueError(
+                f"Row {self.spec.method!r} ran with `evaluation=False`: it has no metrics; run it with"
+                " `evaluation=True` or read them from your own callback."
+            )
         return self.evaluation.results
 
 
@@ -369,11 +405,21 @@ def run_row(
     bind = getattr(method, "use_reference", None)  # e.g. OracleMatching(oracle="reference") matches the row's reference
     if callable(bind) and reference is not None:
         bind(reference)
-    evaluator = (UnlearningEvaluation(reference=reference, mia_backend=mia_backend, audits=audits, verbose=audits is None)
-                 if evaluation else None)
+    evaluator = (
+        UnlearningEvaluation(reference=reference, mia_backend=mia_backend, audits=audits, verbose=audits is None)
+        if evaluation
+        else None
+    )
     if evaluator is not None and run_config is not None:
         evaluator.run_config = run_config
     trainer_callbacks = [*build_callbacks(spec), *callbacks, *([evaluator] if evaluator is not None else [])]
-    row_trainer(spec.max_epochs, trainer_callbacks, accelerator=accelerator, precision=precision, progress=progress,
-                logger=logger, **dict(spec.trainer or {})).fit(method, datamodule=datamodule)
+    row_trainer(
+        spec.max_epochs,
+        trainer_callbacks,
+        accelerator=accelerator,
+        precision=precision,
+        progress=progress,
+        logger=logger,
+        **dict(spec.trainer or {}),
+    ).fit(method, datamodule=datamodule)
     return RowRun(spec=spec, method=method, evaluation=evaluator)

@@ -40,23 +40,37 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Optional
 
 import torch
 from torch import nn
 
-from lightning_unlearn.benchmark.config import REFERENCE, MethodSpec, OriginalSpec, build_parser, check_methods, resolve_config_args
-from lightning_unlearn.benchmark.runner import lightning_info_silenced, quiet_fit_warnings, run_row, train_original, trainer_options
+from lightning_unlearn.benchmark.config import (
+    REFERENCE,
+    MethodSpec,
+    OriginalSpec,
+    build_parser,
+    check_methods,
+    resolve_config_args,
+)
+from lightning_unlearn.benchmark.runner import (
+    lightning_info_silenced,
+    quiet_fit_warnings,
+    run_row,
+    train_original,
+    trainer_options,
+)
 from lightning_unlearn.benchmark.table import percent, table_row
 from lightning_unlearn.data.datamodule import UnlearningDataModule
 from lightning_unlearn.data.requests import as_requests
 from lightning_unlearn.metrics.evaluation import evaluate
 from lightning_unlearn.metrics.keys import GAP_METRICS
 from lightning_unlearn.metrics.relapse import RELAPSE_ROW_KEYS, relapse_metrics, relapse_rows
+from lightning_unlearn.models.network import copy_network
 from lightning_unlearn.report import build_report, chain_report, json_safe, report_sha256, versions, write_json, write_report
 from lightning_unlearn.validation import check_int, check_output_path
-from lightning_unlearn.models.network import copy_network
 
 __all__ = ["build_sequential_parser", "format_sequential_tables", "main", "run_sequential"]
 
@@ -70,8 +84,12 @@ def build_sequential_parser(exit_on_error: bool = True) -> Any:
         "Unlearn a chain of deletion requests one after another with every configured method; per step: UA / RA /"
         " TA / MIA-efficacy against Retrain of that step, relapse on earlier forget sets, chained reports."
     )
-    parser.add_argument("--requests", type=list[dict[str, Any]], required=True,
-                        help="The chain of requests (ForgetSpec fields), first request first.")
+    parser.add_argument(
+        "--requests",
+        type=list[dict[str, Any]],
+        required=True,
+        help="The chain of requests (ForgetSpec fields), first request first.",
+    )
     parser.add_argument("--output_dir", type=Optional[str], default=None, help="Where to write the chained reports.")
     parser.add_argument("--cache_dir", type=Optional[str], default=None, help="Disk cache of Retrain per step.")
     return parser
@@ -137,32 +155,53 @@ def run_sequential(config: Any) -> dict[str, Any]:
         original_metrics = evaluate(original, steps[0], mia_backend=mia_backend)
         references: list[nn.Module] = []
         for k, data in enumerate(steps):
-            references.append(cache.get(k, lambda data=data: run_row(specs[reference_name], original, data, seed,
-                                                                      mia_backend=mia_backend, evaluation=False,
-                                                                      **options).model, original))
+            references.append(
+                cache.get(
+                    k,
+                    lambda data=data: (
+                        run_row(
+                            specs[reference_name], original, data, seed, mia_backend=mia_backend, evaluation=False, **options
+                        ).model
+                    ),
+                    original,
+                )
+            )
         reference_metrics = [evaluate(model, data, mia_backend=mia_backend) for model, data in zip(references, steps)]
         reference_relapse = [
-            relapse_metrics(model, data.earlier_dataloaders(), data.retain_dataloader(), data.test_dataloader(),
-                            mia_backend=mia_backend)
+            relapse_metrics(
+                model, data.earlier_dataloaders(), data.retain_dataloader(), data.test_dataloader(), mia_backend=mia_backend
+            )
             for model, data in zip(references, steps)
         ]
         rows: dict[str, list[dict[str, Any]]] = {}
         for name, spec in specs.items():
             if name == reference_name:  # the reference itself: no second training
-                rows[name] = _reference_chain(name, spec, steps, reference_metrics, reference_relapse, original_metrics,
-                                              cache.runtime, cfg.output_dir)
+                rows[name] = _reference_chain(
+                    name, spec, steps, reference_metrics, reference_relapse, original_metrics, cache.runtime, cfg.output_dir
+                )
                 continue
-            rows[name] = _run_chain(name, spec, original, steps, references, reference_metrics, seed, mia_backend,
-                                    options, cfg.output_dir)
+            rows[name] = _run_chain(
+                name, spec, original, steps, references, reference_metrics, seed, mia_backend, options, cfg.output_dir
+            )
 
     return {
         "config": {
-            "seed": seed, "accelerator": cfg.accelerator, "precision": cfg.get("precision"), "mia_backend": mia_backend,
+            "seed": seed,
+            "accelerator": cfg.accelerator,
+            "precision": cfg.get("precision"),
+            "mia_backend": mia_backend,
             "data": {"class": type(base).__name__},
             "model": {"class": type(network).__name__, "parameters": sum(p.numel() for p in network.parameters())},
             "original": vars(original_spec),
-            "methods": {name: {"method": s.method, "max_epochs": int(s.max_epochs), "init_args": json_safe(s.init_args),
-                               "callbacks": json_safe(s.callbacks)} for name, s in specs.items()},
+            "methods": {
+                name: {
+                    "method": s.method,
+                    "max_epochs": int(s.max_epochs),
+                    "init_args": json_safe(s.init_args),
+                    "callbacks": json_safe(s.callbacks),
+                }
+                for name, s in specs.items()
+            },
         },
         "requests": [r.to_dict() for r in requests],
         "steps": [{"step": k, "forget": data.forget_summary(), "chain": data.chain_summary()} for k, data in enumerate(steps)],
@@ -176,16 +215,24 @@ def run_sequential(config: Any) -> dict[str, Any]:
 
 
 def _run_chain(
-    name: str, spec: MethodSpec, original: nn.Module, steps: Sequence[UnlearningDataModule], references: Sequence[nn.Module],
-    reference_metrics: Sequence[Mapping[str, float]], seed: int, mia_backend: str, options: Mapping[str, Any],
+    name: str,
+    spec: MethodSpec,
+    original: nn.Module,
+    steps: Sequence[UnlearningDataModule],
+    references: Sequence[nn.Module],
+    reference_metrics: Sequence[Mapping[str, float]],
+    seed: int,
+    mia_backend: str,
+    options: Mapping[str, Any],
     output_dir: Optional[str],
 ) -> list[dict[str, Any]]:
     """One row over the chain: step ``k`` starts from step ``k-1``'s model (Retrain: from scratch)."""
     model, previous_report, own, out = original, None, [], []
     for k, data in enumerate(steps):
         run = run_row(spec, model, data, seed, reference=references[k], mia_backend=mia_backend, **options)
-        relapse = relapse_metrics(run.model, data.earlier_dataloaders(), data.retain_dataloader(), data.test_dataloader(),
-                                  mia_backend=mia_backend)
+        relapse = relapse_metrics(
+            run.model, data.earlier_dataloaders(), data.retain_dataloader(), data.test_dataloader(), mia_backend=mia_backend
+        )
         own.append(run.after)
         row = table_row(name, spec, run.after, reference_metrics[k], run.runtime_s)
         row["step"] = k
@@ -203,8 +250,13 @@ def _run_chain(
 
 
 def _reference_chain(
-    name: str, spec: MethodSpec, steps: Sequence[UnlearningDataModule], metrics: Sequence[Mapping[str, float]],
-    relapse: Sequence[Sequence[Mapping[str, float]]], original_metrics: Mapping[str, float], runtime: Mapping[int, float],
+    name: str,
+    spec: MethodSpec,
+    steps: Sequence[UnlearningDataModule],
+    metrics: Sequence[Mapping[str, float]],
+    relapse: Sequence[Sequence[Mapping[str, float]]],
+    original_metrics: Mapping[str, float],
+    runtime: Mapping[int, float],
     output_dir: Optional[str],
 ) -> list[dict[str, Any]]:
     """The Retrain row: the cached reference of every step (gaps 0), its relapse and chained reports."""
@@ -215,8 +267,17 @@ def _reference_chain(
         row["relapse"] = relapse_rows(relapse[k], metrics)
         row["relapse_mean"] = _relapse_mean(row["relapse"])
         gap = {key: 0.0 for key in metrics[k]}
-        report = build_report("Retrain", spec.init_args, data.forget_summary(), original_metrics, metrics[k],
-                              reference=metrics[k], gap={**gap, "avg_gap": 0.0}, runtime_s=runtime.get(k, 0.0), seed=None)
+        report = build_report(
+            "Retrain",
+            spec.init_args,
+            data.forget_summary(),
+            original_metrics,
+            metrics[k],
+            reference=metrics[k],
+            gap={**gap, "avg_gap": 0.0},
+            runtime_s=runtime.get(k, 0.0),
+            seed=None,
+        )
         report["metrics"]["relapse"] = [dict(r, request=j) for j, r in enumerate(relapse[k])]
         report = chain_report(report, previous_report, data.chain_summary())
         row["report_sha256"] = report_sha256(report)
@@ -317,7 +378,9 @@ def format_sequential_tables(result: Mapping[str, Any]) -> str:
 
 
 def _describe(request: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in request.items() if v is not None and (k != "seed" or request.get("ratio") is not None))
+    return ", ".join(
+        f"{k}={v}" for k, v in request.items() if v is not None and (k != "seed" or request.get("ratio") is not None)
+    )
 
 
 def main(args: Optional[Sequence[str]] = None) -> None:

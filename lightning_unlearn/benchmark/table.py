@@ -9,7 +9,8 @@ Columns and titles come from :data:`lightning_unlearn.metrics.keys.GAP_METRICS`;
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Optional
+from collections.abc import Iterable, Mapping
+from typing import Any, Optional
 
 from lightning_unlearn import registry
 from lightning_unlearn.benchmark.config import DENSE, REFERENCE, MethodSpec
@@ -43,9 +44,15 @@ def audit_columns(audit: Optional[Mapping[str, Any]], reference_audit: Optional[
     return out
 
 
-def table_row(name: str, spec: MethodSpec, metrics: Mapping[str, float], reference: Mapping[str, float],
-              runtime_s: float, audit: Optional[Mapping[str, Any]] = None,
-              reference_audit: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+def table_row(
+    name: str,
+    spec: MethodSpec,
+    metrics: Mapping[str, float],
+    reference: Mapping[str, float],
+    runtime_s: float,
+    audit: Optional[Mapping[str, Any]] = None,
+    reference_audit: Optional[Mapping[str, Any]] = None,
+) -> dict[str, Any]:
     """One row of compare's results.
 
     Args:
@@ -106,11 +113,11 @@ def format_table(result: Mapping[str, Any]) -> str:
     befores = [("original (before)", result["original"])] if not per_row else []
     if per_row:
         uses_dense = any(row.get("original") == DENSE for row in result["rows"])
-        befores = ([(f"{DENSE} original (before)", result["original"])] if uses_dense else [])
+        befores = [(f"{DENSE} original (before)", result["original"])] if uses_dense else []
         befores += [(f"{name} original (before)", values) for name, values in (result.get("originals") or {}).items()]
     for label, original in befores:
         cells = [label] + [f"{original[key]:.2f}" for key in GAP_METRICS] + ["-"]
-        cells += ([f"{original['mia_auc']:.3f}" if original.get("mia_auc") is not None else "-"] if with_auc else [])
+        cells += [f"{original['mia_auc']:.3f}" if original.get("mia_auc") is not None else "-"] if with_auc else []
         cells += ["-"] if with_klom else []
         cells += [*(["-"] if per_row else []), f"{original['runtime_s']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
@@ -120,7 +127,9 @@ def format_table(result: Mapping[str, Any]) -> str:
         cells += [f"{row['avg_gap']:.2f}"]
         if with_auc:
             auc = row.get("mia_auc")
-            cells.append("-" if auc is None else f"{auc:.3f} ({row['mia_auc_gap']:.3f})" if "mia_auc_gap" in row else f"{auc:.3f}")
+            cells.append(
+                "-" if auc is None else f"{auc:.3f} ({row['mia_auc_gap']:.3f})" if "mia_auc_gap" in row else f"{auc:.3f}"
+            )
         if with_klom:
             cells.append("-" if row.get("klom_forget") is None else f"{row['klom_forget']:.2f}")
         cells += [*([row["reference"]] if per_row else []), f"{row['runtime_s']:.2f}"]
@@ -153,11 +162,21 @@ def topology_table(result: Mapping[str, Any]) -> str:
         before, after = topo.get("before", topo["iou_original"]), topo.get("after", topo["iou_unpruned"])
         floor = topo.get("floor")
         closed = topo.get("gap_closed")
-        cells = [name, originals.get(name, "-"), f"{topo['density']:.3f}", f"{before:.4f}", f"{after:.4f}",
-                 "-" if floor is None else f"{floor:.4f}", "-" if closed is None or closed != closed else f"{closed:.2f}",
-                 f"{topo.get('topology_time_s', 0.0):.2f}"]
+        cells = [
+            name,
+            originals.get(name, "-"),
+            f"{topo['density']:.3f}",
+            f"{before:.4f}",
+            f"{after:.4f}",
+            "-" if floor is None else f"{floor:.4f}",
+            "-" if closed is None or closed != closed else f"{closed:.2f}",
+            f"{topo.get('topology_time_s', 0.0):.2f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
-    return "Topology of the pruned layers (IoU of the kept weights with the Retrain row's, its noise-floor rows included):\n\n" + "\n".join(lines)
+    return (
+        "Topology of the pruned layers (IoU of the kept weights with the Retrain row's, its noise-floor rows included):\n\n"
+        + "\n".join(lines)
+    )
 
 
 def print_table(result: Mapping[str, Any], file: Any = None) -> None:

@@ -54,9 +54,10 @@ import math
 import sys
 import time
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Optional
 
 import lightning as L
 import torch
@@ -70,10 +71,10 @@ from lightning_unlearn.data.datamodule import UnlearningDataModule
 from lightning_unlearn.methods.one_shot import OneShotEdit
 from lightning_unlearn.methods.scrub import SCRUB
 from lightning_unlearn.metrics.functional import mia_efficacy, true_class_confidence
+from lightning_unlearn.models.network import copy_network
 from lightning_unlearn.models.weights import load_weights
 from lightning_unlearn.report import json_safe
 from lightning_unlearn.validation import check_float, check_int
-from lightning_unlearn.models.network import copy_network
 
 __all__ = [
     "EXTRA_KNOBS",
@@ -117,18 +118,19 @@ class SampleCounter(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch = {}
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         parts = batch.items() if isinstance(batch, Mapping) else [("retain", batch)]
         once = isinstance(pl_module, OneShotEdit)
         scrub = isinstance(pl_module, SCRUB)
-        data = trainer.datamodule if isinstance(trainer.datamodule, UnlearningDataModule) else None
+        data = trainer.datamodule if isinstance(trainer.datamodule, UnlearningDataModule) else None  # type: ignore[attr-defined]
         for name, part in parts:
             n = len(part[0]) if isinstance(part, (tuple, list)) else len(part)
             if scrub and name == "forget" and trainer.current_epoch >= pl_module.msteps:
                 n = 0
             if (once or (scrub and name == "forget")) and data is not None and name in ("forget", "retain"):
-                n = max(0, min(n, len(data.split(name)) - self._epoch.get(name, 0)))
+                n = max(0, min(n, len(data.split(name)) - self._epoch.get(name, 0)))  # type: ignore[arg-type]
             self._epoch[name] = self._epoch.get(name, 0) + n
             self.samples[name] = self.samples.get(name, 0) + n
 
@@ -137,8 +139,14 @@ class SampleCounter(L.Callback):
         return sum(self.samples.values()) / (len(datamodule.forget_indices) + len(datamodule.retain_indices))
 
 
-def estimate_retrain_seconds(network: nn.Module, datamodule: UnlearningDataModule, epochs: int, steps: int = 20,
-                             lr: float = 0.05, clock: Any = time.perf_counter) -> float:
+def estimate_retrain_seconds(
+    network: nn.Module,
+    datamodule: UnlearningDataModule,
+    epochs: int,
+    steps: int = 20,
+    lr: float = 0.05,
+    clock: Any = time.perf_counter,
+) -> float:
     """Seconds one Retrain would take, without training one: the mean time (by ``clock``) of
     ``steps`` SGD steps (forward, backward, step; momentum 0.9) of a copy of ``network`` on D_r
     batches of the training batch size, times the steps of ``epochs`` epochs over D_r. Lightning's
@@ -194,8 +202,9 @@ def _loss_auc(member_losses: Tensor, heldout_losses: Tensor) -> float:
     return float(u_heldout / (n_m * n_h))
 
 
-def oracle_free_scores(model: nn.Module, datamodule: UnlearningDataModule, retain_limit: int = 4000,
-                       mia_backend: str = "torch") -> dict[str, float]:
+def oracle_free_scores(
+    model: nn.Module, datamodule: UnlearningDataModule, retain_limit: int = 4000, mia_backend: str = "torch"
+) -> dict[str, float]:
     """What the oracle-free targets compare, in percent (eval mode, test-time transforms).
 
     Returns:
@@ -216,11 +225,17 @@ def oracle_free_scores(model: nn.Module, datamodule: UnlearningDataModule, retai
         retain = _logits(model, datamodule.retain_dataloader(), device, limit=max(retain_limit, len(test[1])))
     finally:
         model.train(was_training)
-    acc = {name: 100.0 * float((logits.argmax(1) == y).float().mean()) for name, (logits, y) in
-           (("forget", forget), ("retain", retain), ("test", test))}
+    acc = {
+        name: 100.0 * float((logits.argmax(1) == y).float().mean())
+        for name, (logits, y) in (("forget", forget), ("retain", retain), ("test", test))
+    }
     conf = {name: true_class_confidence(*pair) for name, pair in (("forget", forget), ("retain", retain), ("test", test))}
-    scores = {"ua": 100.0 - acc["forget"], "ra": acc["retain"], "ta": acc["test"],
-              "mia": 100.0 * float(mia_efficacy(conf["retain"], conf["test"], conf["forget"], backend=mia_backend))}
+    scores = {
+        "ua": 100.0 - acc["forget"],
+        "ra": acc["retain"],
+        "ta": acc["test"],
+        "mia": 100.0 * float(mia_efficacy(conf["retain"], conf["test"], conf["forget"], backend=mia_backend)),
+    }
     classes = datamodule.forget.classes
     if classes:
         rest = ~torch.isin(test[1], torch.as_tensor(list(classes), device=test[1].device))
@@ -230,7 +245,9 @@ def oracle_free_scores(model: nn.Module, datamodule: UnlearningDataModule, retai
         half_a, half_b = conf["test"][0::2], conf["test"][1::2]
         scores["mia_forget"] = 100.0 * float(mia_efficacy(conf["retain"], half_a, conf["forget"], backend=mia_backend))
         scores["mia_heldout"] = 100.0 * float(mia_efficacy(conf["retain"], half_a, half_b, backend=mia_backend))
-        losses = {name: F.cross_entropy(logits, y, reduction="none") for name, (logits, y) in (("forget", forget), ("test", test))}
+        losses = {
+            name: F.cross_entropy(logits, y, reduction="none") for name, (logits, y) in (("forget", forget), ("test", test))
+        }
         scores["loss_auc"] = 100.0 * _loss_auc(losses["forget"], losses["test"])
     return scores
 
@@ -259,7 +276,9 @@ def oracle_free_targets(original: Mapping[str, float], classwise: bool, max_drop
     """:class:`OracleFreeTargets` from :func:`oracle_free_scores` of the original model."""
     max_drop = check_float(max_drop, "max_drop", minimum=0.0, hint="points of retain/test accuracy a trial may lose, e.g. 1.0")
     if classwise:
-        return OracleFreeTargets(True, original["ra"], original["ta_rest"] * original["rest_share"], original["ta_rest"], max_drop)
+        return OracleFreeTargets(
+            True, original["ra"], original["ta_rest"] * original["rest_share"], original["ta_rest"], max_drop
+        )
     return OracleFreeTargets(False, original["ra"], original["ta"], None, max_drop)
 
 
@@ -275,13 +294,21 @@ def oracle_free_gap(scores: Mapping[str, float], targets: OracleFreeTargets) -> 
         TA are within max_drop of the original's.
     """
     if targets.classwise:
-        parts = {"ua": abs(scores["ua"] - 100.0), "ra": abs(scores["ra"] - targets.ra),
-                 "ta": abs(scores["ta"] - targets.ta), "mia": abs(scores["mia"] - 100.0)}
+        parts = {
+            "ua": abs(scores["ua"] - 100.0),
+            "ra": abs(scores["ra"] - targets.ra),
+            "ta": abs(scores["ta"] - targets.ta),
+            "mia": abs(scores["mia"] - 100.0),
+        }
         feasible = scores["ra"] >= targets.ra - targets.max_drop and scores["ta_rest"] >= targets.ta_rest - targets.max_drop
     else:
-        parts = {"ua": abs(scores["ua"] - (100.0 - scores["ta"])), "ra": abs(scores["ra"] - targets.ra),
-                 "ta": abs(scores["ta"] - targets.ta), "mia": abs(scores["mia_forget"] - scores["mia_heldout"]),
-                 "loss": abs(scores["loss_auc"] - 50.0)}
+        parts = {
+            "ua": abs(scores["ua"] - (100.0 - scores["ta"])),
+            "ra": abs(scores["ra"] - targets.ra),
+            "ta": abs(scores["ta"] - targets.ta),
+            "mia": abs(scores["mia_forget"] - scores["mia_heldout"]),
+            "loss": abs(scores["loss_auc"] - 50.0),
+        }
         feasible = scores["ra"] >= targets.ra - targets.max_drop and scores["ta"] >= targets.ta - targets.max_drop
     return {"score": sum(parts.values()) / len(parts), "parts": parts, "feasible": bool(feasible)}
 
@@ -302,9 +329,15 @@ class _EpochScorer(L.Callback):
         self._fit_s += time.perf_counter() - self._tic
         tic = time.perf_counter()
         scores = oracle_free_scores(pl_module.model, self.datamodule, self.retain_limit, self.mia_backend)
-        self.scores.append({"epochs": len(self.scores) + 1, "runtime_s": self._fit_s,
-                            "epochs_equivalent": self.counter.epochs_equivalent(self.datamodule),
-                            "scores": scores, **oracle_free_gap(scores, self.targets)})
+        self.scores.append(
+            {
+                "epochs": len(self.scores) + 1,
+                "runtime_s": self._fit_s,
+                "epochs_equivalent": self.counter.epochs_equivalent(self.datamodule),
+                "scores": scores,
+                **oracle_free_gap(scores, self.targets),
+            }
+        )
         self.scoring_s += time.perf_counter() - tic
         self._tic = time.perf_counter()
 
@@ -327,8 +360,11 @@ def _spec_dict(spec: MethodSpec) -> dict[str, Any]:
 
 
 def _length_dependent(spec: MethodSpec) -> bool:
-    return bool(spec.init_args.get("lr_scheduler")) or "max_steps" in (spec.trainer or {}) or any(
-        c["callback"] in FIT_LENGTH_DEPENDENT for c in spec.callbacks)
+    return (
+        bool(spec.init_args.get("lr_scheduler"))
+        or "max_steps" in (spec.trainer or {})
+        or any(c["callback"] in FIT_LENGTH_DEPENDENT for c in spec.callbacks)
+    )
 
 
 def _clock(accelerator: str = "auto") -> Any:
@@ -346,8 +382,14 @@ class _Budget:
         if progress:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=round(seconds, 1), unit="s", desc=label, file=sys.stderr, leave=True,
-                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s of budget{postfix}")
+            self.bar = tqdm(
+                total=round(seconds, 1),
+                unit="s",
+                desc=label,
+                file=sys.stderr,
+                leave=True,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s of budget{postfix}",
+            )
 
     @property
     def spent(self) -> float:
@@ -453,8 +495,16 @@ def tune_row(
         scorer = _EpochScorer(datamodule, targets, retain_limit, mia_backend)
         started = clock.spent
         try:
-            run_row(candidate, original, datamodule, seed, evaluation=False, callbacks=[scorer.counter, scorer],
-                    accelerator=accelerator, precision=precision)
+            run_row(
+                candidate,
+                original,
+                datamodule,
+                seed,
+                evaluation=False,
+                callbacks=[scorer.counter, scorer],
+                accelerator=accelerator,
+                precision=precision,
+            )
         except ValueError as error:  # a setting this request rules out (e.g. SSD's alpha)
             trials.append({"key": key, "row": name, **_spec_dict(candidate), "rejected": str(error)})
             return []
@@ -463,9 +513,14 @@ def tune_row(
         read = scorer.scores if not _length_dependent(candidate) else scorer.scores[-1:]
         out = []
         for score in read:
-            trial = {"key": key, "row": name, **_spec_dict(replace(candidate, max_epochs=score["epochs"]
-                                                                   if not _length_dependent(candidate) else candidate.max_epochs)),
-                     **score}
+            trial = {
+                "key": key,
+                "row": name,
+                **_spec_dict(
+                    replace(candidate, max_epochs=score["epochs"] if not _length_dependent(candidate) else candidate.max_epochs)
+                ),
+                **score,
+            }
             trials.append(trial)
             out.append(trial)
             if _better(trial, best):
@@ -479,14 +534,15 @@ def tune_row(
     length_dependent = _length_dependent(spec)
 
     def with_lr(level: float, base: MethodSpec) -> MethodSpec:
-        return replace(base, init_args={**base.init_args, "lr": float(f"{base_lr * 3 ** level:.3g}")})
+        return replace(base, init_args={**base.init_args, "lr": float(f"{base_lr * 3**level:.3g}")})
 
     def score_of(level: float, base: MethodSpec) -> Optional[float]:
         results = run(with_lr(level, base))
         return min((t["score"] + (100.0 if not t["feasible"] else 0.0) for t in results), default=None)
 
-    current = replace(spec, init_args=dict(spec.init_args), callbacks=[dict(c) for c in spec.callbacks],
-                      trainer=dict(spec.trainer or {}))
+    current = replace(
+        spec, init_args=dict(spec.init_args), callbacks=[dict(c) for c in spec.callbacks], trainer=dict(spec.trainer or {})
+    )
     if takes_lr:
         # 1. probes: one-epoch fits at factors of 3 from the row's lr, towards lower scores (27x at most)
         probe = replace(current, max_epochs=1)
@@ -516,13 +572,19 @@ def tune_row(
                     score_of(level, current)
     # 4. shorter fits of a length-dependent row at the best setting
     if length_dependent and best is not None:
-        chosen_spec = MethodSpec(best["method"], best["max_epochs"], best["init_args"], best.get("callbacks") or [],
-                                 trainer=best.get("trainer") or {})
+        chosen_spec = MethodSpec(
+            best["method"], best["max_epochs"], best["init_args"], best.get("callbacks") or [], trainer=best.get("trainer") or {}
+        )
         for epochs in range(1, spec.max_epochs):
             run(replace(chosen_spec, max_epochs=epochs))
     # 5. extra knobs at the best setting, one at a time
-    base = (MethodSpec(best["method"], spec.max_epochs, best["init_args"], best.get("callbacks") or [], trainer=best.get("trainer") or {})
-            if best is not None else current)
+    base = (
+        MethodSpec(
+            best["method"], spec.max_epochs, best["init_args"], best.get("callbacks") or [], trainer=best.get("trainer") or {}
+        )
+        if best is not None
+        else current
+    )
     knobs: list[tuple[Optional[int], str, tuple[Any, ...]]] = [(None, k, v) for k, v in EXTRA_KNOBS.get(spec.method, {}).items()]
     for i, callback in enumerate(base.callbacks):
         knobs += [(i, k, v) for k, v in EXTRA_KNOBS.get(callback["callback"], {}).items()]
@@ -539,20 +601,34 @@ def tune_row(
     clock.tick(best)
     clock.close()
     if best is None:
-        raise ValueError(f"Row {name!r}: no trial could run on this request; see the rejected trials: "
-                         + "; ".join(t["rejected"] for t in trials if "rejected" in t))
+        raise ValueError(
+            f"Row {name!r}: no trial could run on this request; see the rejected trials: "
+            + "; ".join(t["rejected"] for t in trials if "rejected" in t)
+        )
     if not best["feasible"]:
-        warnings.warn(f"Row {name!r}: no trial kept retain and test accuracy within {max_drop} points of the"
-                      " original's; the chosen one is the closest to the targets. Widen the search (a larger budget or"
-                      " another starting lr) or allow a larger --max-drop.", stacklevel=2)
+        warnings.warn(
+            f"Row {name!r}: no trial kept retain and test accuracy within {max_drop} points of the"
+            " original's; the chosen one is the closest to the targets. Widen the search (a larger budget or"
+            " another starting lr) or allow a larger --max-drop.",
+            stacklevel=2,
+        )
     chosen = {k: best[k] for k in ("method", "max_epochs", "init_args", "callbacks", "trainer") if k in best}
     for trial in trials:
         trial.pop("key", None)
     return {
-        "row": name, "classwise": classwise, "budget": budget, "retrain_s": retrain_seconds,
-        "budget_s": budget * retrain_seconds, "spent_s": clock.spent, "original": original_scores,
-        "targets": asdict(targets), "trials": trials, "chosen": chosen,
-        "chosen_trial": {k: v for k, v in best.items() if k != "key"}, "feasible": best["feasible"], "stopped": stopped,
+        "row": name,
+        "classwise": classwise,
+        "budget": budget,
+        "retrain_s": retrain_seconds,
+        "budget_s": budget * retrain_seconds,
+        "spent_s": clock.spent,
+        "original": original_scores,
+        "targets": asdict(targets),
+        "trials": trials,
+        "chosen": chosen,
+        "chosen_trial": {k: v for k, v in best.items() if k != "key"},
+        "feasible": best["feasible"],
+        "stopped": stopped,
     }
 
 
@@ -588,8 +664,10 @@ def tune_config(
     names = [n for n, s in specs.items() if s.method != REFERENCE] if not rows else list(rows)
     unknown = [n for n in names if n not in specs or specs[n].method == REFERENCE]
     if unknown:
-        raise ValueError(f"rows {unknown} are not tunable rows of the config; its rows are"
-                         f" {[n for n, s in specs.items() if s.method != REFERENCE]}.")
+        raise ValueError(
+            f"rows {unknown} are not tunable rows of the config; its rows are"
+            f" {[n for n, s in specs.items() if s.method != REFERENCE]}."
+        )
     options = trainer_options(cfg)
     with quiet_fit_warnings():
         if weights is not None:
@@ -597,12 +675,29 @@ def tune_config(
             datamodule.setup("fit")
         else:
             original, _ = train_original(cfg.model, datamodule, original_spec, seed, **options)
-        results = {name: tune_row(specs[name], original, datamodule, budget=budget, retrain_epochs=original_spec.max_epochs,
-                                  max_drop=max_drop, seed=seed, name=name, mia_backend=cfg.mia_backend,
-                                  progress=progress, **options)
-                   for name in names}
-    return {"forget": datamodule.forget_summary(), "seed": seed, "budget": budget, "rows": results,
-            "chosen": {name: result["chosen"] for name, result in results.items()}}
+        results = {
+            name: tune_row(
+                specs[name],
+                original,
+                datamodule,
+                budget=budget,
+                retrain_epochs=original_spec.max_epochs,
+                max_drop=max_drop,
+                seed=seed,
+                name=name,
+                mia_backend=cfg.mia_backend,
+                progress=progress,
+                **options,
+            )
+            for name in names
+        }
+    return {
+        "forget": datamodule.forget_summary(),
+        "seed": seed,
+        "budget": budget,
+        "rows": results,
+        "chosen": {name: result["chosen"] for name, result in results.items()},
+    }
 
 
 def write_rows(chosen: Mapping[str, Any], path: str, note: str = "") -> Path:
@@ -636,15 +731,19 @@ def main(args: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
     ns = parser.parse_args(resolve_config_args(list(sys.argv[2:] if args is None else args)))
     try:
-        result = tune_config(ns.config, ns.rows, budget=ns.budget, weights=ns.weights, max_drop=ns.max_drop,
-                             progress=not ns.no_progress)
+        result = tune_config(
+            ns.config, ns.rows, budget=ns.budget, weights=ns.weights, max_drop=ns.max_drop, progress=not ns.no_progress
+        )
     except ValueError as exc:
         parser.error(str(exc))
     for name, row in result["rows"].items():
         trial = row["chosen_trial"]
-        print(f"{name}: {json.dumps(row['chosen'])}  score {trial['score']:.2f}"
-              f"{'' if row['feasible'] else ' (no feasible trial)'}; {len(row['trials'])} trials,"
-              f" {row['spent_s']:.0f} s of {row['budget_s']:.0f} s ({row['stopped']})", flush=True)
+        print(
+            f"{name}: {json.dumps(row['chosen'])}  score {trial['score']:.2f}"
+            f"{'' if row['feasible'] else ' (no feasible trial)'}; {len(row['trials'])} trials,"
+            f" {row['spent_s']:.0f} s of {row['budget_s']:.0f} s ({row['stopped']})",
+            flush=True,
+        )
     if ns.output:
         Path(ns.output).parent.mkdir(parents=True, exist_ok=True)
         Path(ns.output).write_text(json.dumps(json_safe(result), indent=2) + "\n")

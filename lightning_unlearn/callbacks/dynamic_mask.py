@@ -14,13 +14,22 @@ import torch
 from torch import Tensor
 
 from lightning_unlearn.callbacks.masking import MaskedUpdateCallback
-from lightning_unlearn.functional.masks import ParameterFilter, Scope, check_scope, drop_and_regrow, grads_finite, topk_mask, turnover_at
+from lightning_unlearn.functional.masks import (
+    ParameterFilter,
+    Scope,
+    check_scope,
+    drop_and_regrow,
+    grads_finite,
+    topk_mask,
+    turnover_at,
+)
 from lightning_unlearn.registry import register
 from lightning_unlearn.validation import check_fraction, check_int
 
 
 @register(
-    "dynamic_mask", kind="callback",
+    "dynamic_mask",
+    kind="callback",
     cost="per step: one foreach add (gradient accumulator) + one masked multiply; a per-tensor top-k every `update_every` steps",
     paper="Li et al., Sculpting Memory: Multi-Concept Forgetting via Dynamic Mask and Concept-Aware Optimization, ICCV 2025",
 )
@@ -82,7 +91,9 @@ class DynamicMask(MaskedUpdateCallback):
     ) -> None:
         super().__init__(parameters, strict)
         self.density_target = check_fraction(density, "density", hint="the fraction of the selected weights allowed to change.")
-        self.warmup_steps = check_int(warmup_steps, "warmup_steps", minimum=1, hint="steps of accumulation before the first mask.")
+        self.warmup_steps = check_int(
+            warmup_steps, "warmup_steps", minimum=1, hint="steps of accumulation before the first mask."
+        )
         self.update_every = check_int(update_every, "update_every", minimum=1, hint="optimiser steps between two mask updates.")
         self.turnover = check_fraction(turnover, "turnover", allow_zero=True, hint="0 keeps the first mask fixed.")
         self.stop_fraction = check_fraction(
@@ -119,7 +130,7 @@ class DynamicMask(MaskedUpdateCallback):
     def before_masking(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self._accumulating(trainer.global_step):
             return
-        pairs = [(a, p.grad) for a, p in zip(self.accumulator, self.masked.params) if p.grad is not None]
+        pairs = [(a, p.grad) for a, p in zip(self._accumulator, self._masked.params) if p.grad is not None]
         grads = [g for _, g in pairs]
         if grads and grads_finite(grads):
             torch._foreach_add_([a for a, _ in pairs], grads)
@@ -129,18 +140,24 @@ class DynamicMask(MaskedUpdateCallback):
         since_warmup = step - self.warmup_steps
         if since_warmup < 0 or since_warmup % self.update_every or (since_warmup > 0 and step >= self.stop_fraction * total):
             return
-        scores = torch._foreach_abs(self.accumulator)
+        scores = torch._foreach_abs(self._accumulator)
         if since_warmup == 0:
             masks, tau = topk_mask(scores, self.density_target, self.scope), 0.0
             swapped = sum(int(m.sum()) for m in masks)
         else:
             tau = turnover_at(self.turnover, step / total)
-            masks, swapped = drop_and_regrow(self.masked.masks, scores, tau, self.scope)
-        self.masked.set_masks(masks)
-        torch._foreach_zero_(self.accumulator)
-        density = self.masked.density()
+            masks, swapped = drop_and_regrow(self._masked.masks, scores, tau, self.scope)
+        self._masked.set_masks(masks)
+        torch._foreach_zero_(self._accumulator)
+        density = self._masked.density()
         self.history.append({"step": step, "tau": tau, "swapped": swapped, "density": density})
         pl_module.log_dict({"dynamic_mask/tau": tau, "dynamic_mask/swapped": float(swapped), "dynamic_mask/density": density})
+
+    @property
+    def _accumulator(self) -> list[Tensor]:
+        if self.accumulator is None:
+            raise RuntimeError("DynamicMask: the gradient accumulator is built with the masks (at fit start).")
+        return self.accumulator
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -150,7 +167,7 @@ class DynamicMask(MaskedUpdateCallback):
         self.history = [dict(h) for h in state_dict.get("history", [])]
 
     def extra_tensor_state(self) -> dict[str, Any]:
-        return {"accumulator": [a.detach().clone() for a in self.accumulator]}
+        return {"accumulator": [a.detach().clone() for a in self._accumulator]}
 
     def load_extra_tensor_state(self, state: dict[str, Any]) -> None:
-        self.accumulator = [a.to(p.device, p.dtype) for a, p in zip(state["accumulator"], self.masked.params)]
+        self.accumulator = [a.to(p.device, p.dtype) for a, p in zip(state["accumulator"], self._masked.params)]

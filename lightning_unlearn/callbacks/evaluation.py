@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence, Union
+from typing import Any, Literal, Optional, Union
 
 import lightning as L
 import torch
@@ -14,7 +15,6 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from torch.optim import Optimizer
-
 from torch.utils.data import DataLoader, Subset
 
 from lightning_unlearn.data.access import convert_input, require_unlearning_data
@@ -54,7 +54,9 @@ from lightning_unlearn.validation import (
 
 
 @register(
-    "evaluation", kind="callback", cost="one inference pass over D_f, D_r and D_t before and after fit",
+    "evaluation",
+    kind="callback",
+    cost="one inference pass over D_f, D_r and D_t before and after fit",
     paper="OPTML protocol (UA, RA, TA, MIA-efficacy, Avg. Gap; Jia et al. 2023, Fan et al. 2024)",
 )
 class UnlearningEvaluation(Callback):
@@ -203,28 +205,38 @@ class UnlearningEvaluation(Callback):
         self.reference, self.datamodule = reference, datamodule
         self.mia_backend = check_choice(mia_backend, "mia_backend", ("torch", "sklearn"))
         self.log_prefix = check_str(log_prefix, "log_prefix", "e.g. 'unlearn'")
-        self.every_n_epochs = None if every_n_epochs is None else check_int(
-            every_n_epochs, "every_n_epochs", minimum=1, hint="e.g. 1 to measure after every epoch, or None")
+        self.every_n_epochs = (
+            None
+            if every_n_epochs is None
+            else check_int(every_n_epochs, "every_n_epochs", minimum=1, hint="e.g. 1 to measure after every epoch, or None")
+        )
         self.verbose = check_bool(verbose, "verbose")
         self.audits = resolve_audits(audits)
         if reseeded_reference is not None and not isinstance(reseeded_reference, nn.Module):
             reseeded_reference = check_optional_path(
-                reseeded_reference, "reseeded_reference", "a model (Retrain from other seeds) or the path of its report")
+                reseeded_reference, "reseeded_reference", "a model (Retrain from other seeds) or the path of its report"
+            )
         self.reseeded_reference = reseeded_reference
         if feature_layer is not None:
             check_str(feature_layer, "feature_layer", "a submodule name, e.g. 'features' or 'fc:input'")
         self.feature_layer = feature_layer
-        self.representation_samples = check_int(representation_samples, "representation_samples", minimum=2,
-                                                hint="examples per split for CKA and the probes, e.g. 2000")
+        self.representation_samples = check_int(
+            representation_samples,
+            "representation_samples",
+            minimum=2,
+            hint="examples per split for CKA and the probes, e.g. 2000",
+        )
         self.relearn_steps = check_int(relearn_steps, "relearn_steps", minimum=0, hint="SGD steps, e.g. 20")
         self.relearn_lr = check_float(relearn_lr, "relearn_lr", minimum=0.0, open_minimum=True, hint="e.g. 0.01")
-        self.relearn_fraction = check_fraction(relearn_fraction, "relearn_fraction", allow_one=False,
-                                               hint="the share of D_f the attacker relearns on, e.g. 0.1")
+        self.relearn_fraction = check_fraction(
+            relearn_fraction, "relearn_fraction", allow_one=False, hint="the share of D_f the attacker relearns on, e.g. 0.1"
+        )
         self.relearn_data = check_choice(relearn_data, "relearn_data", ("forget", "retain+forget"))
         if isinstance(quantization_bits, (str, int)) or not quantization_bits:
             raise ValueError(f"`quantization_bits` must be a list of integer widths, got {quantization_bits!r}: e.g. [8, 4].")
-        self.quantization_bits = tuple(check_int(b, "quantization_bits", minimum=2, maximum=16, hint="e.g. [8, 4]")
-                                       for b in quantization_bits)
+        self.quantization_bits = tuple(
+            check_int(b, "quantization_bits", minimum=2, maximum=16, hint="e.g. [8, 4]") for b in quantization_bits
+        )
         self.audit: Optional[dict[str, Any]] = None
         self.margins: dict[str, dict[str, torch.Tensor]] = {}
         #: The audit's figures written beside the report (name -> PNG path), logged to W&B as images.
@@ -276,9 +288,13 @@ class UnlearningEvaluation(Callback):
         if isinstance(self.reseeded_reference, nn.Module):
             reseeded = copy_network(self.reseeded_reference).to(device)
             if check_logits(reseeded, sample_like(reseeded, x[:2]), data.num_classes, "reseeded_reference") != classes:
-                raise ValueError("`reseeded_reference` must return as many logits as the model (a Retrain of the same architecture).")
+                raise ValueError(
+                    "`reseeded_reference` must return as many logits as the model (a Retrain of the same architecture)."
+                )
         elif self.reseeded_reference is not None:
-            self._reseeded_metrics, self._audit_blocks["reseeded"] = self._read_report_blocks(self.reseeded_reference, "reseeded_reference")
+            self._reseeded_metrics, self._audit_blocks["reseeded"] = self._read_report_blocks(
+                self.reseeded_reference, "reseeded_reference"
+            )
         guard = getattr(pl_module, "divergence_guard", None)
         self._own_guard = not isinstance(guard, DivergenceGuard)
         self._guard = DivergenceGuard() if self._own_guard else guard
@@ -291,29 +307,49 @@ class UnlearningEvaluation(Callback):
         self._audit_blocks = {k: v for k, v in self._audit_blocks.items() if k == "reseeded" and self._reseeded_metrics}
         if self.audits and self.reference_report is not None and reference is None:
             self._audit_blocks["reference"] = self._read_report_blocks(self.reference_report, "reference_report")[1]
-        if {"representation", "relearn"} & set(self.audits) and not isinstance(getattr(pl_module, "original_model", None), nn.Module):
+        if {"representation", "relearn"} & set(self.audits) and not isinstance(
+            getattr(pl_module, "original_model", None), nn.Module
+        ):
             self._original_copy = copy_network(original)  # the original, before any callback changes a weight
         self._reference_model, self._reseeded_model = reference, reseeded
         if trainer.ckpt_path is not None:
             return  # resuming: the measurements of the interrupted run come back with this callback's state
         distributed = trainer.world_size > 1
         on_device = original if next(original.parameters()).device == device else copy_network(original).to(device)
-        before = self._pass("before", on_device, data, device, distributed, None, "model",
-                            progress=_progress(trainer, "evaluating the original")).metrics
+        before = self._pass(
+            "before", on_device, data, device, distributed, None, "model", progress=_progress(trainer, "evaluating the original")
+        ).metrics
         if reference is not None:
-            reference_metrics = self._pass("reference", reference, data, device, distributed, None, "reference",
-                                           progress=_progress(trainer, "evaluating the reference")).metrics
+            reference_metrics = self._pass(
+                "reference",
+                reference,
+                data,
+                device,
+                distributed,
+                None,
+                "reference",
+                progress=_progress(trainer, "evaluating the reference"),
+            ).metrics
         if reseeded is not None:
-            self._reseeded_metrics = self._pass("reseeded", reseeded, data, device, distributed, None, "reseeded_reference",
-                                                progress=_progress(trainer, "evaluating the reseeded reference")).metrics
+            self._reseeded_metrics = self._pass(
+                "reseeded",
+                reseeded,
+                data,
+                device,
+                distributed,
+                None,
+                "reseeded_reference",
+                progress=_progress(trainer, "evaluating the reseeded reference"),
+            ).metrics
         self.results = {"before": before, "reference": reference_metrics}
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if "before" not in self.results:  # resumed from a checkpoint taken without this callback
             self._measure_before(trainer, pl_module)
         self._recipe.update(
-            optimizers=optimizers_recipe(trainer), lr_schedulers=schedulers_recipe(trainer),
-            callbacks=callbacks_recipe(trainer.callbacks),
+            optimizers=optimizers_recipe(trainer),
+            lr_schedulers=schedulers_recipe(trainer),
+            callbacks=callbacks_recipe(trainer.callbacks),  # type: ignore[attr-defined]
         )
         for logger in trainer.loggers:
             logger.log_hyperparams({f"{self.log_prefix}/recipe": self._current_recipe(trainer, pl_module, None)})
@@ -362,7 +398,8 @@ class UnlearningEvaluation(Callback):
             return  # nothing was measured yet (a refused input), or the report exists already
         failure = {
             "reason": f"{type(exception).__name__}: {str(exception).strip()[:300]}",
-            "step": int(trainer.global_step), "epoch": int(trainer.current_epoch),
+            "step": int(trainer.global_step),
+            "epoch": int(trainer.current_epoch),
         }
         if self._start is not None and self._runtime is None:
             self._runtime = self._elapsed + time.perf_counter() - self._start
@@ -375,8 +412,10 @@ class UnlearningEvaluation(Callback):
     def state_dict(self) -> dict[str, Any]:
         elapsed = self._elapsed + (time.perf_counter() - self._start if self._start is not None else 0.0)
         return {
-            "before": self.results.get("before"), "reference": self.results.get("reference"),
-            "sha256_before": self._sha256_before, "runtime_s": elapsed,
+            "before": self.results.get("before"),
+            "reference": self.results.get("reference"),
+            "sha256_before": self._sha256_before,
+            "runtime_s": elapsed,
             "audit_blocks": {k: v for k, v in self._audit_blocks.items() if v is not None},
             "reseeded": self._reseeded_metrics,
         }
@@ -423,26 +462,53 @@ class UnlearningEvaluation(Callback):
         network = copy_network(original).to(device) if isinstance(original, nn.Module) else network_of(pl_module)
         convert = None if isinstance(original, nn.Module) else (lambda x: convert_input(trainer, x))
         distributed = trainer.world_size > 1
-        before = self._pass("before", network, data, device, distributed, convert, "model",
-                            progress=_progress(trainer, "evaluating the original")).metrics
+        before = self._pass(
+            "before", network, data, device, distributed, convert, "model", progress=_progress(trainer, "evaluating the original")
+        ).metrics
         reference = None
         if self.reference is not None:
-            reference = self._pass("reference", copy_network(self.reference).to(device), data, device, distributed,
-                                   None, "reference", progress=_progress(trainer, "evaluating the reference")).metrics
+            reference = self._pass(
+                "reference",
+                copy_network(self.reference).to(device),
+                data,
+                device,
+                distributed,
+                None,
+                "reference",
+                progress=_progress(trainer, "evaluating the reference"),
+            ).metrics
         elif self.reference_report is not None:
             reference = self._read_reference_report()
         self.results = {"before": before, "reference": reference}
 
-    def _pass(self, role: str, model: nn.Module, data: UnlearningDataModule, device: Any, distributed: bool,
-              convert: Any, name: str, strict: bool = True, progress: Optional[str] = None) -> EvaluationPass:
+    def _pass(
+        self,
+        role: str,
+        model: nn.Module,
+        data: UnlearningDataModule,
+        device: Any,
+        distributed: bool,
+        convert: Any,
+        name: str,
+        strict: bool = True,
+        progress: Optional[str] = None,
+    ) -> EvaluationPass:
         """One evaluation pass of ``model`` (the role ``before``, ``after``, ``reference`` or
         ``reseeded``), with the attacks when audits are on; keeps its audit block and margins;
         a progress bar under ``progress`` (see :func:`_progress`)."""
         audited = bool(self.audits)
         result = evaluate_pass(
-            model, data.evaluation_dataloaders(), device, self.mia_backend, distributed=distributed,
-            convert_input=convert, name=name, strict=strict, attacks=audited,
-            keep_samples=role == "after" and "plots" in self.audits, progress=progress,
+            model,
+            data.evaluation_dataloaders(),
+            device,
+            self.mia_backend,
+            distributed=distributed,
+            convert_input=convert,
+            name=name,
+            strict=strict,
+            attacks=audited,
+            keep_samples=role == "after" and "plots" in self.audits,
+            progress=progress,
         )
         if audited:
             self._passes[role] = result
@@ -456,12 +522,28 @@ class UnlearningEvaluation(Callback):
             _broadcast_buffers(network_of(pl_module))
         progress = _progress(trainer, "evaluating after unlearning")
         if audited:
-            return self._pass("after", network_of(pl_module), self._data(trainer), pl_module.device, trainer.world_size > 1,
-                              lambda x: convert_input(trainer, x), "model (after unlearning)", strict, progress).metrics
+            return self._pass(
+                "after",
+                network_of(pl_module),
+                self._data(trainer),
+                pl_module.device,
+                trainer.world_size > 1,
+                lambda x: convert_input(trainer, x),
+                "model (after unlearning)",
+                strict,
+                progress,
+            ).metrics
         return evaluate_pass(
-            network_of(pl_module), self._data(trainer).evaluation_dataloaders(), pl_module.device, self.mia_backend,
-            distributed=trainer.world_size > 1, convert_input=lambda x: convert_input(trainer, x),
-            name="model (after unlearning)", strict=strict, attacks=False, progress=progress,
+            network_of(pl_module),
+            self._data(trainer).evaluation_dataloaders(),
+            pl_module.device,
+            self.mia_backend,
+            distributed=trainer.world_size > 1,
+            convert_input=lambda x: convert_input(trainer, x),
+            name="model (after unlearning)",
+            strict=strict,
+            attacks=False,
+            progress=progress,
         ).metrics
 
     def _read_report_blocks(self, path: str, name: str) -> tuple[dict[str, float], Optional[dict[str, Any]]]:
@@ -469,13 +551,15 @@ class UnlearningEvaluation(Callback):
         ``None`` when that run had no audits)."""
         report = read_report(path, name)
         if report.get("status", "completed") != "completed":
-            raise ValueError(f"`{name}`={path!r} is the report of a run that {report['status']}: use the report of a"
-                             " completed Retrain run.")
+            raise ValueError(
+                f"`{name}`={path!r} is the report of a run that {report['status']}: use the report of a completed Retrain run."
+            )
         after = (report.get("metrics") or {}).get("after") or {}
         bad = [k for k in METRICS if not isinstance(after.get(k), (int, float)) or not 0.0 <= after[k] <= 1.0]
         if bad:
-            raise ValueError(f"`{name}`={path!r} lacks valid metrics.after values for {bad}: use the report of a completed"
-                             " Retrain run.")
+            raise ValueError(
+                f"`{name}`={path!r} lacks valid metrics.after values for {bad}: use the report of a completed Retrain run."
+            )
         audit = report.get("audit") if isinstance(report.get("audit"), dict) else None
         block = audit.get("after") if audit is not None and isinstance(audit.get("after"), dict) else None
         return {k: float(after[k]) for k in METRICS}, block
@@ -521,18 +605,28 @@ class UnlearningEvaluation(Callback):
                     blocks[role].update(results[role])
         if "relearn" in self.audits:
             attack, held_out = self._relearn_data(data)
-            results = relearn_audit(models, attack, held_out, device, steps=self.relearn_steps, lr=self.relearn_lr,
-                                    convert_input=convert)
+            results = relearn_audit(
+                models, attack, held_out, device, steps=self.relearn_steps, lr=self.relearn_lr, convert_input=convert
+            )
             for role in models:
                 if blocks.get(role) is not None:
                     blocks[role].update(results[role])
         if "quantization" in self.audits:
             for role, network in models.items():
                 if blocks.get(role) is not None and role in self._passes:
-                    blocks[role].update(quantization_audit(
-                        network, self._passes[role], data.evaluation_dataloaders(), device, bits=self.quantization_bits,
-                        mia_backend=self.mia_backend, distributed=trainer.world_size > 1,
-                        convert_input=convert if role == "after" else None, name=role))
+                    blocks[role].update(
+                        quantization_audit(
+                            network,
+                            self._passes[role],
+                            data.evaluation_dataloaders(),
+                            device,
+                            bits=self.quantization_bits,
+                            mia_backend=self.mia_backend,
+                            distributed=trainer.world_size > 1,
+                            convert_input=convert if role == "after" else None,
+                            name=role,
+                        )
+                    )
 
     def _subset_loader(self, data: UnlearningDataModule, dataset: Any, positions: torch.Tensor, batch_size: int) -> DataLoader:
         return data.make_loader(Subset(dataset, positions.tolist()), batch_size, evaluation=True)
@@ -544,16 +638,20 @@ class UnlearningEvaluation(Callback):
         seeded random ``representation_samples`` of D_r for the probes."""
         n, batch = self.representation_samples, data.eval_batch_size
         generator = torch.Generator().manual_seed(0)
-        forget, retain, test = data.split("forget", eval_transforms=True), data.split("retain", eval_transforms=True), data.test_set
+        forget, retain, test = (
+            data.split("forget", eval_transforms=True),
+            data.split("retain", eval_transforms=True),
+            data.test_set,
+        )
         order = torch.randperm(len(test), generator=generator)
         half = max(1, len(test) // 2)
         probe_a, probe_b = order[:half].sort().values, order[half:].sort().values
         if probe_b.numel() == 0:
             probe_b = probe_a
-        retain_pick = torch.randperm(len(retain), generator=generator)[:n].sort().values
+        retain_pick = torch.randperm(len(retain), generator=generator)[:n].sort().values  # type: ignore[arg-type]
         train = torch.utils.data.ConcatDataset([Subset(retain, retain_pick.tolist()), Subset(test, probe_a[:n].tolist())])
         return {
-            "forget": self._subset_loader(data, forget, torch.arange(min(n, len(forget))), batch),
+            "forget": self._subset_loader(data, forget, torch.arange(min(n, len(forget))), batch),  # type: ignore[arg-type]
             "test": self._subset_loader(data, test, torch.arange(min(n, len(test))), batch),
             "probe_train": data.make_loader(train, batch, evaluation=True),
             "probe_test": self._subset_loader(data, test, probe_b[:n], batch),
@@ -563,8 +661,8 @@ class UnlearningEvaluation(Callback):
         """The attacker's batches and the held-out rest of D_f (seeded, identical for every model)."""
         forget = data.split("forget", eval_transforms=True)
         generator = torch.Generator().manual_seed(0)
-        order = torch.randperm(len(forget), generator=generator)
-        count = max(1, math.ceil(self.relearn_fraction * len(forget)))
+        order = torch.randperm(len(forget), generator=generator)  # type: ignore[arg-type]
+        count = max(1, math.ceil(self.relearn_fraction * len(forget)))  # type: ignore[arg-type]
         attack_pos, held_pos = order[:count].sort().values, order[count:].sort().values
         if held_pos.numel() == 0:
             held_pos = attack_pos
@@ -572,24 +670,28 @@ class UnlearningEvaluation(Callback):
         attack = [tuple(t for t in b[:2]) for b in self._subset_loader(data, forget, attack_pos, batch)]
         if self.relearn_data == "retain+forget":
             retain = data.split("retain", eval_transforms=True)
-            picks = torch.randperm(len(retain), generator=generator)[: batch * min(self.relearn_steps or 1, 8)]
+            picks = torch.randperm(len(retain), generator=generator)[: batch * min(self.relearn_steps or 1, 8)]  # type: ignore[arg-type]
             x_f = torch.cat([x for x, _ in attack])
             y_f = torch.cat([torch.as_tensor(y) for _, y in attack])
-            attack = [(torch.cat([x, x_f]), torch.cat([torch.as_tensor(y), y_f]))
-                      for x, y in self._subset_loader(data, retain, picks.sort().values, batch)]
+            attack = [
+                (torch.cat([x, x_f]), torch.cat([torch.as_tensor(y), y_f]))
+                for x, y in self._subset_loader(data, retain, picks.sort().values, batch)
+            ]
         return attack, self._subset_loader(data, forget, held_pos, data.eval_batch_size)
 
     def _current_recipe(self, trainer: L.Trainer, pl_module: L.LightningModule, sha256_after: Optional[str]) -> dict[str, Any]:
-        return redact_indices({
-            "method": self._recipe.get("method"),
-            "optimizers": self._recipe.get("optimizers", []),
-            "lr_schedulers": self._recipe.get("lr_schedulers", []),
-            "callbacks": self._recipe.get("callbacks", []),
-            "trainer": trainer_recipe(trainer),
-            "data": self._recipe.get("data"),
-            "model": model_recipe(network_of(pl_module), self._sha256_before, sha256_after),
-            "config": self.run_config,
-        })
+        return redact_indices(
+            {
+                "method": self._recipe.get("method"),
+                "optimizers": self._recipe.get("optimizers", []),
+                "lr_schedulers": self._recipe.get("lr_schedulers", []),
+                "callbacks": self._recipe.get("callbacks", []),
+                "trainer": trainer_recipe(trainer),
+                "data": self._recipe.get("data"),
+                "model": model_recipe(network_of(pl_module), self._sha256_before, sha256_after),
+                "config": self.run_config,
+            }
+        )
 
     def _hyperparameters(self, pl_module: L.LightningModule) -> dict[str, Any]:
         """The method's arguments, with the optimiser's in force (a CLI ``--optimizer`` or an
@@ -608,36 +710,69 @@ class UnlearningEvaluation(Callback):
             hparams["lr_scheduler"] = schedulers[0]["class"]
         return hparams
 
-    def _finish(self, trainer: L.Trainer, pl_module: L.LightningModule, after: Optional[dict[str, Any]], status: str,
-                failure: Optional[dict[str, Any]]) -> None:
+    def _finish(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        after: Optional[dict[str, Any]],
+        status: str,
+        failure: Optional[dict[str, Any]],
+    ) -> None:
         reference = self.results.get("reference")
         gap = None
         if reference is not None and after is not None:
             gap = {k: None for k in METRICS}
-            gap.update(metric_gaps({k: v for k, v in after.items() if v is not None}, reference,
-                                   [k for k in METRICS if after.get(k) is not None]))
+            gap.update(
+                metric_gaps(
+                    {k: v for k, v in after.items() if v is not None}, reference, [k for k in METRICS if after.get(k) is not None]
+                )
+            )
             complete = all(after.get(k) is not None for k in METRICS)
             gap["avg_gap"] = avg_gap(after, reference) if complete else None
-        runtime = self._runtime if self._runtime is not None else self._elapsed + time.perf_counter() - (self._start or time.perf_counter())
-        topology = topology_report(trainer.callbacks)  # sparse models: sparsity and mask IoU vs the reference
+        runtime = (
+            self._runtime
+            if self._runtime is not None
+            else self._elapsed + time.perf_counter() - (self._start or time.perf_counter())
+        )
+        topology = topology_report(trainer.callbacks)  # type: ignore[attr-defined]  # sparse models: sparsity and mask IoU vs the reference
         data = self._data(trainer)
-        finding = forgetting_check(self.results["before"], after, classwise=bool(data.forget.classes)) if status == "completed" else None
+        finding = (
+            forgetting_check(self.results["before"], after, classwise=bool(data.forget.classes))
+            if status == "completed"
+            else None
+        )
         if finding is not None:
             rank_zero_warn(finding.message)
-        self.results.update(after=after, gap=gap, runtime_s=runtime, topology=topology, status=status,
-                            forgetting_check=None if finding is None else finding.as_dict())
+        self.results.update(
+            after=after,
+            gap=gap,
+            runtime_s=runtime,
+            topology=topology,
+            status=status,
+            forgetting_check=None if finding is None else finding.as_dict(),
+        )
         self.audit = self._build_audit(trainer, pl_module, after, topology) if self.audits else None
         recipe = self._current_recipe(trainer, pl_module, weights_sha256(network_of(pl_module)))
         self.report = build_report(
-            method=type(pl_module).__name__, hyperparameters=self._hyperparameters(pl_module),
-            forget=data.forget_summary(), before=self.results["before"], after=after, reference=reference, gap=gap,
-            runtime_s=runtime, seed=_global_seed(), status=status, failure=failure, recipe=recipe, audit=self.audit,
+            method=type(pl_module).__name__,
+            hyperparameters=self._hyperparameters(pl_module),
+            forget=data.forget_summary(),
+            before=self.results["before"],
+            after=after,
+            reference=reference,
+            gap=gap,
+            runtime_s=runtime,
+            seed=_global_seed(),
+            status=status,
+            failure=failure,
+            recipe=recipe,
+            audit=self.audit,
         )
         if topology is not None:
             self.report["metrics"]["topology"] = topology
         if finding is not None:
             self.report["metrics"]["forgetting_check"] = self.results["forgetting_check"]
-        for callback in trainer.callbacks:  # sections other callbacks add (e.g. UnlearningHardness: "hardness")
+        for callback in trainer.callbacks:  # type: ignore[attr-defined]  # sections other callbacks add (e.g. UnlearningHardness: "hardness")
             section = getattr(callback, "report_section", None)
             section = section() if callable(section) else None
             if section is not None:
@@ -650,15 +785,26 @@ class UnlearningEvaluation(Callback):
         if self.verbose:
             rank_zero_info(self.summary())
 
-    def _build_audit(self, trainer: L.Trainer, pl_module: L.LightningModule, after: Optional[dict[str, Any]],
-                     topology: Optional[dict[str, Any]]) -> dict[str, Any]:
+    def _build_audit(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        after: Optional[dict[str, Any]],
+        topology: Optional[dict[str, Any]],
+    ) -> dict[str, Any]:
         """The report's ``audit`` section (see the class docstring)."""
         blocks = self._audit_blocks
         if after is not None and blocks.get("after") is not None:
             self._run_audits(trainer, pl_module)
-        counts = (self._passes["after"].counts if "after" in self._passes else
-                  {"forget": len(self._data(trainer).forget_indices), "retain": len(self._data(trainer).retain_indices),
-                   "test": len(self._data(trainer).test_set)})
+        counts = (
+            self._passes["after"].counts
+            if "after" in self._passes
+            else {
+                "forget": len(self._data(trainer).forget_indices),
+                "retain": len(self._data(trainer).retain_indices),
+                "test": len(self._data(trainer).test_set),
+            }
+        )
         topo = {f"topology/{k}": v for k, v in (topology or {}).items() if isinstance(v, float)}
         reference = self.results.get("reference")
         flat_after = {**(after or {}), **(blocks.get("after") or {}), **topo}
@@ -670,9 +816,15 @@ class UnlearningEvaluation(Callback):
         audit: dict[str, Any] = {
             "audits": list(self.audits),
             "settings": {
-                "fprs": [0.01, 0.001], "feature_layer": self.feature_layer, "representation_samples": self.representation_samples,
-                "relearn": {"steps": self.relearn_steps, "lr": self.relearn_lr, "fraction": self.relearn_fraction,
-                            "data": self.relearn_data},
+                "fprs": [0.01, 0.001],
+                "feature_layer": self.feature_layer,
+                "representation_samples": self.representation_samples,
+                "relearn": {
+                    "steps": self.relearn_steps,
+                    "lr": self.relearn_lr,
+                    "fraction": self.relearn_fraction,
+                    "data": self.relearn_data,
+                },
                 "quantization_bits": list(self.quantization_bits),
                 "noise_floor": "reseeded Retrain and sampling" if flat_reseeded is not None else "sampling",
             },
@@ -697,14 +849,17 @@ class UnlearningEvaluation(Callback):
             from lightning_unlearn.report.figures import write_figures
 
             written = write_figures(
-                stem, samples=self._passes["after"].samples if "after" in self._passes else None,
+                stem,
+                samples=self._passes["after"].samples if "after" in self._passes else None,
                 margins={role: m for role, m in self.margins.items() if role in ("after", "reference", "before")},
                 metrics={"before": self.results.get("before"), "after": after, "reference": self.results.get("reference")},
                 title=f"{self.log_prefix}: audit of the unlearned model",
             )
         except ImportError:
-            rank_zero_warn("UnlearningEvaluation(audits=[..., 'plots']) needs matplotlib: `pip install matplotlib`;"
-                           " the figures were skipped.")
+            rank_zero_warn(
+                "UnlearningEvaluation(audits=[..., 'plots']) needs matplotlib: `pip install matplotlib`;"
+                " the figures were skipped."
+            )
             return {}
         self.figures = {name: str(path) for name, path in written.items()}
         return dict(self.figures)
@@ -745,16 +900,25 @@ class UnlearningEvaluation(Callback):
             logger.log_hyperparams({f"{self.log_prefix}/recipe": recipe, f"{self.log_prefix}/status": status})
             if type(logger).__name__ == "WandbLogger":
                 rows = [
-                    [k, (self.results["before"] or {}).get(k), (self.results["after"] or {}).get(k),
-                     (self.results["reference"] or {}).get(k), (self.results["gap"] or {}).get(k)]
+                    [
+                        k,
+                        (self.results["before"] or {}).get(k),
+                        (self.results["after"] or {}).get(k),
+                        (self.results["reference"] or {}).get(k),
+                        (self.results["gap"] or {}).get(k),
+                    ]
                     for k in METRICS
                 ]
-                logger.log_table(key=f"{self.log_prefix}/summary",
-                                 columns=["metric", "before", "after", "reference", "gap"], data=rows)
+                logger.log_table(
+                    key=f"{self.log_prefix}/summary", columns=["metric", "before", "after", "reference", "gap"], data=rows
+                )
                 if self.audit is not None:
                     columns = ["quantity", "meaning", "value", "reference", "difference", "noise_floor", "verdict"]
-                    logger.log_table(key=f"{self.log_prefix}/audit_summary", columns=columns,
-                                     data=[[entry[c] for c in columns] for entry in self.audit["summary"]])
+                    logger.log_table(
+                        key=f"{self.log_prefix}/audit_summary",
+                        columns=columns,
+                        data=[[entry[c] for c in columns] for entry in self.audit["summary"]],
+                    )
                 self._log_wandb_extras(logger)
             logger.save()
 
@@ -772,8 +936,9 @@ class UnlearningEvaluation(Callback):
         with tempfile.TemporaryDirectory() as folder:
             report = os.path.join(folder, "unlearning_report.json")
             write_report(report, self.report)
-            artifact = wandb.Artifact(f"report-{run.id}", type="unlearning-report",
-                                      metadata={"status": self.results.get("status")})
+            artifact = wandb.Artifact(
+                f"report-{run.id}", type="unlearning-report", metadata={"status": self.results.get("status")}
+            )
             artifact.add_file(report)
             run.log_artifact(artifact)
             if self.run_config is not None:
@@ -821,8 +986,12 @@ class UnlearningEvaluation(Callback):
     def summary(self) -> str:
         """The before/after/reference table of the last fit, its status and the report's path."""
         results = self.results
-        blocks = [("before", results.get("before")), ("after", results.get("after")),
-                  ("reference", results.get("reference")), ("gap", results.get("gap"))]
+        blocks = [
+            ("before", results.get("before")),
+            ("after", results.get("after")),
+            ("reference", results.get("reference")),
+            ("gap", results.get("gap")),
+        ]
         shown = [(name, block or {}) for name, block in blocks if block is not None or name in ("before", "after")]
 
         def cell(value: Any) -> str:
@@ -832,16 +1001,20 @@ class UnlearningEvaluation(Callback):
         if self.report is not None and self.report.get("failure"):
             failure = self.report["failure"]
             status += f" ({failure.get('reason')} at step {failure.get('step')})"
-        lines = [f"UnlearningEvaluation: {status}, unlearning took {results.get('runtime_s', 0.0):.2f} s",
-                 f"{'metric':<22}" + "".join(f"{name:>11}" for name, _ in shown)]
+        lines = [
+            f"UnlearningEvaluation: {status}, unlearning took {results.get('runtime_s', 0.0):.2f} s",
+            f"{'metric':<22}" + "".join(f"{name:>11}" for name, _ in shown),
+        ]
         for key in METRICS:
             lines.append(f"{key:<22}" + "".join(cell(block.get(key)) for _, block in shown))
         if (results.get("gap") or {}).get("avg_gap") is not None:
             lines.append(f"{'avg_gap':<22}{cell(results['gap']['avg_gap'])}")
         if self.audit is not None:
             out_of_line = sum(1 for e in self.audit["summary"] if e["verdict"].startswith("out of line"))
-            lines.append(f"Audit ({', '.join(self.audit['audits'])}): {out_of_line} of {len(self.audit['summary'])}"
-                         " quantities out of line with Retrain")
+            lines.append(
+                f"Audit ({', '.join(self.audit['audits'])}): {out_of_line} of {len(self.audit['summary'])}"
+                " quantities out of line with Retrain"
+            )
             lines += summary_lines(self.audit["summary"])
         lines.append(f"Report: {self.report_path}" if self.report_path is not None else "Report: not written (report_path=None)")
         return "\n".join(lines)
@@ -862,7 +1035,6 @@ def _broadcast_buffers(network: nn.Module) -> None:
 def _global_seed() -> Optional[int]:
     seed = os.environ.get("PL_GLOBAL_SEED")
     return int(seed) if seed is not None and seed.lstrip("-").isdigit() else None
-
 
 
 def _progress(trainer: L.Trainer, description: str) -> Optional[str]:

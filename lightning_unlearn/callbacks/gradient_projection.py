@@ -8,7 +8,8 @@ trainer, and logs the multiplier.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Iterator, Literal, Optional
+from collections.abc import Iterator
+from typing import Any, ClassVar, Literal, Optional
 
 import lightning as L
 import torch
@@ -29,7 +30,9 @@ from lightning_unlearn.validation import check_choice, check_int
 
 
 @register(
-    "gradient_projection", kind="callback", class_labels=False,
+    "gradient_projection",
+    kind="callback",
+    class_labels=False,
     cost="+1 F/B on a retain batch (every_n_steps), 3 fused reductions over the gradients",
     paper="Zhou et al., NeurIPS 2025 (EUPMU), explicit unilateral gradient surgery",
 )
@@ -123,7 +126,9 @@ class GradientProjection(Callback):
     ) -> None:
         self.tolerance = check_tolerance(tolerance)
         self.scope = check_scope(scope)
-        self.reference = check_choice(reference, "reference", ("retain",), hint="the constraint is the cross-entropy on retained data.")
+        self.reference = check_choice(
+            reference, "reference", ("retain",), hint="the constraint is the cross-entropy on retained data."
+        )
         self.every_n_steps = check_int(every_n_steps, "every_n_steps", minimum=1, hint="1 projects every step.")
         if dataloader is not None and not isinstance(dataloader, DataLoader):
             raise ValueError(

@@ -21,10 +21,11 @@ from lightning_unlearn.validation import check_int
 
 
 @register(
-    "hardness", kind="callback",
+    "hardness",
+    kind="callback",
     cost="once at fit start: 1 F/B per D_f and per sampled D_r batch + per-example gradients of D_f (vectorised)",
     paper="Chen, Niu, Sim, Liu, Chen, Low, How Hard Can It Be? Hardness-Aware Multi-Objective Unlearning, ICML 2026"
-          " (the hardness measure kappa = cos(g_r, g_f))",
+    " (the hardness measure kappa = cos(g_r, g_f))",
 )
 class UnlearningHardness(Callback):
     """Measures how hard the request is before any weight changes, and writes it to the report.

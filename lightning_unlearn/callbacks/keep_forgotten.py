@@ -26,10 +26,12 @@ from lightning_unlearn.validation import check_float, check_int
 
 
 @register(
-    "keep_forgotten", kind="callback", class_labels=False,
+    "keep_forgotten",
+    kind="callback",
+    class_labels=False,
     cost="once at fit start: 1 F over the earlier forget sets; per step: +1 F/B on a batch of earlier forget data",
     paper="Thakral et al., Continual Unlearning for Foundational Text-to-Image Models without Generalization Erosion, 2025"
-          " (DUGE's regulariser, adapted to classifiers); relapse: Adhikari et al., UnCLe, 2025",
+    " (DUGE's regulariser, adapted to classifiers); relapse: Adhikari et al., UnCLe, 2025",
 )
 class KeepForgotten(Callback):
     """Keeps the forget sets of earlier requests forgotten while a later request is unlearned.
@@ -124,8 +126,9 @@ class KeepForgotten(Callback):
         x = torch.stack([self._dataset[int(i)][0] for i in idx]).to(pl_module.device)
         network = network_of(pl_module)
         with torch.autocast(x.device.type, enabled=False), eval_mode(network):
-            grads = consolidation_gradients(network, params, x, self.targets[idx.to(self.targets.device)],
-                                            self.weight, self.temperature)
+            grads = consolidation_gradients(
+                network, params, x, self.targets[idx.to(self.targets.device)], self.weight, self.temperature
+            )
         pairs = [(p, g) for p, g in zip(params, grads) if g is not None]
         if not pairs:
             return

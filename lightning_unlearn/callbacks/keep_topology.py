@@ -20,7 +20,8 @@ from lightning_unlearn.validation import check_optional_path
 
 
 @register(
-    "keep_topology", kind="callback",
+    "keep_topology",
+    kind="callback",
     cost="once at fit start: one read of the weights; per step: one masked multiply + one restore",
     paper="Jia et al., Model Sparsity Can Simplify Machine Unlearning, NeurIPS 2023 (prune first, then unlearn;"
     " OPTML-Group/Unlearn-Sparse keeps the mask through unlearning with torch.nn.utils.prune)",
@@ -70,7 +71,9 @@ class KeepTopology(TopologyCallback):
 
     def __init__(self, mask: Optional[str] = "model", parameters: ParameterFilter = None, strict: bool = True) -> None:
         super().__init__(parameters, strict)
-        self.mask = check_optional_path(mask, "mask", hint="'model' (the zeros of the network) or a checkpoint / dotted path.") or "model"
+        self.mask = (
+            check_optional_path(mask, "mask", hint="'model' (the zeros of the network) or a checkpoint / dotted path.") or "model"
+        )
 
     def key_args(self) -> dict[str, Any]:
         return {**super().key_args(), "mask": self.mask}
@@ -86,15 +89,17 @@ class KeepTopology(TopologyCallback):
         topology = resolve_topology(self.mask, network)
         unknown = sorted(set(topology) - {canonical_name(n) for n, _ in named})
         if unknown:
-            raise ValueError(f"KeepTopology(mask={self.mask!r}) names weights {unknown[:5]} that are not among the selected ones.")
+            raise ValueError(
+                f"KeepTopology(mask={self.mask!r}) names weights {unknown[:5]} that are not among the selected ones."
+            )
         return [topology.get(canonical_name(n), torch.ones_like(p, dtype=torch.bool)).to(p.device) for n, p in named]
 
     @torch.no_grad()
     def change_topology(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Pins the pruned weights at zero (a no-op for ``mask="model"``: they already are)."""
-        self.masked.set_anchor_zero()
-        self.masked.apply()
-        sync_prune_buffers(network_of(pl_module), self.masked)
+        self._masked.set_anchor_zero()
+        self._masked.apply()
+        sync_prune_buffers(network_of(pl_module), self._masked)
 
     @torch.no_grad()
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

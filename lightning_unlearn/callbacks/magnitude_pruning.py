@@ -9,7 +9,8 @@ takes part in the topology protocol of :class:`~lightning_unlearn.callbacks.mask
 from __future__ import annotations
 
 import os
-from typing import Any, ClassVar, Literal, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal, Optional
 
 import lightning as L
 import torch
@@ -37,7 +38,8 @@ SCHEDULES = ("start", "lottery")
 
 # ---------------------------------------------------------------------------------- the callback
 @register(
-    "magnitude_pruning", kind="callback",
+    "magnitude_pruning",
+    kind="callback",
     cost="once at fit start: a top-k over the selected weights (SynFlow: 100 F/B on one all-ones input);"
     " per step: one masked multiply + one restore",
     paper="Jia et al., Model Sparsity Can Simplify Machine Unlearning, NeurIPS 2023 (OPTML-Group/Unlearn-Sparse)",
@@ -152,9 +154,13 @@ class MagnitudePruning(TopologyCallback):
         super().__init__(parameters, strict)
         #: How this callback prunes (validated: amount, method, scope, rounds, shapes).
         self.recipe = PruningRecipe(amount, method, structured, scope, rounds, seed, input_shape, synflow_iterations)
-        self.rewind = check_optional_path(rewind, "rewind", hint="None, 'start' or the path of weights to rewind to after pruning.")
+        self.rewind = check_optional_path(
+            rewind, "rewind", hint="None, 'start' or the path of weights to rewind to after pruning."
+        )
         self.schedule = check_choice(
-            schedule, "schedule", SCHEDULES,
+            schedule,
+            "schedule",
+            SCHEDULES,
             hint="'start' prunes the first round at fit start, 'lottery' prunes after each training segment (lottery tickets).",
         )
         if self.schedule == "lottery" and method != "imp":
@@ -171,7 +177,13 @@ class MagnitudePruning(TopologyCallback):
     seed = property(lambda self: self.recipe.seed, doc="Seed of random pruning.")
 
     def key_args(self) -> dict[str, Any]:
-        keys = {**super().key_args(), "amount": self.amount, "method": self.method, "structured": self.structured, "scope": self.scope}
+        keys = {
+            **super().key_args(),
+            "amount": self.amount,
+            "method": self.method,
+            "structured": self.structured,
+            "scope": self.scope,
+        }
         return keys if self.schedule == "start" else {**keys, "schedule": self.schedule}
 
     def pruning_recipe(self) -> PruningRecipe:
@@ -218,7 +230,7 @@ class MagnitudePruning(TopologyCallback):
     def change_topology(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Prunes: the first (or only) round; nothing yet under the lottery schedule."""
         self.rounds_done = 0 if self.lottery else 1
-        self._commit(trainer, pl_module, [torch.ones_like(m) for m in self.masked.masks], at_start=True)
+        self._commit(trainer, pl_module, [torch.ones_like(m) for m in self._masked.masks], at_start=True)
 
     def build_masks(self, trainer: L.Trainer, pl_module: L.LightningModule, named: list[tuple[str, Parameter]]) -> list[Tensor]:
         kept = existing_masks(network_of(pl_module), named)
@@ -227,6 +239,7 @@ class MagnitudePruning(TopologyCallback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.masked is None or self.rounds_done >= self.rounds:
             return
+        assert trainer.max_epochs is not None  # Lightning resolves None (1000, or -1 with max_steps)
         if trainer.current_epoch < self.round_epoch(self.rounds_done, trainer.max_epochs):
             return
         before = [m.clone() for m in self.masked.masks]
@@ -237,19 +250,28 @@ class MagnitudePruning(TopologyCallback):
 
     # ------------------------------------------------------------------ pruning
     def _next_masks(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, named: Sequence[tuple[str, Tensor]], kept: Sequence[Tensor], k: int
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        named: Sequence[tuple[str, Tensor]],
+        kept: Sequence[Tensor],
+        k: int,
     ) -> list[Tensor]:
         shape = self._input_shape(trainer, pl_module) if self.method == "synflow" else None
         return self.recipe.masks(
-            [p for _, p in named], kept, self.density_after(k),
-            network=network_of(pl_module), names=[n for n, _ in named], input_shape=shape,
+            [p for _, p in named],
+            kept,
+            self.density_after(k),
+            network=network_of(pl_module),
+            names=[n for n, _ in named],
+            input_shape=shape,
         )
 
     @torch.no_grad()
     def _commit(self, trainer: L.Trainer, pl_module: L.LightningModule, before: list[Tensor], at_start: bool) -> None:
         """Pins the newly pruned entries at 0 (recording their values first when asked), keeps
         ``torch.nn.utils.prune`` buffers and other callbacks' anchors in step, rewinds if asked."""
-        masked = self.masked
+        masked = self._masked
         newly = [b & ~m for b, m in zip(before, masked.masks)]
         self.remember_pruned(newly)
         masked.set_anchor_zero()
@@ -261,7 +283,7 @@ class MagnitudePruning(TopologyCallback):
         sync_prune_buffers(network, masked)
         masked.restore_frozen(trainer.optimizers)
         if rewound:
-            reset_optimizer_state(trainer.optimizers, network.parameters())
+            reset_optimizer_state(trainer.optimizers, list(network.parameters()))
             self.write_through(trainer, {id(p): None for p in network.parameters()})
         else:
             self.write_through(trainer, {id(p): n for p, n in zip(masked.params, newly)})
@@ -272,6 +294,7 @@ class MagnitudePruning(TopologyCallback):
         if self.rewind is None:
             return False
         if self.rewind == "start":
+            assert self._start_state is not None  # saved at fit start
             network.load_state_dict(self._start_state)
         else:
             load_weights(network, self.rewind)

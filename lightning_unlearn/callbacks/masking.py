@@ -11,7 +11,8 @@ an un-pruning callback finds and updates pruning callbacks without importing the
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal, Optional
 
 import lightning as L
 import torch
@@ -34,7 +35,7 @@ def settle_topology(trainer: L.Trainer, pl_module: L.LightningModule) -> None:
     pl_module)``. Mask callbacks that read the weights at fit start (e.g. a saliency computed on
     the pruned model) call this first.
     """
-    stages = [cb for cb in trainer.callbacks if isinstance(getattr(cb, "topology_stage", None), int) and hasattr(cb, "settle")]
+    stages = [cb for cb in trainer.callbacks if isinstance(getattr(cb, "topology_stage", None), int) and hasattr(cb, "settle")]  # type: ignore[attr-defined]
     for callback in sorted(stages, key=lambda cb: cb.topology_stage):
         callback.settle(trainer, pl_module)
 
@@ -98,9 +99,7 @@ class MaskedUpdateCallback(Callback):
     def check_setup(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Validation at ``setup("fit")``, before any weight changes."""
 
-    def build_masks(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, named: list[tuple[str, Parameter]]
-    ) -> list[Tensor]:
+    def build_masks(self, trainer: L.Trainer, pl_module: L.LightningModule, named: list[tuple[str, Parameter]]) -> list[Tensor]:
         """The initial boolean masks of the selected parameters (fresh runs only, at fit start)."""
         raise NotImplementedError
 
@@ -160,7 +159,9 @@ class MaskedUpdateCallback(Callback):
         self.before_masking(trainer, pl_module)
         self.masked.mask_gradients()
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if self.masked is None or trainer.global_step == self._last_step:
             return
         self._last_step = trainer.global_step
@@ -181,6 +182,13 @@ class MaskedUpdateCallback(Callback):
         """Fraction of the selected weights allowed to change (``None`` before fit)."""
         return None if self.masked is None else self.masked.density()
 
+    @property
+    def _masked(self) -> MaskedParameters:
+        """:attr:`masked` in the hooks that run once the masks are built (after ``setup``)."""
+        if self.masked is None:
+            raise RuntimeError(f"{type(self).__name__}: the masks are not built yet (the fit has not been set up).")
+        return self.masked
+
     def masks(self) -> dict[str, Tensor]:
         """The current masks by parameter name (``True`` = may change)."""
         return {} if self.masked is None else self.masked.by_name()
@@ -189,13 +197,17 @@ class MaskedUpdateCallback(Callback):
         """After this callback edited weights out of band, makes the other mask callbacks' value
         anchors agree with the edit (see :func:`~lightning_unlearn.functional.masks.write_through`;
         ``changed`` maps ``id(parameter)`` to the edited entries, ``None``: all)."""
-        others = [cb.masked for cb in trainer.callbacks if cb is not self and isinstance(getattr(cb, "masked", None), MaskedParameters)]
+        others = [
+            cb.masked
+            for cb in trainer.callbacks
+            if cb is not self and isinstance(getattr(cb, "masked", None), MaskedParameters)  # type: ignore[attr-defined]
+        ]
         write_through(others, changed)
 
 
 def masked_parameters_of(trainer: L.Trainer) -> list[MaskedParameters]:
     """The masked parameters held by the mask callbacks on ``trainer`` (those that built their masks)."""
-    return [cb.masked for cb in trainer.callbacks if isinstance(cb, MaskedUpdateCallback) and cb.masked is not None]
+    return [cb.masked for cb in trainer.callbacks if isinstance(cb, MaskedUpdateCallback) and cb.masked is not None]  # type: ignore[attr-defined]
 
 
 class TopologyCallback(MaskedUpdateCallback):
@@ -244,13 +256,13 @@ class TopologyCallback(MaskedUpdateCallback):
         if not self._recording:
             return
         if self._recorded is None:
-            self._recorded = [torch.zeros_like(p) for p in self.masked.params]
-        self._recorded = [torch.where(n, p.detach(), v) for n, p, v in zip(newly, self.masked.params, self._recorded)]
+            self._recorded = [torch.zeros_like(p) for p in self._masked.params]
+        self._recorded = [torch.where(n, p.detach(), v) for n, p, v in zip(newly, self._masked.params, self._recorded)]
 
     def adopt_topology(self, masks: Mapping[str, Tensor]) -> None:
         """Takes ``masks`` (kept masks by parameter name) as the masks of the parameters it holds;
         the others keep theirs."""
-        self.masked.set_masks([masks.get(n, m) for n, m in zip(self.masked.names, self.masked.masks)])
+        self._masked.set_masks([masks.get(n, m) for n, m in zip(self._masked.names, self._masked.masks)])
 
     def check_setup(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._settled = False
@@ -279,11 +291,16 @@ class TopologyCallback(MaskedUpdateCallback):
 
 def topology_callbacks(trainer: Optional[L.Trainer]) -> list[TopologyCallback]:
     """Every topology callback on ``trainer`` (pruning, keeping or un-pruning a topology)."""
-    return [] if trainer is None else [cb for cb in trainer.callbacks if isinstance(cb, TopologyCallback)]
+    return [] if trainer is None else [cb for cb in trainer.callbacks if isinstance(cb, TopologyCallback)]  # type: ignore[attr-defined]
+
+
+def pruning_recipes(trainer: Optional[L.Trainer]) -> list[PruningRecipe]:
+    """The :meth:`TopologyCallback.pruning_recipe` of each of :func:`pruning_callbacks`, in order."""
+    return [recipe for cb in pruning_callbacks(trainer) if (recipe := cb.pruning_recipe()) is not None]
 
 
 def pruning_callbacks(trainer: Optional[L.Trainer]) -> list[TopologyCallback]:
     """The topology callbacks on ``trainer`` that prune (their :meth:`TopologyCallback.pruning_recipe` is set)."""
     if trainer is None:
         return []
-    return [cb for cb in trainer.callbacks if isinstance(cb, TopologyCallback) and cb.pruning_recipe() is not None]
+    return [cb for cb in trainer.callbacks if isinstance(cb, TopologyCallback) and cb.pruning_recipe() is not None]  # type: ignore[attr-defined]

@@ -27,10 +27,12 @@ START = "start"
 
 
 @register(
-    "parameter_repulsion", kind="callback", class_labels=False,
+    "parameter_repulsion",
+    kind="callback",
+    class_labels=False,
     cost="per step: one fused foreach subtract/norm/scale over the parameters (O(#params)), no forward",
     paper="Tiwary, Guha, Panda, Prathosh, Adapt then Unlearn: Exploring Parameter Space Semantics for Unlearning in"
-          " Generative Adversarial Networks, TMLR 2025 (repulsion regulariser)",
+    " Generative Adversarial Networks, TMLR 2025 (repulsion regulariser)",
 )
 class ParameterRepulsion(Callback):
     """Adds Adapt-then-Unlearn's repulsion term to any LightningModule's objective: the parameters
@@ -77,8 +79,13 @@ class ParameterRepulsion(Callback):
         trainer.fit(FineTune(net), datamodule=dm)
     """
 
-    def __init__(self, anchor: Union[str, nn.Module, None] = START, form: RepulsionForm = "exponential_l2",
-                 weight: float = 1.0, gamma: Optional[float] = None) -> None:
+    def __init__(
+        self,
+        anchor: Union[str, nn.Module, None] = START,
+        form: RepulsionForm = "exponential_l2",
+        weight: float = 1.0,
+        gamma: Optional[float] = None,
+    ) -> None:
         if anchor is not None and not isinstance(anchor, (str, nn.Module)):
             raise ValueError(f"`anchor` must be 'start', a weights path or an nn.Module, got {type(anchor).__name__}.")
         self.anchor = START if anchor is None else anchor
@@ -110,8 +117,10 @@ class ParameterRepulsion(Callback):
         shapes = {n: p.shape for n, p in network.named_parameters()}
         missing = [n for n in names if n not in weights or weights[n].shape != shapes[n]]
         if missing:
-            raise ValueError(f"ParameterRepulsion's anchor does not fit the network: {missing[:5]} missing or of another"
-                             " shape; give the weights of the same architecture.")
+            raise ValueError(
+                f"ParameterRepulsion's anchor does not fit the network: {missing[:5]} missing or of another"
+                " shape; give the weights of the same architecture."
+            )
         self.anchors = {n: weights[n].detach().clone().to(pl_module.device) for n in names}
         if self.gamma is None:  # scale-free: d / d_0 (d_0 = the distance at fit start), 1 when starting at the anchor
             current = dict(network.named_parameters())
@@ -128,14 +137,17 @@ class ParameterRepulsion(Callback):
             return
         params = [p for _, p in named]
         masks = parameter_masks(params, masked_parameters_of(trainer))
-        distance, value = add_repulsion_gradient(params, [self.anchors[n] for n, _ in named], self.form, self.weight,
-                                                 self.gamma_used, masks)
+        distance, value = add_repulsion_gradient(
+            params, [self.anchors[n] for n, _ in named], self.form, self.weight, self.gamma_used, masks
+        )
         pl_module.log("repulsion/distance", distance, on_step=True, on_epoch=False)
         pl_module.log("repulsion/loss", value, on_step=True, on_epoch=False)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"anchors": None if self.anchors is None else {k: v.detach().cpu() for k, v in self.anchors.items()},
-                "gamma_used": self.gamma_used}
+        return {
+            "anchors": None if self.anchors is None else {k: v.detach().cpu() for k, v in self.anchors.items()},
+            "gamma_used": self.gamma_used,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.anchors = state_dict.get("anchors")

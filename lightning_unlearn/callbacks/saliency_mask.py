@@ -6,7 +6,8 @@ masking adapter; the forget data comes through :func:`lightning_unlearn.data.acc
 
 from __future__ import annotations
 
-from typing import Iterable, Literal, Optional
+from collections.abc import Iterable
+from typing import Literal, Optional
 
 import lightning as L
 import torch
@@ -28,7 +29,9 @@ SALIENCY_TRANSFORMS = ("train", "test")
 
 
 @register(
-    "saliency_mask", kind="callback", class_labels=False,
+    "saliency_mask",
+    kind="callback",
+    class_labels=False,
     cost="once at fit start: 1 F/B per D_f batch; per step: one masked multiply (+ one restore when strict)",
     paper="Fan et al., SalUn: Empowering Machine Unlearning via Gradient-based Weight Saliency, ICLR 2024",
 )
@@ -107,7 +110,9 @@ class SaliencyMask(MaskedUpdateCallback):
         self.scope = check_scope(scope)
         self.loss = check_choice(loss, "loss", SALIENCY_LOSSES)
         self.transforms = check_choice(
-            transforms, "transforms", SALIENCY_TRANSFORMS,
+            transforms,
+            "transforms",
+            SALIENCY_TRANSFORMS,
             hint="'train' reads the forget images with the training transforms (the reference), 'test' with test-time ones.",
         )
         self.dataloader, self.seed = dataloader, check_int(seed, "seed")
@@ -128,6 +133,12 @@ class SaliencyMask(MaskedUpdateCallback):
         with torch.random.fork_rng(devices=[]):  # augmentations draw from the seed, the fit's random state is untouched
             torch.manual_seed(self.seed)
             return saliency_masks(
-                network_of(pl_module), params, self.forget_batches(trainer), self.threshold, self.scope, self.loss,
-                pl_module.device, self.seed,
+                network_of(pl_module),
+                params,
+                self.forget_batches(trainer),
+                self.threshold,
+                self.scope,
+                self.loss,
+                pl_module.device,
+                self.seed,
             )

@@ -25,7 +25,8 @@ INTERVALS = ("epoch", "step")
 
 
 @register(
-    "sparsity_regularization", kind="callback",
+    "sparsity_regularization",
+    kind="callback",
     cost="per step: one foreach sign + add over the selected parameters (O(#params))",
     paper="Jia et al., Model Sparsity Can Simplify Machine Unlearning, NeurIPS 2023 (l1-sparse)",
 )
@@ -78,7 +79,9 @@ class SparsityRegularization(Callback):
         self.alpha = check_float(alpha, "alpha", minimum=0.0, hint="the l1 strength (0 turns the penalty off).")
         self.schedule = check_choice(schedule, "schedule", L1_SCHEDULES)
         self.interval = check_choice(interval, "interval", INTERVALS, hint="'epoch' (the reference) or 'step'.")
-        self.no_l1_epochs = check_int(no_l1_epochs, "no_l1_epochs", minimum=0, hint="the number of final epochs trained without l1.")
+        self.no_l1_epochs = check_int(
+            no_l1_epochs, "no_l1_epochs", minimum=0, hint="the number of final epochs trained without l1."
+        )
         self.parameters = parameters
         self.params: list[Tensor] = []
         self.gamma: Optional[float] = None
@@ -111,7 +114,9 @@ class SparsityRegularization(Callback):
             return
         total = trainer.estimated_stepping_batches
         if not math.isfinite(total):
-            raise ValueError("SparsityRegularization(interval='step') needs a training of known length (max_steps or max_epochs).")
+            raise ValueError(
+                "SparsityRegularization(interval='step') needs a training of known length (max_steps or max_epochs)."
+            )
         self._length = int(total)
         self._off = round(self.no_l1_epochs * total / trainer.max_epochs) if self.no_l1_epochs else 0
 

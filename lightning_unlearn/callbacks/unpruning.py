@@ -20,12 +20,14 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.nn import Parameter
 
-from lightning_unlearn.callbacks.masking import TopologyCallback, pruning_callbacks, topology_callbacks
+from lightning_unlearn.callbacks.masking import TopologyCallback, pruning_callbacks, pruning_recipes, topology_callbacks
 from lightning_unlearn.data.access import retain_batches, retain_stream, unlearning_data
 from lightning_unlearn.functional.masks import ParameterFilter, Scope, check_scope, pack_mask, select_parameters, unpack_mask
 from lightning_unlearn.functional.pruning import canonical_name, prunable_weights, sync_prune_buffers
 from lightning_unlearn.functional.unpruning import (
     REVIVE,
+    Revive,
+    ScoreFn,
     is_row_structured,
     regrow_toward,
     replay_lottery_masks,
@@ -49,7 +51,8 @@ REPLAY = "replay"
 
 # ---------------------------------------------------------------------------------- the callback
 @register(
-    "unpruning", kind="callback",
+    "unpruning",
+    kind="callback",
     cost="replay: `replay_rounds` x `replay_epochs` epochs of D_r once at fit start; scores: `batches` F/B on D_r"
     " once (gradual: every `update_every` steps); per step: one masked multiply + one restore",
     paper="Xiao et al., The Right to be Forgotten in Pruning, arXiv 2507.18725 (workflow; the rule here is our design:"
@@ -239,24 +242,36 @@ class UnPruning(TopologyCallback):
         if revive is None:
             revive = "init" if score == REPLAY else "original"
         self.revive = check_choice(
-            revive, "revive", (*REVIVE, "init"),
+            revive,
+            "revive",
+            (*REVIVE, "init"),
             hint="'original' revives weights at their values before pruning, 'zero' at 0, 'init' (replay) at the initialisation.",
         )
         if self.revive == "init" and score != REPLAY:
             raise ValueError("revive='init' takes the values of the replay's initialisation: use it with score='replay'.")
         self.batches = check_int(batches, "batches", minimum=1, hint="the number of retain batches each scoring reads.")
-        self.update_every = check_int(update_every, "update_every", minimum=1, hint="optimiser steps between two gradual updates.")
+        self.update_every = check_int(
+            update_every, "update_every", minimum=1, hint="optimiser steps between two gradual updates."
+        )
         self.lr = check_float(lr, "lr", minimum=0.0, open_minimum=True)
         self.gate = check_float(gate, "gate", minimum=0.0, open_minimum=True)
         self.reference = check_optional_path(reference, "reference", hint="a model trained on the retained data only, or None.")
         self.seed = check_int(seed, "seed")
         self.turnover = check_fraction(turnover, "turnover")
         self.stop_fraction = check_fraction(stop_fraction, "stop_fraction")
-        self.noise_reference = check_optional_path(noise_reference, "noise_reference", hint="a second retain-only reference, or None.")
-        self.init_seed = None if init_seed is None else check_int(init_seed, "init_seed", hint="the seed the pipeline's initialisation was drawn with.")
+        self.noise_reference = check_optional_path(
+            noise_reference, "noise_reference", hint="a second retain-only reference, or None."
+        )
+        self.init_seed = (
+            None
+            if init_seed is None
+            else check_int(init_seed, "init_seed", hint="the seed the pipeline's initialisation was drawn with.")
+        )
         self.init = check_optional_path(init, "init", hint="the path of the pipeline's initial weights, or None.")
         self.replay_rounds = check_int(replay_rounds, "replay_rounds", minimum=1, hint="the pruning rounds replayed on D_r.")
-        self.replay_epochs = check_float(replay_epochs, "replay_epochs", minimum=0.0, open_minimum=True, hint="epochs of D_r per replayed round.")
+        self.replay_epochs = check_float(
+            replay_epochs, "replay_epochs", minimum=0.0, open_minimum=True, hint="epochs of D_r per replayed round."
+        )
         self.replay_lr = check_float(replay_lr, "replay_lr", minimum=0.0, open_minimum=True)
         self.replay_momentum = check_float(replay_momentum, "replay_momentum", minimum=0.0)
         self.replay_weight_decay = check_float(replay_weight_decay, "replay_weight_decay", minimum=0.0)
@@ -298,7 +313,7 @@ class UnPruning(TopologyCallback):
         self._reference, self._noise_reference, self._trainer = None, None, trainer
         for pruning in pruning_callbacks(trainer):
             recipe = pruning.pruning_recipe()
-            if recipe.rounds > 1:
+            if recipe is not None and recipe.rounds > 1:
                 raise ValueError(
                     f"UnPruning re-derives a fixed sparse topology, but {type(pruning).__name__}(method={recipe.method!r},"
                     f" rounds={recipe.rounds}) keeps pruning during training: use rounds=1 (or prune in an earlier run)."
@@ -318,8 +333,8 @@ class UnPruning(TopologyCallback):
         """Reads the topology and swaps it (one-shot) on a fresh run; its wall time is
         :attr:`topology_time_s` (fit-start work, which an evaluation started after it does not time)."""
         tic = time.perf_counter()
-        self.masked.set_anchor_zero()
-        self._before = [m.clone() for m in self.masked.masks]
+        self._masked.set_anchor_zero()
+        self._before = [m.clone() for m in self._masked.masks]
         self._resolve(trainer)
         if self.mode == "one_shot":
             self._update(trainer, pl_module, 1.0, step=0)
@@ -329,7 +344,8 @@ class UnPruning(TopologyCallback):
         masks_by_name: dict[str, Tensor] = {}
         values_by_name: dict[str, Tensor] = {}
         for pruning in pruning_callbacks(trainer):
-            values = pruning.pruned_values() or [None] * len(pruning.masks())
+            recorded = pruning.pruned_values()
+            values: list[Optional[Tensor]] = list(recorded) if recorded else [None] * len(pruning.masks())
             for (name, mask), value in zip(pruning.masks().items(), values):
                 masks_by_name[name] = masks_by_name[name] & mask if name in masks_by_name else mask.clone()
                 if value is not None:
@@ -360,27 +376,34 @@ class UnPruning(TopologyCallback):
 
     # ------------------------------------------------------------------ un-pruning
     def _resolve(self, trainer: L.Trainer) -> None:
-        recipes = [cb.pruning_recipe() for cb in pruning_callbacks(trainer)]
+        recipes = pruning_recipes(trainer)
         scope = self.scope or (recipes[0].scope if recipes else ("layer" if self.score == REPLAY else "global"))
         structured = self.structured
         if structured is None:
-            structured = recipes[0].structured if recipes else is_row_structured(self.masked.masks)
+            structured = recipes[0].structured if recipes else is_row_structured(self._masked.masks)
         self._resolved = {"scope": scope, "structured": bool(structured)}
 
     def scores(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> list[Tensor]:
         """Retain-only scores of the selected weights at the current state (same on every DDP rank)."""
-        masked = self.masked
+        masked = self._masked
         batches = retain_batches(trainer, self.batches, self.seed * 1_000_003 + step, pl_module.device, who="UnPruning")
         scores = unpruning_scores(
-            self.score_fn, network_of(pl_module), masked.names, masked.params, masked.masks, self._pruned_values, batches,
-            self.lr, self.gate,
+            self._score_fn,
+            network_of(pl_module),
+            masked.names,
+            masked.params,
+            masked.masks,
+            self._values,
+            batches,
+            self.lr,
+            self.gate,
         )
         return [trainer.strategy.reduce(s, reduce_op="mean") for s in scores]
 
     def replay_masks(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[Tensor]:
         """The replayed topology (``score="replay"``): the lottery-ticket pipeline re-run on D_r
         from its initialisation, at the current sparsity (the same on every DDP rank: rank 0's)."""
-        network, masked = network_of(pl_module), self.masked
+        network, masked = network_of(pl_module), self._masked
         start = copy_network(network)
         if self.init is not None:
             load_weights(start, self.init)
@@ -398,21 +421,30 @@ class UnPruning(TopologyCallback):
         stream = ((x.to(device), y.to(device)) for x, y in retain_stream(trainer, "UnPruning", self.seed * 1_000_003 + 7))
 
         def optimizer(params: list[Tensor]) -> torch.optim.Optimizer:
-            return torch.optim.SGD(params, lr=self.replay_lr, momentum=self.replay_momentum, weight_decay=self.replay_weight_decay)
+            return torch.optim.SGD(
+                params, lr=self.replay_lr, momentum=self.replay_momentum, weight_decay=self.replay_weight_decay
+            )
 
         masks = replay_lottery_masks(
-            network, masked.names, masked.masks, init_state, stream, self.replay_rounds, steps, optimizer,
-            self._resolved["scope"], self._resolved["structured"],
+            network,
+            masked.names,
+            masked.masks,
+            init_state,
+            stream,
+            self.replay_rounds,
+            steps,
+            optimizer,
+            self._resolved["scope"],
+            self._resolved["structured"],
         )
         if self.revive == "init":  # revived weights start from the ticket's own values (not 0: a zero row stays dead)
             self._pruned_values = [
-                torch.where(m, v, init_state[n].to(v))
-                for n, m, v in zip(masked.names, masked.masks, self._pruned_values)
+                torch.where(m, v, init_state[n].to(v)) for n, m, v in zip(masked.names, masked.masks, self._values)
             ]
         return trainer.strategy.broadcast(masks, src=0)
 
     def _update(self, trainer: L.Trainer, pl_module: L.LightningModule, turnover: float, step: int) -> None:
-        masked, scope, structured = self.masked, self._resolved["scope"], self._resolved["structured"]
+        masked, scope, structured = self._masked, self._resolved["scope"], self._resolved["structured"]
         if self.score == REPLAY:
             self._swap(trainer, pl_module, self.replay_masks(trainer, pl_module))
             self.updates += 1
@@ -425,9 +457,11 @@ class UnPruning(TopologyCallback):
 
     @torch.no_grad()
     def _swap(self, trainer: L.Trainer, pl_module: L.LightningModule, new: list[Tensor]) -> None:
-        masked = self.masked
-        revive = "original" if self.revive == "init" else self.revive  # "init": the remembered values are the initialisation's
-        dropped, revived, self._pruned_values = swap_topology(masked, new, self._pruned_values, revive)
+        masked = self._masked
+        revive: Revive = (
+            "original" if self.revive == "init" else self.revive
+        )  # "init": the remembered values are the initialisation's
+        dropped, revived, self._pruned_values = swap_topology(masked, new, self._values, revive)
         by_name = masked.by_name()
         for holder in topology_callbacks(trainer):  # pruning callbacks and those keeping a topology take the new one
             if holder is not self and holder.masked is not None:
@@ -447,14 +481,27 @@ class UnPruning(TopologyCallback):
     def extra_tensor_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {"before": [pack_mask(m) for m in self._before or []]}
         if self.mode == "gradual":
-            state["pruned_values"] = [v.detach().clone() for v in self._pruned_values]
+            state["pruned_values"] = [v.detach().clone() for v in self._values]
         return state
 
     def load_extra_tensor_state(self, state: dict[str, Any]) -> None:
-        params = self.masked.params
+        params = self._masked.params
         self._before = [unpack_mask(b, p.shape, p.device) for b, p in zip(state["before"], params)] or None
         values = state.get("pruned_values")
         self._pruned_values = None if values is None else [v.to(p.device, p.dtype) for v, p in zip(values, params)]
+
+    @property
+    def _score_fn(self) -> ScoreFn:
+        if self.score_fn is None:
+            raise RuntimeError('UnPruning(score="replay") re-derives the topology without scores.')
+        return self.score_fn
+
+    @property
+    def _values(self) -> list[Tensor]:
+        """The values of the pruned weights, once known (at fit start, or restored)."""
+        if self._pruned_values is None:
+            raise RuntimeError("UnPruning: the values of the pruned weights are not known yet (the fit has not started).")
+        return self._pruned_values
 
     def topology_masks(self) -> dict[str, Tensor]:
         """The kept masks after un-pruning, by parameter name."""
@@ -489,17 +536,18 @@ class UnPruning(TopologyCallback):
 
     def _reference_topology(self, path: Optional[str] = None) -> Optional[dict[str, Tensor]]:
         path = self.reference if path is None else path
+        assert path is not None and self._before is not None  # callers check `reference`; the topology is read at fit start
         weights = weights_from_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        names = [n for n in self.masked.names if canonical_name(n) in weights]
+        names = [n for n in self._masked.names if canonical_name(n) in weights]
         if not names:
-            raise ValueError(f"The reference {path!r} holds none of the pruned weights {self.masked.names[:5]}.")
-        position = {n: i for i, n in enumerate(self.masked.names)}
+            raise ValueError(f"The reference {path!r} holds none of the pruned weights {self._masked.names[:5]}.")
+        position = {n: i for i, n in enumerate(self._masked.names)}
         before = [self._before[position[n]] for n in names]
         w = [weights[canonical_name(n)].to(b.device) for n, b in zip(names, before)]
         kept = [t != 0 for t in w]
         if sum(int(k.sum()) for k in kept) <= sum(int(b.sum()) for b in before):
             return dict(zip(names, kept))
-        recipes = [cb.pruning_recipe() for cb in pruning_callbacks(self._trainer)]
+        recipes = pruning_recipes(self._trainer)
         if not recipes:
             masks = unpruned_masks([t.abs() for t in w], before, self._resolved["scope"], self._resolved["structured"])
         elif recipes[0].needs_network:

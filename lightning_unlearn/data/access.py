@@ -19,7 +19,8 @@ Errors name the part that asked and both ways to provide the data.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Optional
+from collections.abc import Iterable, Iterator
+from typing import Any, Optional
 
 import lightning as L
 import torch
@@ -50,8 +51,15 @@ _HOW = (
 
 #: Input/label key pairs tried, in order, on dict items and batches when none are declared.
 DEFAULT_KEYS: tuple[tuple[str, str], ...] = (
-    ("input", "label"), ("image", "label"), ("x", "y"), ("inputs", "labels"), ("images", "labels"),
-    ("input", "target"), ("image", "target"), ("pixel_values", "labels"), ("data", "target"),
+    ("input", "label"),
+    ("image", "label"),
+    ("x", "y"),
+    ("inputs", "labels"),
+    ("images", "labels"),
+    ("input", "target"),
+    ("image", "target"),
+    ("pixel_values", "labels"),
+    ("data", "target"),
 )
 
 
@@ -104,7 +112,9 @@ def batch_xy(batch: Any, keys: Optional[tuple[str, str]] = None, who: str = "the
     )
 
 
-def unlearning_data(trainer: Optional[L.Trainer], override: Optional[UnlearningDataModule] = None) -> Optional[UnlearningDataModule]:
+def unlearning_data(
+    trainer: Optional[L.Trainer], override: Optional[UnlearningDataModule] = None
+) -> Optional[UnlearningDataModule]:
     """The :class:`UnlearningDataModule` of a fit: ``override`` when given, else the trainer's
     datamodule when it is one, else ``None``."""
     if override is not None:
@@ -127,7 +137,8 @@ def require_unlearning_data(
     if data is None:
         raise ValueError(
             f"{who} needs the forget/retain split, but the trainer was given {_given(trainer)}: {_HOW}"
-            + (f", {alternative}" if alternative else "") + "."
+            + (f", {alternative}" if alternative else "")
+            + "."
         )
     return data
 
@@ -164,8 +175,9 @@ class _Converted:
         return len(self.loader)  # type: ignore[arg-type]
 
 
-def forget_batches(trainer: Optional[L.Trainer], who: str, dataloader: Optional[Iterable] = None,
-                   train_transforms: bool = False) -> Iterable:
+def forget_batches(
+    trainer: Optional[L.Trainer], who: str, dataloader: Optional[Iterable] = None, train_transforms: bool = False
+) -> Iterable:
     """Forget-set ``(x, y)`` batches: the :class:`UnlearningDataModule`'s ``forget_dataloader()``
     (dataset order, test-time transforms; with ``train_transforms`` the forget examples as
     training reads them, in batches of ``forget_batch_size``), else ``dataloader``; converted to
@@ -200,7 +212,11 @@ def _xy(batch: Any, who: str, keys: Optional[tuple[str, str]] = None) -> tuple[T
 
 
 def retain_batches(
-    trainer: L.Trainer, count: int, seed: int, device: torch.device, who: str = "Scoring",
+    trainer: L.Trainer,
+    count: int,
+    seed: int,
+    device: torch.device,
+    who: str = "Scoring",
     dataloader: Optional[Iterable] = None,
 ) -> list[tuple[Tensor, Tensor]]:
     """Up to ``count`` retained ``(x, y)`` batches on ``device`` (converted to the fit's precision,
@@ -217,7 +233,7 @@ def retain_batches(
     with torch.random.fork_rng(devices=[]):
         if data is not None:
             retain = data.split("retain", eval_transforms=True)
-            sampler = RandomSampler(retain, generator=torch.Generator().manual_seed(seed))
+            sampler = RandomSampler(retain, generator=torch.Generator().manual_seed(seed))  # type: ignore[arg-type]
             loader: Iterable = data.make_loader(retain, data.eval_batch_size, sampler=sampler, workers=False)
         elif dataloader is not None:
             loader = dataloader
@@ -265,7 +281,7 @@ def retain_stream(
     data = unlearning_data(trainer)
     if data is not None:
         retain = data.split("retain")
-        sampler = SeededBatchSampler(len(retain), data.batch_size, seed, start, trainer.world_size, trainer.global_rank)
+        sampler = SeededBatchSampler(len(retain), data.batch_size, seed, start, trainer.world_size, trainer.global_rank)  # type: ignore[arg-type]
         batches: Iterable = data.make_loader(retain, batch_sampler=sampler)
     elif dataloader is not None:
         batches = cycle(dataloader, start)

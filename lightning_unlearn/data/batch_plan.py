@@ -19,7 +19,8 @@ order, forget batches before retain batches.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterator, Literal, Optional
+from collections.abc import Callable, Iterator
+from typing import Any, Literal, Optional
 
 import torch
 from torch import Tensor
@@ -60,8 +61,15 @@ class OnePassPlan(Sampler[tuple[int, ...]]):
         [0, 1, 2, 3, 4, 5, 6]
     """
 
-    def __init__(self, forget_size: int, retain_size: int, batch_size: int, forget_batch_size: int,
-                 plan: Plan = "sequential", seed: int = 0) -> None:
+    def __init__(
+        self,
+        forget_size: int,
+        retain_size: int,
+        batch_size: int,
+        forget_batch_size: int,
+        plan: Plan = "sequential",
+        seed: int = 0,
+    ) -> None:
         if plan not in ONE_PASS_PLANS:
             raise ValueError(f"`plan` must be one of {ONE_PASS_PLANS}, got {plan!r}.")
         if min(batch_size, forget_batch_size) < 1 or min(forget_size, retain_size) < 0:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Iterator, Optional, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any, Optional
 
 import lightning as L
 import torch
@@ -13,9 +14,8 @@ from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler, Subset
 
 from lightning_unlearn.data.batch_plan import ONE_PASS_PLANS, OnePassPlan, PlannedBatches
-from lightning_unlearn.data.samplers import EpochShuffleSampler
-
 from lightning_unlearn.data.requests import as_requests, resolve_requests
+from lightning_unlearn.data.samplers import EpochShuffleSampler
 from lightning_unlearn.data.spec import ForgetSpec, fingerprint
 from lightning_unlearn.validation import check_int
 
@@ -106,8 +106,9 @@ class UnlearningDataModule(L.LightningDataModule):
             if forget is not None:
                 raise ValueError("Give `forget` (one request) or `requests` (a chain), not both.")
             self.requests = as_requests(requests)
-            self.step = check_int(step, "step", minimum=0, maximum=len(self.requests) - 1,
-                                  hint=f"the request served, 0..{len(self.requests) - 1}")
+            self.step = check_int(
+                step, "step", minimum=0, maximum=len(self.requests) - 1, hint=f"the request served, 0..{len(self.requests) - 1}"
+            )
             forget = self.requests[self.step]
         if forget is None:
             raise ValueError("`forget` is required: pass e.g. forget=ForgetSpec(classes=[3]) or ForgetSpec(ratio=0.1).")
@@ -129,10 +130,14 @@ class UnlearningDataModule(L.LightningDataModule):
         self.num_workers = check_int(num_workers, "num_workers", minimum=0, hint="0 loads in the main process")
         self.shuffle_seed = check_int(shuffle_seed, "shuffle_seed")
         if keys is not None and (
-            not isinstance(keys, (tuple, list)) or len(keys) != 2 or not all(isinstance(k, str) and k for k in keys)
+            not isinstance(keys, (tuple, list))
+            or len(keys) != 2
+            or not all(isinstance(k, str) and k for k in keys)
             or keys[0] == keys[1]
         ):
-            raise ValueError(f"`keys` must be None or two different key names (input, label), got {keys!r}: e.g. keys=('image', 'label').")
+            raise ValueError(
+                f"`keys` must be None or two different key names (input, label), got {keys!r}: e.g. keys=('image', 'label')."
+            )
         self.keys = None if keys is None else (keys[0], keys[1])
         for name, dataset in (("train", train), ("test", test), ("val", val), ("train_eval", train_eval)):
             if dataset is not None and not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
@@ -217,19 +222,25 @@ class UnlearningDataModule(L.LightningDataModule):
         if self._source is None:
             self.train_set, self.test_set, self.val_set, self.train_eval_set = (
                 None if dataset is None else checked_dataset(dataset, name, self.keys)
-                for name, dataset in (("train", self.train_set), ("test", self.test_set), ("val", self.val_set),
-                                      ("train_eval", self.train_eval_set))
+                for name, dataset in (
+                    ("train", self.train_set),
+                    ("test", self.test_set),
+                    ("val", self.val_set),
+                    ("train_eval", self.train_eval_set),
+                )
             )
             targets = dataset_targets(self.train_set, "train")
         else:  # the user's datasets stay as they are: their collate_fn reads them
-            for name, dataset, loader in (("train", self.train_set, self._source.train),
-                                          ("test", self.test_set, self._source.test)):
+            for name, dataset, loader in (
+                ("train", self.train_set, self._source.train),
+                ("test", self.test_set, self._source.test),
+            ):
                 if len(dataset) == 0:
                     raise ValueError(f"The {name} set of {type(self._source.datamodule).__name__} is empty.")
                 _, label = self._source.xy_collate(loader)([dataset[0]])
                 _class_indices(torch.as_tensor(label), name)
             targets = dataset_targets(self.train_set, "train", collate_fn=self._source.xy_collate(self._source.train))
-        if self.train_eval_set is not None and len(self.train_eval_set) != len(self.train_set):
+        if self.train_eval_set is not None and len(self.train_eval_set) != len(self.train_set):  # type: ignore[arg-type]
             raise ValueError("`train_eval` must hold the same examples as `train` (same length, same order).")
         if self.requests is None:
             forget, earlier = self.forget.resolve(targets), []
@@ -287,7 +298,7 @@ class UnlearningDataModule(L.LightningDataModule):
 
     def pass_batches(self, name: str) -> int:
         """Batches in one training pass over split ``name``."""
-        return math.ceil(len(self.split(name)) / self.training_batch_sizes()[name])
+        return math.ceil(len(self.split(name)) / self.training_batch_sizes()[name])  # type: ignore[arg-type]
 
     def longest_split(self, inputs: tuple[str, ...]) -> str:
         """The split of ``inputs`` with the most training batches per pass (ties: ``"retain"``):
@@ -310,8 +321,14 @@ class UnlearningDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ loaders
     def make_loader(
-        self, dataset: Dataset, batch_size: Optional[int] = None, sampler: Optional[Sampler] = None,
-        batch_sampler: Optional[Sampler] = None, *, workers: bool = True, evaluation: bool = False,
+        self,
+        dataset: Dataset,
+        batch_size: Optional[int] = None,
+        sampler: Optional[Sampler] = None,
+        batch_sampler: Optional[Sampler] = None,
+        *,
+        workers: bool = True,
+        evaluation: bool = False,
         batched: bool = False,
     ) -> DataLoader:
         """A DataLoader of ``(x, y)`` batches over ``dataset`` (a split or a set of this datamodule)
@@ -338,7 +355,7 @@ class UnlearningDataModule(L.LightningDataModule):
         return self.make_loader(dataset, batch_size, sampler, evaluation=sampler is None)
 
     def _shuffled(self, dataset: Dataset, batch_size: int, stream: int, num_samples: Optional[int] = None) -> DataLoader:
-        sampler = EpochShuffleSampler(len(dataset), num_samples, seed=self.shuffle_seed * 1000 + stream)
+        sampler = EpochShuffleSampler(len(dataset), num_samples, seed=self.shuffle_seed * 1000 + stream)  # type: ignore[arg-type]
         return self.make_loader(dataset, batch_size, sampler)
 
     def _user_retain_loader(self) -> DataLoader:
@@ -350,14 +367,27 @@ class UnlearningDataModule(L.LightningDataModule):
         options.setdefault("persistent_workers", self.num_workers > 0)
         batch_sampler = user.batch_sampler
         if batch_sampler is not None and not _default_batch_sampler(batch_sampler, user.sampler):
-            return DataLoader(self.train_set, batch_sampler=_KeptBatches(batch_sampler, keep),
-                              num_workers=self.num_workers, **options)
+            return DataLoader(
+                self.train_set, batch_sampler=_KeptBatches(batch_sampler, keep), num_workers=self.num_workers, **options
+            )
         if not isinstance(user.sampler, (RandomSampler, SequentialSampler)):
-            return DataLoader(self.train_set, batch_size=self.batch_size, sampler=_KeptIndices(user.sampler, keep),
-                              drop_last=user.drop_last, num_workers=self.num_workers, **options)
+            return DataLoader(
+                self.train_set,
+                batch_size=self.batch_size,
+                sampler=_KeptIndices(user.sampler, keep),
+                drop_last=user.drop_last,
+                num_workers=self.num_workers,
+                **options,
+            )
         sampler = EpochShuffleSampler(len(self.retain_indices), seed=self.shuffle_seed * 1000 + 2)
-        return DataLoader(self.split("retain"), batch_size=self.batch_size, sampler=sampler, drop_last=user.drop_last,
-                          num_workers=self.num_workers, **options)
+        return DataLoader(
+            self.split("retain"),
+            batch_size=self.batch_size,
+            sampler=sampler,
+            drop_last=user.drop_last,
+            num_workers=self.num_workers,
+            **options,
+        )
 
     def train_dataloader(self) -> Any:
         module = self.trainer.lightning_module if self.trainer is not None else None
@@ -380,7 +410,7 @@ class UnlearningDataModule(L.LightningDataModule):
         if epoch_split not in inputs:
             raise ValueError(f"`epoch_split` {epoch_split!r} must be one of the method's inputs {inputs} or {LONGEST!r}.")
         sizes = self.training_batch_sizes()
-        steps = math.ceil(len(self.split(epoch_split)) / sizes[epoch_split])
+        steps = math.ceil(len(self.split(epoch_split)) / sizes[epoch_split])  # type: ignore[arg-type]
         loaders = {}
         for name in inputs:
             stream = 1 + SPLITS.index(name)
@@ -399,8 +429,14 @@ class UnlearningDataModule(L.LightningDataModule):
         if plan not in ONE_PASS_PLANS:
             raise ValueError(f"`batch_plan` must be one of {ONE_PASS_PLANS} (or None for paired batches), got {plan!r}.")
         forget, retain = self.split("forget"), self.split("retain")
-        sampler = OnePassPlan(len(forget), len(retain), self.batch_size, self.forget_batch_size, plan,
-                              seed=self.shuffle_seed * 1000 + 3)
+        sampler = OnePassPlan(
+            len(forget),
+            len(retain),
+            self.batch_size,
+            self.forget_batch_size,
+            plan,
+            seed=self.shuffle_seed * 1000 + 3,  # type: ignore[arg-type]
+        )
         collate = self._source.xy_collate(self._source.train) if self._source is not None else None
         return self.make_loader(PlannedBatches(forget, retain, collate), sampler=sampler, batched=True)
 
@@ -511,7 +547,7 @@ def dataset_targets(dataset: Dataset, name: str = "dataset", collate_fn: Optiona
     targets = getattr(dataset, "targets", None)
     if targets is None and hasattr(dataset, "tensors") and len(dataset.tensors) >= 2:
         targets = dataset.tensors[1]
-    if targets is not None and len(targets) == len(dataset):
+    if targets is not None and len(targets) == len(dataset):  # type: ignore[arg-type]
         return _class_indices(torch.as_tensor(targets), name)
     options = {} if collate_fn is None else {"collate_fn": collate_fn}
     labels = [torch.as_tensor(batch[1]) for batch in DataLoader(dataset, batch_size=512, **options)]
@@ -548,7 +584,7 @@ class _KeyedItems(Dataset):
         self.dataset, self.keys = dataset, keys
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
         item = self.dataset[index]
@@ -565,7 +601,7 @@ def checked_dataset(dataset: Dataset, name: str, keys: Optional[tuple[str, str]]
     """
     if isinstance(dataset, _KeyedItems):
         return dataset
-    if len(dataset) == 0:
+    if len(dataset) == 0:  # type: ignore[arg-type]
         raise ValueError(f"`{name}` is empty: pass a dataset with at least one example.")
     item = dataset[0]
     if isinstance(item, dict):
@@ -586,8 +622,12 @@ def checked_dataset(dataset: Dataset, name: str, keys: Optional[tuple[str, str]]
     # layout F.cross_entropy takes with (batch, classes, positions) logits. One-hot rows are then
     # refused by dataset_targets, which reads the request's (N,) labels.
     sequence = label is not None and label.ndim >= 1 and label.numel() > 1 and not label.is_floating_point()
-    if label is None or label.dtype == torch.bool or label.is_complex() or (label.numel() != 1 and not sequence) or (
-        label.is_floating_point() and float(label) != round(float(label))
+    if (
+        label is None
+        or label.dtype == torch.bool
+        or label.is_complex()
+        or (label.numel() != 1 and not sequence)
+        or (label.is_floating_point() and float(label) != round(float(label)))
     ):
         shown = tuple(label.shape) if label is not None and label.numel() != 1 else repr(item[1])[:40]
         raise ValueError(
@@ -618,8 +658,14 @@ class _Source:
     OPTIONS = ("pin_memory", "timeout", "worker_init_fn", "multiprocessing_context", "pin_memory_device")
     WORKER_OPTIONS = ("persistent_workers", "prefetch_factor")
 
-    def __init__(self, datamodule: L.LightningDataModule, train: DataLoader, test: DataLoader,
-                 keys: Optional[tuple[str, str]], has_val: bool) -> None:
+    def __init__(
+        self,
+        datamodule: L.LightningDataModule,
+        train: DataLoader,
+        test: DataLoader,
+        keys: Optional[tuple[str, str]],
+        has_val: bool,
+    ) -> None:
         self.datamodule, self.train, self.test, self.keys, self.has_val = datamodule, train, test, keys, has_val
 
     def settings(self, loader: DataLoader, workers: bool) -> dict[str, Any]:
@@ -706,7 +752,9 @@ def _wrap(
             " needs held-out data (test accuracy, MIA-efficacy)."
         )
     if not isinstance(test_loader, DataLoader):
-        raise ValueError(f"The held-out loader of {type(datamodule).__name__} must be one DataLoader, got {type(test_loader).__name__}.")
+        raise ValueError(
+            f"The held-out loader of {type(datamodule).__name__} must be one DataLoader, got {type(test_loader).__name__}."
+        )
     kwargs = {k: v for k, v in kwargs.items() if v is not None or k not in ("batch_size", "num_workers")}
     kwargs.setdefault("batch_size", train_loader.batch_size or getattr(train_loader.batch_sampler, "batch_size", None) or 128)
     kwargs.setdefault("num_workers", train_loader.num_workers)
@@ -750,10 +798,17 @@ class WrappedDataModule(UnlearningDataModule):
         num_workers: Optional[int] = None,
         shuffle_seed: int = 0,
     ) -> None:
-        train, test, kwargs = _wrap(datamodule, input_key, target_key, {
-            "batch_size": batch_size, "eval_batch_size": eval_batch_size, "num_workers": num_workers,
-            "shuffle_seed": shuffle_seed,
-        })
+        train, test, kwargs = _wrap(
+            datamodule,
+            input_key,
+            target_key,
+            {
+                "batch_size": batch_size,
+                "eval_batch_size": eval_batch_size,
+                "num_workers": num_workers,
+                "shuffle_seed": shuffle_seed,
+            },
+        )
         if kwargs.get("eval_batch_size") is None:
             kwargs.pop("eval_batch_size")
         super().__init__(train=train, test=test, forget=forget, **kwargs)

@@ -49,8 +49,11 @@ class DigitsDataModule(UnlearningDataModule):
         self.test_fraction = check_fraction(test_fraction, "test_fraction", allow_one=False, hint="e.g. 0.2 for 20 % held out")
         self.split_seed = check_int(split_seed, "split_seed", hint="the seed of the train/test split, e.g. 0")
         super().__init__(
-            forget=forget, batch_size=batch_size, forget_batch_size=forget_batch_size,
-            eval_batch_size=eval_batch_size, num_workers=num_workers,
+            forget=forget,
+            batch_size=batch_size,
+            forget_batch_size=forget_batch_size,
+            eval_batch_size=eval_batch_size,
+            num_workers=num_workers,
             shuffle_seed=shuffle_seed,
         )
         self._ensure_loaded()

@@ -66,8 +66,11 @@ class FashionMNISTDataModule(UnlearningDataModule):
             for n, v in (("train_size", train_size), ("test_size", test_size))
         )
         super().__init__(
-            forget=forget, batch_size=batch_size, forget_batch_size=forget_batch_size,
-            eval_batch_size=eval_batch_size, num_workers=num_workers,
+            forget=forget,
+            batch_size=batch_size,
+            forget_batch_size=forget_batch_size,
+            eval_batch_size=eval_batch_size,
+            num_workers=num_workers,
             shuffle_seed=shuffle_seed,
         )
 
@@ -119,6 +122,6 @@ def _read_idx(path: Path) -> Tensor:
     with gzip.open(path, "rb") as handle:
         raw = handle.read()
     ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    data = torch.frombuffer(bytearray(raw[4 + 4 * ndim:]), dtype=torch.uint8)
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    data = torch.frombuffer(bytearray(raw[4 + 4 * ndim :]), dtype=torch.uint8)
     return data.reshape(dims)

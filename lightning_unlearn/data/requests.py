@@ -17,7 +17,8 @@ Pure torch (layer 1, no Lightning): :func:`resolve_requests` is what
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Any, Iterable, Iterator, Optional
+from collections.abc import Iterable, Iterator
+from typing import Any, Optional
 
 import torch
 from torch.utils.data import Sampler
@@ -61,7 +62,7 @@ class SeededBatchSampler(Sampler[list[int]]):
             if p != order_pass:
                 generator = torch.Generator().manual_seed(self.seed * 1_000_003 + p)
                 order, order_pass = torch.randperm(self.size, generator=generator), p
-            yield order[i * self.batch_size:(i + 1) * self.batch_size].tolist()
+            yield order[i * self.batch_size : (i + 1) * self.batch_size].tolist()
 
 
 def cycle(loader: Iterable, skip: int = 0) -> Iterator[Any]:

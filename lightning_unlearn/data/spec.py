@@ -50,7 +50,9 @@ class ForgetSpec:
                 " e.g. ForgetSpec(classes=[3]) or ForgetSpec(ratio=0.1, seed=0)."
             )
         if self.ratio is not None:
-            object.__setattr__(self, "ratio", check_fraction(self.ratio, "ratio", allow_one=False, hint="pass e.g. ratio=0.1 for 10 %"))
+            object.__setattr__(
+                self, "ratio", check_fraction(self.ratio, "ratio", allow_one=False, hint="pass e.g. ratio=0.1 for 10 %")
+            )
         object.__setattr__(self, "seed", check_int(self.seed, "seed", hint="the seed of the random draw, e.g. 0"))
         # frozen dataclass: normalise list-likes (tuples, tensors from YAML/CLI) to lists of ints.
         for name in ("indices", "classes"):
@@ -86,9 +88,7 @@ class ForgetSpec:
         if self.indices is not None:
             idx = torch.tensor(self.indices, dtype=torch.long)
             if idx.numel() and int(idx.min()) < 0:
-                raise ValueError(
-                    f"`indices` must be non-negative positions in the training set, got {int(idx.min())}."
-                )
+                raise ValueError(f"`indices` must be non-negative positions in the training set, got {int(idx.min())}.")
             if idx.numel() and int(idx.max()) >= n:
                 raise ValueError(
                     f"`indices` contains {int(idx.max())}, out of range for a training set of {n} examples:"
@@ -101,12 +101,10 @@ class ForgetSpec:
             present = set(torch.unique(targets).tolist())
             absent = sorted(set(self.classes) - present)
             if absent:
-                raise ValueError(
-                    f"`classes` {absent} do not occur in the training data (labels present: {sorted(present)})."
-                )
+                raise ValueError(f"`classes` {absent} do not occur in the training data (labels present: {sorted(present)}).")
             forget = torch.isin(targets, torch.tensor(self.classes, dtype=targets.dtype)).nonzero().flatten()
         else:
-            count = int(round(float(self.ratio) * n))
+            count = round(float(self.ratio) * n)
             generator = torch.Generator().manual_seed(self.seed)
             forget = torch.randperm(n, generator=generator)[:count].sort().values
         if forget.numel() == 0:
@@ -135,10 +133,14 @@ def _as_int_list(value: Any, name: str) -> list[int]:
         raise ValueError(f"`{name}` got a boolean array (a mask?), not positions: {fix}.")
     if isinstance(value, Tensor):
         if value.is_floating_point() or value.is_complex():
-            raise ValueError(f"`{name}` must hold integers, got a {value.dtype} tensor: convert with `.long()` if they are whole numbers.")
+            raise ValueError(
+                f"`{name}` must hold integers, got a {value.dtype} tensor: convert with `.long()` if they are whole numbers."
+            )
         return [int(v) for v in value.flatten().tolist()]
     if kind is not None and kind not in "iu":
-        raise ValueError(f"`{name}` must hold integers, got an array of dtype {value.dtype}: convert with `.astype(int)` if they are whole numbers.")
+        raise ValueError(
+            f"`{name}` must hold integers, got an array of dtype {value.dtype}: convert with `.astype(int)` if they are whole numbers."
+        )
     if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
         raise ValueError(f"`{name}` must be a list of integers, got {value!r} ({type(value).__name__}).")
     out = []

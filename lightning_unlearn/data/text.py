@@ -75,7 +75,8 @@ def ordinary_lines(count: int, seed: int) -> list[str]:
     rng = random.Random(seed)
     return [
         f"the {rng.choice(_ADJECTIVES)} {rng.choice(_NOUNS)} {rng.choice(_VERBS)} the {rng.choice(_ADJECTIVES)}"
-        f" {rng.choice(_NOUNS)}." for _ in range(count)
+        f" {rng.choice(_NOUNS)}."
+        for _ in range(count)
     ]
 
 

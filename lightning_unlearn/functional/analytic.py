@@ -65,8 +65,12 @@ class AnalyticMemory:
 
     def state(self) -> dict:
         """A plain dict (tensors on the CPU) for checkpoints."""
-        return {"R": self.inverse_autocorrelation.cpu(), "Q": self.cross_correlation.cpu(), "gamma": self.gamma,
-                "count": self.count}
+        return {
+            "R": self.inverse_autocorrelation.cpu(),
+            "Q": self.cross_correlation.cpu(),
+            "gamma": self.gamma,
+            "count": self.count,
+        }
 
     @classmethod
     def from_state(cls, state: dict) -> AnalyticMemory:
@@ -104,8 +108,9 @@ def analytic_memory(features: Tensor, labels: Tensor, num_classes: int, gamma: f
     gamma = check_float(gamma, "gamma", minimum=0.0, open_minimum=True, hint="the ridge regularisation, e.g. 1.0")
     x = augment(features)
     a = x.T @ x + gamma * torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
-    return AnalyticMemory(torch.cholesky_inverse(torch.linalg.cholesky(a)), x.T @ one_hot(labels, num_classes).to(x.device),
-                          gamma, len(x))
+    return AnalyticMemory(
+        torch.cholesky_inverse(torch.linalg.cholesky(a)), x.T @ one_hot(labels, num_classes).to(x.device), gamma, len(x)
+    )
 
 
 def forget_rows(memory: AnalyticMemory, features: Tensor, labels: Tensor, chunk_size: Optional[int] = None) -> AnalyticMemory:
@@ -150,9 +155,9 @@ def _woodbury(memory: AnalyticMemory, features: Tensor, labels: Tensor, sign: in
     step = x.shape[1] if chunk_size is None else check_int(chunk_size, "chunk_size", minimum=1)
     eye = torch.eye(min(step, len(x)), dtype=r.dtype, device=r.device)
     for start in range(0, len(x), step):
-        xc = x[start:start + step]
-        u = xc @ r                                          # k x d
-        s = eye[: len(xc), : len(xc)] + sign * (u @ xc.T)   # I -/+ X R X^T, k x k
+        xc = x[start : start + step]
+        u = xc @ r  # k x d
+        s = eye[: len(xc), : len(xc)] + sign * (u @ xc.T)  # I -/+ X R X^T, k x k
         if len(xc) == 1:  # Sherman-Morrison: a scalar, no factorisation
             if float(s) <= 0.0:
                 raise ValueError("The rank-1 downdate is not positive definite: the removed example was not in the memory.")
@@ -161,8 +166,10 @@ def _woodbury(memory: AnalyticMemory, features: Tensor, labels: Tensor, sign: in
         try:
             chol = torch.linalg.cholesky(0.5 * (s + s.T))
         except RuntimeError:
-            raise ValueError("The Woodbury downdate is not positive definite: the removed examples were not in the memory"
-                             " (or the memory is corrupt).") from None
+            raise ValueError(
+                "The Woodbury downdate is not positive definite: the removed examples were not in the memory"
+                " (or the memory is corrupt)."
+            ) from None
         r = r - sign * (u.T @ torch.cholesky_solve(u, chol))
         r = 0.5 * (r + r.T)
     q = q + sign * (x.T @ y)

@@ -9,7 +9,8 @@ Pure torch (no Lightning), the core of :class:`~lightning_unlearn.callbacks.Keep
 
 from __future__ import annotations
 
-from typing import Iterable, Optional, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -41,8 +42,9 @@ def consolidation_loss(logits: Tensor, target_probs: Tensor, temperature: float 
 
 
 @torch.no_grad()
-def teacher_probabilities(model: nn.Module, batches: Iterable, temperature: float = 1.0,
-                          device: Optional[torch.device] = None) -> Tensor:
+def teacher_probabilities(
+    model: nn.Module, batches: Iterable, temperature: float = 1.0, device: Optional[torch.device] = None
+) -> Tensor:
     """``softmax(model(x) / T)`` over every batch, in order, in eval mode (mode restored): the
     targets that keep the earlier forget sets where the previous step left them.
 
@@ -63,8 +65,12 @@ def teacher_probabilities(model: nn.Module, batches: Iterable, temperature: floa
 
 
 def consolidation_gradients(
-    model: nn.Module, params: Sequence[Parameter], x: Tensor, target_probs: Tensor,
-    weight: float = 1.0, temperature: float = 1.0,
+    model: nn.Module,
+    params: Sequence[Parameter],
+    x: Tensor,
+    target_probs: Tensor,
+    weight: float = 1.0,
+    temperature: float = 1.0,
 ) -> list[Optional[Tensor]]:
     """Gradients of ``weight * consolidation_loss(model(x), target_probs, T)`` w.r.t. ``params``
     (``None`` for unused ones), without touching ``.grad``; the model keeps its mode."""

@@ -13,8 +13,9 @@ The feature layer is named by a string:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator, Optional
+from typing import Optional
 
 from torch import Tensor, nn
 
@@ -22,9 +23,9 @@ __all__ = ["DEFAULT_FEATURE_LAYERS", "feature_tap", "forward_with_features", "re
 
 #: The penultimate layer of known networks, by class name (the input of their linear head).
 DEFAULT_FEATURE_LAYERS: dict[str, str] = {
-    "SmallCNN": "classifier:input",   # lightning_unlearn.models.SmallCNN: after pooling + flatten
-    "ResNet18": "fc:input",           # lightning_unlearn.models.ResNet18: average-pooled features
-    "ResNet": "fc:input",             # torchvision.models.ResNet (resnet18 ... resnet152): avgpool, flattened
+    "SmallCNN": "classifier:input",  # lightning_unlearn.models.SmallCNN: after pooling + flatten
+    "ResNet18": "fc:input",  # lightning_unlearn.models.ResNet18: average-pooled features
+    "ResNet": "fc:input",  # torchvision.models.ResNet (resnet18 ... resnet152): avgpool, flattened
 }
 
 
@@ -59,7 +60,9 @@ def resolve_feature_layer(model: nn.Module, layer: Optional[str] = None) -> tupl
         module = model.get_submodule(name) if name else model
     except AttributeError:
         names = [n for n, _ in model.named_modules() if n][:12]
-        raise ValueError(f"`feature_layer`={layer!r}: {type(model).__name__} has no submodule {name!r} (it has {names}...).") from None
+        raise ValueError(
+            f"`feature_layer`={layer!r}: {type(model).__name__} has no submodule {name!r} (it has {names}...)."
+        ) from None
     return name, module, where == "input"
 
 
@@ -85,7 +88,9 @@ def feature_tap(model: nn.Module, layer: Optional[str] = None) -> Iterator[Calla
 
     def read() -> Tensor:
         if "x" not in store:
-            raise ValueError(f"the feature layer of {type(model).__name__} was not reached by the forward pass: check `feature_layer`.")
+            raise ValueError(
+                f"the feature layer of {type(model).__name__} was not reached by the forward pass: check `feature_layer`."
+            )
         return store["x"].flatten(1)
 
     try:

@@ -23,8 +23,9 @@ hardness inside a request (:func:`request_hardness`). Pure torch (no Lightning).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Iterable, Optional, Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -155,7 +156,7 @@ def request_hardness(
             x, y = batch[0].to(device), batch[1].to(device)
             for start in range(0, len(y), chunk_size):
                 with torch.enable_grad():
-                    grads = per_sample(detached, x[start:start + chunk_size], y[start:start + chunk_size])
+                    grads = per_sample(detached, x[start : start + chunk_size], y[start : start + chunk_size])
                 dots = sum((grads[n].flatten(1).double() * g.flatten().double()).sum(1) for (n, _), g in zip(named, g_r))
                 norms = sum(grads[n].flatten(1).double().pow(2).sum(1) for n, _ in named).sqrt()
                 values.append(dots / (norms * r_norm).clamp_min(_EPS))
@@ -164,10 +165,15 @@ def request_hardness(
     kappa_i = torch.cat(values).cpu()
     quantiles = torch.quantile(kappa_i, torch.tensor([0.1, 0.5, 0.9], dtype=kappa_i.dtype))
     summary = Hardness(
-        kappa=kappa, forget_grad_norm=f_norm, retain_grad_norm=r_norm,
-        per_example_mean=float(kappa_i.mean()), per_example_median=float(quantiles[1]),
-        per_example_q10=float(quantiles[0]), per_example_q90=float(quantiles[2]),
-        fraction_positive=float((kappa_i > 0).double().mean()), forget_examples=len(kappa_i),
+        kappa=kappa,
+        forget_grad_norm=f_norm,
+        retain_grad_norm=r_norm,
+        per_example_mean=float(kappa_i.mean()),
+        per_example_median=float(quantiles[1]),
+        per_example_q10=float(quantiles[0]),
+        per_example_q90=float(quantiles[2]),
+        fraction_positive=float((kappa_i > 0).double().mean()),
+        forget_examples=len(kappa_i),
     )
     return summary, kappa_i
 
@@ -195,8 +201,9 @@ class HAMUStep:
     kappa: float
 
 
-def hamu_update(retain: Sequence[Tensor], forget: Sequence[Tensor], radius: float, constraint: float,
-                infeasible: str = "radius") -> HAMUStep:
+def hamu_update(
+    retain: Sequence[Tensor], forget: Sequence[Tensor], radius: float, constraint: float, infeasible: str = "radius"
+) -> HAMUStep:
     """HAMU-Q's update of a block: the step of length at most ``radius`` that raises the forget loss
     by at least ``constraint`` (first order) and lowers the retain loss most.
 

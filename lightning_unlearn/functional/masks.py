@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Callable, Iterable, Literal, Mapping, Optional, Sequence, Union
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Literal, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -39,11 +40,11 @@ from torch.optim import Optimizer
 from lightning_unlearn.validation import check_choice, check_fraction
 
 __all__ = [
+    "ROUNDINGS",
+    "SCOPES",
     "MaskedParameters",
     "ParameterFilter",
-    "ROUNDINGS",
     "Rounding",
-    "SCOPES",
     "Scope",
     "check_scope",
     "drop_and_regrow",
@@ -71,10 +72,12 @@ ROUNDINGS = ("round", "floor")
 ParameterFilter = Union[str, list[str], None]
 
 
-def check_scope(scope: Any, name: str = "scope") -> str:
+def check_scope(scope: Any, name: str = "scope") -> Scope:
     """Returns ``scope`` if it is ``"global"`` or ``"layer"``; raises a ValueError naming the fix otherwise."""
     return check_choice(
-        scope, name, SCOPES,
+        scope,
+        name,
+        SCOPES,
         hint="'global' treats all selected tensors together (one ranking, one vector), 'layer' each tensor on its own.",
     )
 
@@ -192,7 +195,10 @@ def expand_units(units: Sequence[Tensor], like: Sequence[Tensor], structured: bo
     """Entry masks from unit masks (a row's decision copied to all its entries)."""
     if not structured:
         return list(units)
-    return [u.reshape(t.shape[:1] + (1,) * (t.ndim - 1)).expand(t.shape).clone() if t.ndim else u.reshape(()) for u, t in zip(units, like)]
+    return [
+        u.reshape(t.shape[:1] + (1,) * (t.ndim - 1)).expand(t.shape).clone() if t.ndim else u.reshape(())
+        for u, t in zip(units, like)
+    ]
 
 
 def top_units(scores: Sequence[Tensor], density: float, scope: Scope) -> list[Tensor]:
@@ -224,9 +230,7 @@ def drop_and_regrow(masks: Sequence[Tensor], scores: Sequence[Tensor], tau: floa
         results = [_swap(m.flatten(), s.flatten(), tau) for m, s in zip(masks, scores)]
         return [new.view_as(m) for (new, _), m in zip(results, masks)], sum(n for _, n in results)
     device = masks[0].device
-    new, n = _swap(
-        torch.cat([m.flatten().to(device) for m in masks]), torch.cat([s.flatten().to(device) for s in scores]), tau
-    )
+    new, n = _swap(torch.cat([m.flatten().to(device) for m in masks]), torch.cat([s.flatten().to(device) for s in scores]), tau)
     parts = new.split([m.numel() for m in masks])
     return [p.view_as(m).to(m.device) for p, m in zip(parts, masks)], n
 
@@ -266,7 +270,9 @@ def grads_finite(grads: Sequence[Tensor]) -> bool:
     """Whether every entry of every gradient is finite (one fused reduction, one sync)."""
     if not grads:
         return True
-    return bool(torch.stack([n.float().to(grads[0].device) for n in torch._foreach_norm(list(grads), ord=math.inf)]).isfinite().all())
+    return bool(
+        torch.stack([n.float().to(grads[0].device) for n in torch._foreach_norm(list(grads), ord=math.inf)]).isfinite().all()
+    )
 
 
 # ---------------------------------------------------------------------------------- masked parameters

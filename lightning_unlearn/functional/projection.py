@@ -10,7 +10,8 @@ Pure torch, usable in any training loop::
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -49,7 +50,9 @@ def _stack(scalars: Sequence[Tensor]) -> Tensor:
 def check_tolerance(tolerance: Any) -> float:
     """Returns ``tolerance`` as a float >= 0; raises a ValueError naming the fix otherwise."""
     return check_float(
-        tolerance, "tolerance", minimum=0.0,
+        tolerance,
+        "tolerance",
+        minimum=0.0,
         hint="it is eps, the allowed first-order retain-loss increase per step (lr * eps); use 0.0 to forbid any increase.",
     )
 

@@ -14,9 +14,10 @@ The soft counterpart, l1 sparsity as a subgradient (:func:`l1_strength`,
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Literal, Optional, Sequence
+from typing import Literal, Optional, cast
 
 import torch
 import torch.nn.functional as F
@@ -38,10 +39,10 @@ from lightning_unlearn.validation import check_choice, check_fraction, check_int
 
 __all__ = [
     "L1_SCHEDULES",
-    "L1Schedule",
     "PRUNABLE_MODULES",
     "PRUNE_SUFFIX",
     "PRUNING_METHODS",
+    "L1Schedule",
     "PruningMethod",
     "PruningRecipe",
     "add_l1_subgradient",
@@ -195,9 +196,7 @@ def synflow_masks(
     """
     device = kept[0].device
     state = {
-        n: t.detach().abs().double()
-        for n, t in [*network.named_parameters(), *network.named_buffers()]
-        if t.is_floating_point()
+        n: t.detach().abs().double() for n, t in [*network.named_parameters(), *network.named_buffers()] if t.is_floating_point()
     }
     ones = torch.ones((1, *input_shape), dtype=torch.float64, device=device)
     kept = list(kept)
@@ -251,7 +250,7 @@ class PruningRecipe:
     scope: Scope = "global"
     rounds: int = 1
     seed: int = 0
-    input_shape: Optional[tuple[int, ...]] = None
+    input_shape: Optional[Sequence[int]] = None  # normalised to a tuple
     synflow_iterations: int = 100
 
     def __post_init__(self) -> None:
@@ -266,9 +265,13 @@ class PruningRecipe:
         if self.input_shape is not None:
             shape = self.input_shape
             if isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__") or not len(shape):
-                raise ValueError(f"`input_shape` must list positive sizes without the batch dimension, got {shape!r}: e.g. [1, 8, 8].")
-            dims = [check_int(d, "input_shape", minimum=1, hint="list positive sizes without the batch dimension, e.g. [1, 8, 8].")
-                    for d in shape]
+                raise ValueError(
+                    f"`input_shape` must list positive sizes without the batch dimension, got {shape!r}: e.g. [1, 8, 8]."
+                )
+            dims = [
+                check_int(d, "input_shape", minimum=1, hint="list positive sizes without the batch dimension, e.g. [1, 8, 8].")
+                for d in shape
+            ]
             set_(self, "input_shape", tuple(dims))
         set_(self, "structured", bool(self.structured))
         set_(self, "seed", check_int(self.seed, "seed"))
@@ -321,7 +324,9 @@ class PruningRecipe:
             return synflow_masks(network, names, kept, self.amount, shape, self.scope, self.structured, self.synflow_iterations)
         density = 1.0 - self.amount if density is None else density
         weights = [w * k for w, k in zip(weights, kept)]
-        return prune_to_density(pruning_scores(weights, self.method, self.seed), kept, density, self.scope, self.structured, self.reduce)
+        return prune_to_density(
+            pruning_scores(weights, self.method, self.seed), kept, density, self.scope, self.structured, self.reduce
+        )
 
 
 @torch.no_grad()
@@ -420,4 +425,6 @@ def add_l1_subgradient(params: Sequence[Tensor], gamma: float) -> None:
     with_grad = [p for p in params if p.grad is not None]
     if gamma == 0.0 or not with_grad:
         return
-    torch._foreach_add_([p.grad for p in with_grad], torch._foreach_sign([p.detach() for p in with_grad]), alpha=gamma)
+    torch._foreach_add_(
+        [cast(Tensor, p.grad) for p in with_grad], torch._foreach_sign([p.detach() for p in with_grad]), alpha=gamma
+    )

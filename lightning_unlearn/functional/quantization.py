@@ -13,7 +13,7 @@ quantised original: forgotten knowledge comes back.
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -50,8 +50,9 @@ def quantize_tensor(weight: Tensor, bits: int, dim: int = 0) -> Tensor:
     return out.movedim(0, dim).to(weight.dtype)
 
 
-def quantize_weights(model: nn.Module, bits: int = 8, *, inplace: bool = False,
-                     modules: Sequence[type] = QUANTIZED_MODULES) -> nn.Module:
+def quantize_weights(
+    model: nn.Module, bits: int = 8, *, inplace: bool = False, modules: Sequence[type] = QUANTIZED_MODULES
+) -> nn.Module:
     """A copy of ``model`` (``inplace=False``) whose conv and linear weights are fake-quantised
     per output channel to ``bits`` bits (see the module docstring). A weight pruned with
     ``torch.nn.utils.prune`` is quantised in ``weight_orig`` (its mask still applies).

@@ -17,7 +17,8 @@ The total objective is ``L_task + weight * L_rep``. Pure torch (no Lightning), w
 from __future__ import annotations
 
 import math
-from typing import Literal, Optional, Sequence
+from collections.abc import Sequence
+from typing import Literal, Optional
 
 import torch
 from torch import Tensor
@@ -56,8 +57,9 @@ def _value_and_slope(d: float, form: str, gamma: float) -> tuple[float, float]:
     return 1.0 / (gamma * d), -1.0 / (gamma * d * d)
 
 
-def repulsion_term(params: Sequence[Tensor], anchors: Sequence[Tensor], form: RepulsionForm = "inverse_l2",
-                   gamma: float = 1.0) -> tuple[Tensor, Tensor]:
+def repulsion_term(
+    params: Sequence[Tensor], anchors: Sequence[Tensor], form: RepulsionForm = "inverse_l2", gamma: float = 1.0
+) -> tuple[Tensor, Tensor]:
     """The differentiable term ``L_rep(d)`` and ``d`` (0-d float32 tensors; gradients flow to
     ``params``), for losses that add it themselves.
 
@@ -79,8 +81,9 @@ def repulsion_term(params: Sequence[Tensor], anchors: Sequence[Tensor], form: Re
     raise ValueError(f"`form` must be one of {REPULSION_FORMS}, got {form!r}.")
 
 
-def repulsion_loss(params: Sequence[Tensor], anchors: Sequence[Tensor], form: RepulsionForm = "inverse_l2",
-                   gamma: float = 1.0) -> float:
+def repulsion_loss(
+    params: Sequence[Tensor], anchors: Sequence[Tensor], form: RepulsionForm = "inverse_l2", gamma: float = 1.0
+) -> float:
     """The value of the repulsion term ``L_rep(d)`` (a float).
 
     Example::

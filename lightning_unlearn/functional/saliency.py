@@ -8,7 +8,8 @@ Pure torch, usable in any training loop::
 
 from __future__ import annotations
 
-from typing import Iterable, Literal, Optional, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -66,8 +67,10 @@ def weight_saliency(
                 x, y = batch[0].to(device), batch[1].to(device)
                 logits = model(x)
                 if not isinstance(logits, Tensor) or logits.ndim < 2 or (loss == "random_label" and logits.ndim != 2):
-                    raise ValueError("The saliency pass needs a forward returning (batch, classes) logits (or (batch, classes,"
-                                     " positions) for sequences with loss='cross_entropy'); wrap the network so it does.")
+                    raise ValueError(
+                        "The saliency pass needs a forward returning (batch, classes) logits (or (batch, classes,"
+                        " positions) for sequences with loss='cross_entropy'); wrap the network so it does."
+                    )
                 if loss == "random_label":
                     generator = torch.Generator(y.device).manual_seed(seed * 1_000_003 + index)
                     y = random_labels(y, logits.shape[1], True, generator)

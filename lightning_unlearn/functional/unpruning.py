@@ -23,8 +23,9 @@ from __future__ import annotations
 import importlib
 import math
 import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Literal, Mapping, Optional, Sequence, Union
+from typing import Literal, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -57,10 +58,10 @@ from lightning_unlearn.validation import check_choice, check_int
 
 __all__ = [
     "REVIVE",
+    "UNPRUNING_SCORES",
     "Revive",
     "ScoreContext",
     "ScoreFn",
-    "UNPRUNING_SCORES",
     "apply_unpruning",
     "gradient_score",
     "is_row_structured",
@@ -176,7 +177,9 @@ def resolve_score(score: str) -> ScoreFn:
         return UNPRUNING_SCORES[score]
     module_name, _, attribute = score.rpartition(".")
     if not module_name:
-        raise ValueError(f"Unknown `score` {score!r}: use one of {sorted(UNPRUNING_SCORES)} or a dotted path 'package.module.function'.")
+        raise ValueError(
+            f"Unknown `score` {score!r}: use one of {sorted(UNPRUNING_SCORES)} or a dotted path 'package.module.function'."
+        )
     try:
         fn = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as err:
@@ -326,7 +329,9 @@ def replay_lottery_masks(
                 try:
                     x, y = next(stream)
                 except StopIteration:
-                    raise ValueError(f"replay_lottery_masks needs {rounds * steps_per_round} batches; the stream ended early.") from None
+                    raise ValueError(
+                        f"replay_lottery_masks needs {rounds * steps_per_round} batches; the stream ended early."
+                    ) from None
                 opt.zero_grad(set_to_none=True)
                 with torch.enable_grad():
                     F.cross_entropy(functional_call(network, state, (x,)), y).backward()
@@ -353,7 +358,9 @@ def replay_lottery_masks(
 
 
 # ---------------------------------------------------------------------------------- topology
-def unpruned_masks(scores: Sequence[Tensor], masks: Sequence[Tensor], scope: Scope = "global", structured: bool = False) -> list[Tensor]:
+def unpruned_masks(
+    scores: Sequence[Tensor], masks: Sequence[Tensor], scope: Scope = "global", structured: bool = False
+) -> list[Tensor]:
     """The retain-driven topology ``M'``: the top-scored units (entries, or rows summed when
     ``structured``) at the sparsity of ``masks``: the same number of kept units in total
     (``scope="global"``) or in each tensor (``"layer"``). Ties: lower position first.
@@ -374,8 +381,12 @@ def unpruned_masks(scores: Sequence[Tensor], masks: Sequence[Tensor], scope: Sco
 
 
 def regrow_toward(
-    masks: Sequence[Tensor], target: Sequence[Tensor], scores: Sequence[Tensor], turnover: float,
-    scope: Scope = "global", structured: bool = False,
+    masks: Sequence[Tensor],
+    target: Sequence[Tensor],
+    scores: Sequence[Tensor],
+    turnover: float,
+    scope: Scope = "global",
+    structured: bool = False,
 ) -> list[Tensor]:
     """One gradual step from ``masks`` towards ``target`` at constant sparsity: in each group
     (all tensors for ``scope="global"``, each tensor for ``"layer"``), of the ``d`` units kept but
@@ -394,7 +405,9 @@ def regrow_toward(
         n = min(math.ceil(turnover * d), sum(int(m.sum()) for m in grow))
         size = sum(units[i].numel() for i in group)
         out = _lowest(drop, [units[i] for i in group], n, size)
-        up = top_units([torch.where(g, units[i], torch.full_like(units[i], -math.inf)) for g, i in zip(grow, group)], n / size, "global")
+        up = top_units(
+            [torch.where(g, units[i], torch.full_like(units[i], -math.inf)) for g, i in zip(grow, group)], n / size, "global"
+        )
         for j, i in enumerate(group):
             new[i] = (new[i] & ~(out[j] & drop[j])) | (up[j] & grow[j])
     return expand_units(new, masks, structured)

@@ -36,11 +36,12 @@ def head_of(network: nn.Module, name: Optional[str] = None) -> tuple[str, nn.Lin
 
 
 @register(
-    "acu", kind="method",
+    "acu",
+    kind="method",
     cost="no optimiser step: 1 F per D_f sample (+ per D_r sample once, when the network has no memory yet), then"
-         " O(d^2) per removed sample (Woodbury downdate); no gradient",
+    " O(d^2) per removed sample (Woodbury downdate); no gradient",
     paper="Tang et al., ACU: Analytic Continual Unlearning for Efficient and Exact Forgetting with Privacy Preservation,"
-          " arXiv 2505.12239, 2025",
+    " arXiv 2505.12239, 2025",
 )
 class ACU(OneShotEdit):
     """Analytic Continual Unlearning (Tang et al., 2025): exact, gradient-free unlearning of the head.
@@ -141,11 +142,11 @@ class ACU(OneShotEdit):
         features = self._head_input(x)
         if self.memory is None:  # the learning phase sees the whole training set
             rows = augment(features).cpu()
-            self.statistics["xx"] += rows.T @ rows
-            self.statistics["xy"] += rows.T @ one_hot(y.cpu(), self._head.out_features)
+            self._stats["xx"] += rows.T @ rows
+            self._stats["xy"] += rows.T @ one_hot(y.cpu(), self._head.out_features)
         if split == "forget":
-            self.statistics["forget_x"].append(features.detach().double().cpu())
-            self.statistics["forget_y"].append(y.detach().cpu())
+            self._stats["forget_x"].append(features.detach().double().cpu())
+            self._stats["forget_y"].append(y.detach().cpu())
         return torch.zeros((), device=x.device)
 
     def apply_edit(self, statistics: Statistics, counts: PassCounts) -> dict[str, float]:

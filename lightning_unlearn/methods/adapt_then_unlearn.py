@@ -12,16 +12,17 @@ from lightning_unlearn.data.access import convert_input, require_unlearning_data
 from lightning_unlearn.functional.repulsion import REPULSION_FORMS, RepulsionForm, repulsion_term
 from lightning_unlearn.methods.base import Batch
 from lightning_unlearn.methods.teachers import TeacherStudentMethod
+from lightning_unlearn.models.network import copy_network
 from lightning_unlearn.registry import register
 from lightning_unlearn.validation import check_choice, check_float, check_int
-from lightning_unlearn.models.network import copy_network
 
 
 @register(
-    "adapt_then_unlearn", kind="method",
+    "adapt_then_unlearn",
+    kind="method",
     cost="stage 1 (once): adapt_epochs passes of F/B over D_f on a copy; stage 2: 1 F/B on a D_r batch + O(#params) repulsion",
     paper="Tiwary, Guha, Panda, Prathosh, Adapt then Unlearn: Exploring Parameter Space Semantics for Unlearning in"
-          " Generative Adversarial Networks, TMLR 2025 (atriguha/Adapt_Unlearn)",
+    " Generative Adversarial Networks, TMLR 2025 (atriguha/Adapt_Unlearn)",
 )
 class AdaptThenUnlearn(TeacherStudentMethod):
     """Adapt-then-Unlearn (Tiwary, Guha, Panda & Prathosh, TMLR 2025), for a classifier.
@@ -131,7 +132,7 @@ class AdaptThenUnlearn(TeacherStudentMethod):
         data = require_unlearning_data(self.trainer, "AdaptThenUnlearn (stage 1 adapts a copy on the forget set)")
         forget = data.split("forget")
         generator = torch.Generator().manual_seed(self.seed)
-        loader = data.make_loader(forget, data.forget_batch_size, RandomSampler(forget, generator=generator))
+        loader = data.make_loader(forget, data.forget_batch_size, RandomSampler(forget, generator=generator))  # type: ignore[arg-type]
         network.train().requires_grad_(True)
         optimizer = torch.optim.SGD(network.parameters(), lr=self.adapt_lr, momentum=0.9)
         with torch.enable_grad():
@@ -161,4 +162,3 @@ class AdaptThenUnlearn(TeacherStudentMethod):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         self._restored = checkpoint.get("adapt_then_unlearn_adapted")
-

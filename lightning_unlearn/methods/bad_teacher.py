@@ -38,6 +38,7 @@ def bad_teacher_loss(
     Returns:
         ``(loss, forget_kl, retain_kl)`` (the two batch means; ``retain_kl`` is 0 when empty).
     """
+
     def kl_to(teacher_logits: Tensor, student_logits: Tensor) -> Tensor:
         target = F.softmax(teacher_logits.float() / temperature, dim=1)
         return distillation_kl(student_logits, target, temperature).mean()
@@ -50,7 +51,9 @@ def bad_teacher_loss(
 
 
 @register(
-    "bad_teacher", kind="method", cost="1 F/B over D_f + retained samples, 1 teacher F per sample",
+    "bad_teacher",
+    kind="method",
+    cost="1 F/B over D_f + retained samples, 1 teacher F per sample",
     paper="Chundawat, Tarun, Mandal, Kankanhalli, AAAI 2023 (vikram2000b/bad-teaching-unlearning)",
 )
 class BadTeacher(TeacherStudentMethod):
@@ -165,7 +168,7 @@ class BadTeacher(TeacherStudentMethod):
         super().setup(stage)  # checks run here, before any callback changes a weight
         if stage != "fit":
             return
-        datamodule = self.trainer.datamodule
+        datamodule = self.trainer.datamodule  # type: ignore[attr-defined]
         x, _ = next(iter(datamodule.forget_dataloader()))
         check_logits(self.incompetent, sample_like(self.incompetent, x[:2]), datamodule.num_classes, "incompetent")
         forget_size = len(datamodule.forget_indices)
@@ -206,8 +209,12 @@ class BadTeacher(TeacherStudentMethod):
         x_f, x_r = batch["forget"][0], batch["retain"][0]
         student_f, student_r = self.forward_splits(batch)
         loss, forget_kl, retain_kl = bad_teacher_loss(
-            student_f, student_r, self.teacher_logits("incompetent", x_f), self.teacher_logits("competent", x_r),
-            self.forget_share, self.temperature,
+            student_f,
+            student_r,
+            self.teacher_logits("incompetent", x_f),
+            self.teacher_logits("competent", x_r),
+            self.forget_share,
+            self.temperature,
         )
         logs = {"forget_kl": forget_kl.detach(), "retain_kl": retain_kl.detach(), "retain_samples": float(len(x_r))}
         return loss, logs

@@ -76,7 +76,9 @@ class UnlearningMethod(ClassifierModule):
         weights = check_optional_path(weights, "weights", "the path of a state_dict or Lightning checkpoint")
         inplace = check_bool(inplace, "inplace")
         epoch_split = check_choice(
-            epoch_split or self.default_epoch_split, "epoch_split", (*self.unlearning_inputs, LONGEST),
+            epoch_split or self.default_epoch_split,
+            "epoch_split",
+            (*self.unlearning_inputs, LONGEST),
             f"the splits {type(self).__name__} trains on, or 'longest'",
         )
         network = model if inplace else copy_network(model)
@@ -85,7 +87,12 @@ class UnlearningMethod(ClassifierModule):
             load_weights(network, weights)  # strict: a file that does not fit leaves `network` untouched
             original = None if inplace else copy_network(network)  # the loaded original, kept for "before"
         super().__init__(
-            network, lr=lr, momentum=momentum, weight_decay=weight_decay, optimizer=optimizer, lr_scheduler=lr_scheduler,
+            network,
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
         )
         self.epoch_split = epoch_split
         # The untouched original, kept out of the module tree (not trained, not checkpointed).

@@ -11,7 +11,9 @@ from lightning_unlearn.registry import register
 
 
 @register(
-    "finetune", kind="method", cost="1 F/B on a D_r batch",
+    "finetune",
+    kind="method",
+    cost="1 F/B on a D_r batch",
     paper="Warnecke et al. 2023 / Jia et al., NeurIPS 2023 (OPTML Unlearn-Sparse FT baseline)",
 )
 class FineTune(UnlearningMethod):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +17,8 @@ from lightning_unlearn.validation import check_bool, check_float, check_int
 
 
 @register(
-    "fisher_forgetting", kind="method",
+    "fisher_forgetting",
+    kind="method",
     paper="Golatkar, Achille & Soatto, CVPR 2020 (Eternal Sunshine; OPTML `fisher_new`)",
     cost="no optimiser step: C per-sample F/B (C = classes) per D_r sample, one pass, then one edit",
 )
@@ -101,9 +103,9 @@ class FisherForgetting(OneShotEdit):
         inputs = x.repeat(num_logits, *([1] * (x.ndim - 1)))
         grads = list(per_sample_gradients(self.model, F.cross_entropy, inputs, classes, self.chunk_size).values())
         weights = logits.softmax(dim=1).T.reshape(-1).to(grads[0].dtype)  # p(c | x_i) in the same order
-        for acc, sq in zip(self.statistics["fisher"], torch._foreach_mul(grads, grads)):
+        for acc, sq in zip(self._stats["fisher"], torch._foreach_mul(grads, grads)):
             acc.add_(torch.tensordot(weights, sq, dims=1))  # sum_i sum_c p(c|x_i) * (d log p(c|x_i))^2
-        self.statistics["num_logits"] = int(num_logits)
+        self._stats["num_logits"] = int(num_logits)
         return F.cross_entropy(logits, y)
 
     def apply_edit(self, statistics: Statistics, counts: PassCounts) -> dict[str, float]:
@@ -112,8 +114,12 @@ class FisherForgetting(OneShotEdit):
         params = self.trainable_parameters()
         generator = torch.Generator(device=params[0].device).manual_seed(self.seed)
         fisher_noise_(
-            params, fisher, self.alpha, statistics["num_logits"],
-            self._forget_classes if self.head_reset else [], generator,
+            params,
+            fisher,
+            self.alpha,
+            statistics["num_logits"],
+            self._forget_classes if self.head_reset else [],
+            generator,
         )
         return {"fisher_mean": float(torch.stack([f.mean() for f in fisher]).mean())}
 
@@ -151,4 +157,3 @@ def fisher_noise_(
                 var = var * 10.0
             noise = torch.randn(p.shape, generator=generator, device=p.device, dtype=p.dtype)
             p.copy_(mu + var.sqrt() * noise)
-

@@ -11,7 +11,10 @@ from lightning_unlearn.registry import register
 
 
 @register(
-    "gradient_ascent", kind="method", cost="1 F/B on a D_f batch", class_labels=False,
+    "gradient_ascent",
+    kind="method",
+    cost="1 F/B on a D_f batch",
+    class_labels=False,
     paper="Thudi et al. 2022; Graves et al. 2021 (NegGrad); OPTML GA baseline",
 )
 class GradientAscent(UnlearningMethod):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional, cast
 
 import torch
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor, nn
 
 from lightning_unlearn.functional.hardness import hamu_update, hardness_thresholds
@@ -15,10 +16,11 @@ from lightning_unlearn.validation import check_choice, check_float
 
 
 @register(
-    "hamu", kind="method",
+    "hamu",
+    kind="method",
     cost="2 F/B per step (a D_r batch and a D_f batch), a few fused reductions per parameter tensor",
     paper="Chen, Niu, Sim, Liu, Chen, Low, How Hard Can It Be? Hardness-Aware Multi-Objective Unlearning, ICML 2026"
-          " (aoi3142/HAMU, HAMU-Q)",
+    " (aoi3142/HAMU, HAMU-Q)",
 )
 class HAMU(UnlearningMethod):
     """HAMU-Q (Chen, Niu et al., ICML 2026): at every step, improve forgetting by a set amount at the
@@ -97,8 +99,11 @@ class HAMU(UnlearningMethod):
         self.constraint_ratio = check_float(constraint_ratio, "constraint_ratio", minimum=0.0, hint="B / lr, e.g. 0.5")
         self.scope = check_choice(scope, "scope", ("layer", "global"))
         self.infeasible = check_choice(infeasible, "infeasible", ("radius", "reference"))
-        self.radius = None if radius is None else check_float(radius, "radius", minimum=0.0, open_minimum=True,
-                                                              hint="a step length, or None: lr * ||g_r||")
+        self.radius = (
+            None
+            if radius is None
+            else check_float(radius, "radius", minimum=0.0, open_minimum=True, hint="a step length, or None: lr * ||g_r||")
+        )
         for name in ("momentum", "weight_decay", "optimizer"):
             if kwargs.get(name):
                 raise ValueError(f"HAMU applies its own step with plain SGD: drop `{name}`.")
@@ -115,7 +120,7 @@ class HAMU(UnlearningMethod):
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         splits = self._as_splits(batch)
         params = self.trainable_parameters()
-        optimizer = self.optimizers()
+        optimizer = cast(LightningOptimizer, self.optimizers())  # the one optimiser of configure_optimizers
         lr = float(optimizer.param_groups[0]["lr"])
         with eval_mode(self.model):  # frozen BatchNorm, as the reference
             retain_ce, logs = self.unlearning_loss(splits)
@@ -146,13 +151,21 @@ class HAMU(UnlearningMethod):
         optimizer.step()
         for config in self.trainer.lr_scheduler_configs:
             if config.interval == "step" or (self.trainer.is_last_batch and config.interval == "epoch"):
-                config.scheduler.step()
+                scheduler = config.scheduler
+                if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):  # a user factory's: steps on its monitor
+                    scheduler.step(self.trainer.callback_metrics[str(config.monitor)])
+                else:
+                    scheduler.step()
         kappa = _cos(g_r, g_f)
         n = max(len(branches), 1)
         values = {
-            "loss": retain_ce.detach(), "retain_ce": retain_ce.detach(), "forget_ce": logs["forget_ce"].detach(),
-            "kappa": torch.tensor(kappa), "direct": torch.tensor(branches.count("direct") / n),
-            "rectified": torch.tensor(branches.count("rectified") / n), "collateral": torch.tensor(collateral / n),
+            "loss": retain_ce.detach(),
+            "retain_ce": retain_ce.detach(),
+            "forget_ce": logs["forget_ce"].detach(),
+            "kappa": torch.tensor(kappa),
+            "direct": torch.tensor(branches.count("direct") / n),
+            "rectified": torch.tensor(branches.count("rectified") / n),
+            "collateral": torch.tensor(collateral / n),
         }
         self.log_dict({f"train/{k}": v for k, v in values.items()})
         return retain_ce.detach()
@@ -162,8 +175,11 @@ class HAMU(UnlearningMethod):
         """Each block's share of the constraint: proportional to ``||g_r,t|| ||g_f,t||``."""
         if len(blocks) == 1:
             return [1.0]
-        weights = [float(sum(g_r[i].double().pow(2).sum() for i in b)) ** 0.5 * float(sum(g_f[i].double().pow(2).sum() for i in b)) ** 0.5
-                   for b in blocks]
+        weights = [
+            float(sum(g_r[i].double().pow(2).sum() for i in b)) ** 0.5
+            * float(sum(g_f[i].double().pow(2).sum() for i in b)) ** 0.5
+            for b in blocks
+        ]
         total = sum(weights)
         return [w / total if total > 0 else 1.0 / len(blocks) for w in weights]
 

@@ -8,8 +8,8 @@ from typing import Any, ClassVar, Literal, Optional
 import torch
 from torch import Tensor, nn
 
-from lightning_unlearn.methods.base import Batch, UnlearningMethod
 from lightning_unlearn.functional.labels import random_labels
+from lightning_unlearn.methods.base import Batch, UnlearningMethod
 from lightning_unlearn.models.network import buffers_restored
 from lightning_unlearn.registry import register
 from lightning_unlearn.validation import check_bool, check_choice, check_float, check_int
@@ -35,7 +35,9 @@ class RetainWeight(nn.Module):
         eps: Adam's denominator offset.
     """
 
-    def __init__(self, init: float, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+    def __init__(
+        self, init: float, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+    ) -> None:
         super().__init__()
         self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, betas, eps
         self.register_buffer("value", torch.tensor(float(init)))
@@ -58,11 +60,12 @@ class RetainWeight(nn.Module):
         denom = exp_avg_sq.sqrt() / correction2.sqrt() + self.eps
         value = (self.value - self.lr / correction1 * exp_avg / denom).clamp_min(0.0)
         for buffer, new in ((self.value, value), (self.exp_avg, exp_avg), (self.exp_avg_sq, exp_avg_sq), (self.steps, steps)):
-            buffer.copy_(torch.where(valid, new, buffer))
+            buffer.copy_(torch.where(valid, new, buffer))  # type: ignore[operator]
 
 
 @register(
-    "implicit_gradient_surgery", kind="method",
+    "implicit_gradient_surgery",
+    kind="method",
     cost="eu: 1 F/B + 1 no-grad F on the same batch; eu_fast: 1 F/B",
     paper="Zhou et al., NeurIPS 2025 (EUPMU, implicit gradient surgery)",
 )
@@ -158,8 +161,12 @@ class ImplicitGradientSurgery(UnlearningMethod):
         lr: float = 3e-3,
         **kwargs: Any,
     ) -> None:
-        mode = check_choice(mode, "mode", ("eu", "eu_fast"), "'eu' (post-step measurement) or 'eu_fast' (next batch's retain loss)")
-        w_lr = check_float(w_lr, "w_lr", minimum=0.0, open_minimum=True, hint="the learning rate of the retain weight; the reference uses 1.0")
+        mode = check_choice(
+            mode, "mode", ("eu", "eu_fast"), "'eu' (post-step measurement) or 'eu_fast' (next batch's retain loss)"
+        )
+        w_lr = check_float(
+            w_lr, "w_lr", minimum=0.0, open_minimum=True, hint="the learning rate of the retain weight; the reference uses 1.0"
+        )
         if weight_init is None:
             weight_init = 0.0 if mode == "eu" else 1.0
         weight_init = check_float(weight_init, "weight_init", minimum=0.0, hint="the retain weight is clamped at 0")
@@ -189,7 +196,7 @@ class ImplicitGradientSurgery(UnlearningMethod):
             # first batch after an optimiser step: its retain loss is L_r(theta_{t+1})
             self._fast_update_step = self.global_step
             self._update_weight(self.pending_log_retain, self._log_retain)
-        w = self.retain_weight.value.clone()  # a constant in the backward
+        w = self.retain_weight.value.clone()  # type: ignore[operator]  # a constant in the backward
         loss = log_f + w * log_r if self.mode == "eu" else (w * log_r + log_f) / (1 + w)
         return loss, {"forget_random_ce": forget_ce.detach(), "retain_ce": retain_ce.detach(), "retain_weight": w}
 
@@ -197,7 +204,7 @@ class ImplicitGradientSurgery(UnlearningMethod):
         if self._step_at_batch is None or self.global_step == self._step_at_batch:
             return  # no optimiser step on this batch (gradient accumulation)
         if self.mode == "eu_fast":
-            self.pending_log_retain.copy_(self._log_retain)
+            self.pending_log_retain.copy_(self._log_retain)  # type: ignore[operator]
             return
         with torch.no_grad(), buffers_restored(self.model), self.trainer.precision_plugin.forward_context():
             _, logits_r = self.forward_splits(self._as_splits(batch))

@@ -16,7 +16,8 @@ from lightning_unlearn.validation import check_float, check_int
 
 
 @register(
-    "influence_unlearning", kind="method",
+    "influence_unlearning",
+    kind="method",
     paper="Koh & Liang, ICML 2017 (influence); Singh & Alistarh, NeurIPS 2020 (WoodFisher); OPTML `wfisher`",
     cost="no optimiser step: 1 F/B per D_f and D_r batch + N per-sample F/B, one pass, then an N x N solve",
 )
@@ -100,15 +101,15 @@ class InfluenceUnlearning(OneShotEdit):
         }
 
     def accumulate(self, split: str, x: Tensor, y: Tensor) -> Tensor:
-        sums, logged = self.statistics[split], []
+        sums, logged = self._stats[split], []
         k = 0
         if split == "retain":
-            filled = self.statistics["num_rows"]
-            k = min(len(x), self.statistics["rows"].shape[0] - filled)
+            filled = self._stats["num_rows"]
+            k = min(len(x), self._stats["rows"].shape[0] - filled)
         if k > 0:  # per-sample gradients of the first k samples: rows of G, and their sum
             grads = list(per_sample_gradients(self.model, F.cross_entropy, x[:k], y[:k], self.chunk_size).values())
-            self.statistics["rows"][filled:filled + k] = torch.cat([g.reshape(k, -1) for g in grads], dim=1)
-            self.statistics["num_rows"] = filled + k
+            self._stats["rows"][filled : filled + k] = torch.cat([g.reshape(k, -1) for g in grads], dim=1)
+            self._stats["num_rows"] = filled + k
             torch._foreach_add_(sums, [g.sum(dim=0) for g in grads])
             with torch.no_grad():
                 logged.append(F.cross_entropy(self.model(x[:k]), y[:k], reduction="sum"))

@@ -12,7 +12,9 @@ from lightning_unlearn.validation import check_fraction
 
 
 @register(
-    "neggrad_plus", kind="method", cost="1 F/B on paired D_r + D_f batches",
+    "neggrad_plus",
+    kind="method",
+    cost="1 F/B on paired D_r + D_f batches",
     paper="Kurmanji et al., NeurIPS 2023 (SCRUB paper's NegGrad+)",
 )
 class NegGradPlus(UnlearningMethod):

@@ -22,10 +22,11 @@ def sequence_log_likelihood(logits: Tensor, targets: Tensor) -> Tensor:
 
 
 @register(
-    "npo", kind="method", class_labels=False,
+    "npo",
+    kind="method",
+    class_labels=False,
     cost="1 F/B on a D_f batch (+ the D_r batch when retain_weight > 0) + 1 reference F",
-    paper="Zhang, Lin, Bai, Mei, Negative Preference Optimization: From Catastrophic Collapse to Effective Unlearning,"
-          " COLM 2024",
+    paper="Zhang, Lin, Bai, Mei, Negative Preference Optimization: From Catastrophic Collapse to Effective Unlearning, COLM 2024",
 )
 class NPO(TeacherStudentMethod):
     """Negative preference optimisation (Zhang, Lin, Bai & Mei, COLM 2024).
@@ -65,8 +66,15 @@ class NPO(TeacherStudentMethod):
     unlearning_inputs: ClassVar[tuple[str, ...]] = ("forget", "retain")
     default_epoch_split: ClassVar[str] = "forget"
 
-    def __init__(self, model: nn.Module, beta: float = 0.1, retain_weight: float = 0.0, lr: float = 1e-3,
-                 weight_decay: float = 0.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        beta: float = 0.1,
+        retain_weight: float = 0.0,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
         self.beta = check_float(beta, "beta", minimum=0.0, open_minimum=True, hint="e.g. 0.1 (the paper's)")
         self.retain_weight = check_float(retain_weight, "retain_weight", minimum=0.0, hint="0 (NPO) or e.g. 1.0 (NPO+RT)")
         super().__init__(model, lr=lr, weight_decay=weight_decay, **kwargs)

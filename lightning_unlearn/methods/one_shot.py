@@ -111,6 +111,13 @@ class OneShotEdit(UnlearningMethod):
         """
         raise NotImplementedError
 
+    @property
+    def _stats(self) -> Statistics:
+        """:attr:`statistics` during the pass (built at train start, dropped once the edit is made)."""
+        if self.statistics is None:
+            raise RuntimeError(f"{type(self).__name__}: no statistics outside the importance pass.")
+        return self.statistics
+
     def reduce_statistics(self, statistics: Statistics) -> Statistics:
         """Sums every tensor of the statistics over ranks (override for non-sum statistics)."""
         return {key: self._reduce(value) for key, value in statistics.items()}
@@ -125,7 +132,7 @@ class OneShotEdit(UnlearningMethod):
         if datamodule is None:
             return
         for name in self.unlearning_inputs:
-            self._budget[name] = math.ceil(len(datamodule.split(name)) / self.trainer.world_size)
+            self._budget[name] = math.ceil(len(datamodule.split(name)) / self.trainer.world_size)  # type: ignore[arg-type]
             self._pass_batches[name] = datamodule.pass_batches(name)
 
     def on_train_start(self) -> None:
@@ -158,10 +165,13 @@ class OneShotEdit(UnlearningMethod):
     def on_train_epoch_end(self) -> None:
         if self.edited:
             return
-        counts = self._reduce(torch.tensor(
-            [[self._seen[name], self._batches[name]] for name in self.unlearning_inputs],
-            dtype=torch.long, device=self.device,
-        )).tolist()
+        counts = self._reduce(
+            torch.tensor(
+                [[self._seen[name], self._batches[name]] for name in self.unlearning_inputs],
+                dtype=torch.long,
+                device=self.device,
+            )
+        ).tolist()
         names = self.unlearning_inputs
         batches = {name: counts[i][1] for i, name in enumerate(names)}
         pass_counts = PassCounts(
@@ -169,7 +179,7 @@ class OneShotEdit(UnlearningMethod):
             batches=batches,
             pass_batches={name: self._pass_batches[name] or batches[name] for name in names},
         )
-        statistics = self.reduce_statistics(self.statistics)
+        statistics = self.reduce_statistics(self._stats)
         if not _all_finite(statistics):  # a NaN/inf loss or gradient in the pass: the edit would write NaN
             self.edited, self.statistics = True, None
             self.divergence_guard.stop(self.trainer, "non-finite statistics (a NaN/inf loss or gradient in the pass)")
@@ -183,7 +193,9 @@ class OneShotEdit(UnlearningMethod):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[self.state_key] = {
-            "edited": self.edited, "seen": dict(self._seen), "batches": dict(self._batches),
+            "edited": self.edited,
+            "seen": dict(self._seen),
+            "batches": dict(self._batches),
             "statistics": self.statistics,
         }
 

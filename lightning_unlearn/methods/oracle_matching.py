@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, ClassVar, Optional, Union
+from collections.abc import Callable
+from typing import Any, ClassVar, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -12,20 +13,22 @@ from torch import Tensor, nn
 from lightning_unlearn.methods.base import Batch
 from lightning_unlearn.methods.teachers import TeacherStudentMethod
 from lightning_unlearn.models.classifier import OptimizerCallable
+from lightning_unlearn.models.network import copy_network
 from lightning_unlearn.models.weights import load_weights
 from lightning_unlearn.registry import register
 from lightning_unlearn.validation import check_float
-from lightning_unlearn.models.network import copy_network
 
 #: ``oracle="reference"``: the runner (compare, sequential) hands over its Retrain model.
 REFERENCE_ORACLE = "reference"
 
 
 @register(
-    "oracle_matching", kind="method", retrain_free=False,
+    "oracle_matching",
+    kind="method",
+    retrain_free=False,
     cost="1 F/B on paired D_f + D_r batches + 1 oracle F (and the oracle itself: a Retrain, or whatever predicts it)",
     paper="Georgiev, Rinberg, Park, Garg, Ilyas, Madry, Neel, Attribute-to-Delete: Machine Unlearning via Datamodel"
-          " Matching, ICLR 2025 (oracle matching, OM; DMM = OM with a datamodel-predicted oracle)",
+    " Matching, ICLR 2025 (oracle matching, OM; DMM = OM with a datamodel-predicted oracle)",
 )
 class OracleMatching(TeacherStudentMethod):
     """Oracle matching (OM; Georgiev et al., "Attribute-to-Delete", ICLR 2025).
@@ -100,8 +103,10 @@ class OracleMatching(TeacherStudentMethod):
     ) -> None:
         retain_weight = check_float(retain_weight, "retain_weight", minimum=0.0, hint="e.g. 3.0 (the reference's ratio)")
         if oracle is None:
-            raise ValueError("OracleMatching needs an `oracle`: a weights path, a model/callable returning logits, or"
-                             " 'reference' (the Retrain model of compare / sequential).")
+            raise ValueError(
+                "OracleMatching needs an `oracle`: a weights path, a model/callable returning logits, or"
+                " 'reference' (the Retrain model of compare / sequential)."
+            )
         adam = functools.partial(torch.optim.Adam, lr=lr, weight_decay=weight_decay)
         super().__init__(model, lr=lr, momentum=0.0, weight_decay=weight_decay, optimizer=optimizer or adam, **kwargs)
         self.retain_weight = retain_weight
@@ -144,8 +149,10 @@ class OracleMatching(TeacherStudentMethod):
         target_f = self.oracle_logits(batch["forget"][0])
         target_r = self.oracle_logits(batch["retain"][0])
         if target_f.shape != forget_logits.shape:
-            raise ValueError(f"The oracle returns logits of shape {tuple(target_f.shape[1:])}, the model"
-                             f" {tuple(forget_logits.shape[1:])}: the oracle must classify the same classes.")
+            raise ValueError(
+                f"The oracle returns logits of shape {tuple(target_f.shape[1:])}, the model"
+                f" {tuple(forget_logits.shape[1:])}: the oracle must classify the same classes."
+            )
         forget_mse = F.mse_loss(forget_logits.float(), target_f.float())
         retain_mse = F.mse_loss(retain_logits.float(), target_r.float())
         loss = (forget_mse + self.retain_weight * retain_mse) / (1.0 + self.retain_weight)

@@ -19,7 +19,8 @@ SCHEDULES = ("sequential", "shuffled", "paired")
 
 
 @register(
-    "random_label", kind="method",
+    "random_label",
+    kind="method",
     cost="1 F/B per batch; an epoch passes each D_f and D_r example once (paired: one D_f + one D_r batch per step)",
     paper="Golatkar et al., CVPR 2020; Fan et al., ICLR 2024 (SalUn = RL + SaliencyMask)",
 )
@@ -107,9 +108,11 @@ class RandomLabel(UnlearningMethod):
         seed = check_int(seed, "seed")
         given_split = kwargs.get("epoch_split") is not None
         schedule = check_choice(
-            schedule if schedule is not None else ("paired" if given_split or alpha == 0.0 else "sequential"), "schedule", SCHEDULES,
+            schedule if schedule is not None else ("paired" if given_split or alpha == 0.0 else "sequential"),
+            "schedule",
+            SCHEDULES,
             hint="'sequential' (forget pass, then retain pass: the reference), 'shuffled' (one pass over the union) or"
-                 " 'paired' (a forget and a retain batch per step).",
+            " 'paired' (a forget and a retain batch per step).",
         )
         if schedule != "paired" and given_split:
             raise ValueError(

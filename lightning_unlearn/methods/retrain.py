@@ -3,7 +3,8 @@ given sparse topology."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Union
+from collections.abc import Mapping
+from typing import Any, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -20,7 +21,10 @@ from lightning_unlearn.validation import check_int
 
 
 @register(
-    "retrain", kind="method", retrain_free=False, cost="1 F/B on a D_r batch, full training",
+    "retrain",
+    kind="method",
+    retrain_free=False,
+    cost="1 F/B on a D_r batch, full training",
     paper="exact unlearning baseline (every paper's reference)",
 )
 class Retrain(FineTune):
@@ -83,7 +87,9 @@ class Retrain(FineTune):
         if init_seed is not None:
             init_seed = check_int(init_seed, "init_seed", hint="an integer seed, or None to draw from the global RNG")
         if "inplace" in kwargs:
-            raise ValueError("Retrain always trains a re-initialised copy (`inplace` would re-initialise your model object): drop `inplace`.")
+            raise ValueError(
+                "Retrain always trains a re-initialised copy (`inplace` would re-initialise your model object): drop `inplace`."
+            )
         topology = None if mask is None else resolve_topology(mask, model)  # read before anything changes
         super().__init__(model, lr=lr, inplace=False, **kwargs)
         if mask is not None and not isinstance(mask, (str, type(None))):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional, cast
 
+import torch
 import torch.nn.functional as F
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor, nn
 
 from lightning_unlearn.methods.base import Batch
@@ -22,7 +24,9 @@ def scrub_distance(student_logits: Tensor, teacher_logits: Tensor, temperature: 
 
 
 @register(
-    "scrub", kind="method", cost="1 F/B + 1 teacher F per step (max-steps on D_f, then min-steps on D_r)",
+    "scrub",
+    kind="method",
+    cost="1 F/B + 1 teacher F per step (max-steps on D_f, then min-steps on D_r)",
     paper="Kurmanji, Triantafillou, Hayes, Triantafillou, NeurIPS 2023 (meghdadk/SCRUB)",
 )
 class SCRUB(TeacherStudentMethod):
@@ -116,7 +120,7 @@ class SCRUB(TeacherStudentMethod):
         super().setup(stage)  # checks run here, before any callback changes a weight
         if stage != "fit":
             return
-        datamodule = self.trainer.datamodule
+        datamodule = self.trainer.datamodule  # type: ignore[attr-defined]
         forget_size, batch = len(datamodule.forget_indices), datamodule.forget_batch_size
         self._max_batches = math.ceil(forget_size / batch)
         self._last_max_size = forget_size - (self._max_batches - 1) * batch
@@ -158,8 +162,8 @@ class SCRUB(TeacherStudentMethod):
             self.log("train/max_kl", -max_loss.detach(), on_step=False, on_epoch=True, batch_size=len(x_forget))
         loss, logs = self.unlearning_loss(splits)
         self._optimizer_step("min", loss)
-        logs = {"loss": loss.detach(), "phase": float(max_step), **logs}
-        self.log_dict({f"train/{k}": v for k, v in logs.items()})
+        logged: dict[str, Any] = {"loss": loss.detach(), "phase": float(max_step), **logs}
+        self.log_dict({f"train/{k}": v for k, v in logged.items()})
         self._step_schedulers("step")  # once per batch: "cosine" spans estimated_stepping_batches
         if self.trainer.is_last_batch or batch_idx + 1 >= self.trainer.num_training_batches:
             self._step_schedulers("epoch")
@@ -167,7 +171,7 @@ class SCRUB(TeacherStudentMethod):
 
     def _optimizer_step(self, phase: Literal["max", "min"], loss: Tensor) -> None:
         self.phase = phase
-        optimizer = self.optimizers()
+        optimizer = cast(LightningOptimizer, self.optimizers())  # the one optimiser of configure_optimizers
         optimizer.zero_grad()
         self.manual_backward(loss)
         optimizer.step()
@@ -175,4 +179,8 @@ class SCRUB(TeacherStudentMethod):
     def _step_schedulers(self, interval: Literal["step", "epoch"]) -> None:
         for config in self.trainer.lr_scheduler_configs:
             if config.interval == interval:
-                config.scheduler.step()
+                scheduler = config.scheduler
+                if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):  # a user factory's: steps on its monitor
+                    scheduler.step(self.trainer.callback_metrics[str(config.monitor)])
+                else:
+                    scheduler.step()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,9 @@ DATA_FLOWS = ("paired", "reference")
 
 
 @register(
-    "ssd", kind="method", paper="Foster, Schoepf & Brintrup, AAAI 2024 (Selective Synaptic Dampening)",
+    "ssd",
+    kind="method",
+    paper="Foster, Schoepf & Brintrup, AAAI 2024 (Selective Synaptic Dampening)",
     cost="no optimiser step: 1 F/B per D_f and per D_r batch, one pass in all (~1 epoch), then one edit",
 )
 class SSD(OneShotEdit):
@@ -97,12 +100,15 @@ class SSD(OneShotEdit):
         trainer.fit(SSD(net, alpha=5.0, lam=1.0), datamodule=dm)
     """
 
-    def __init__(self, model: nn.Module, alpha: float = 5.0, lam: float = 1.0, data_flow: DataFlow = "paired",
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, model: nn.Module, alpha: float = 5.0, lam: float = 1.0, data_flow: DataFlow = "paired", **kwargs: Any
+    ) -> None:
         alpha = check_float(alpha, "alpha", minimum=0.0, open_minimum=True, hint="the reference uses 10 (ResNet-18) or 5 (ViT)")
         lam = check_float(lam, "lam", minimum=0.0, open_minimum=True, hint="the reference uses 1")
         data_flow = check_choice(
-            data_flow, "data_flow", DATA_FLOWS,
+            data_flow,
+            "data_flow",
+            DATA_FLOWS,
             hint="'paired' reuses the forget batches in I_D, 'reference' re-cuts retain + forget into batches as the reference.",
         )
         super().__init__(model, **kwargs)
@@ -152,7 +158,7 @@ class SSD(OneShotEdit):
                     loss = self.importance_loss(self.model(x), y)
             return loss
         loss = self.importance_loss(self.model(x), y)
-        self.add_importance(self.statistics[split], self.batch_gradients(loss))
+        self.add_importance(self._stats[split], self.batch_gradients(loss))
         if self.data_flow == "reference":
             self._held_forget.append((x.detach(), y.detach()))
         return loss.detach()
@@ -184,8 +190,8 @@ class SSD(OneShotEdit):
 
     def _add_full(self, x: Tensor, y: Tensor) -> Tensor:
         loss = self.importance_loss(self.model(x), y)
-        self.add_importance(self.statistics["retain"], self.batch_gradients(loss))
-        self.statistics["full_batches"] += 1
+        self.add_importance(self._stats["retain"], self.batch_gradients(loss))
+        self._stats["full_batches"] += 1
         return loss.detach()
 
     def apply_edit(self, statistics: Statistics, counts: PassCounts) -> dict[str, float]:
@@ -195,8 +201,11 @@ class SSD(OneShotEdit):
             torch._foreach_div_(full, max(int(statistics["full_batches"]), 1))  # I_D over the reference's D batches
             params = self.trainable_parameters()
             selected = ssd_dampen_(params, forget, full, self.alpha, self.lam)
-            return {"selected": selected, "selected_fraction": selected / max(sum(p.numel() for p in params), 1),
-                    "full_batches": float(statistics["full_batches"])}
+            return {
+                "selected": selected,
+                "selected_fraction": selected / max(sum(p.numel() for p in params), 1),
+                "full_batches": float(statistics["full_batches"]),
+            }
         forget, full = statistics["forget"], statistics["retain"]  # summed over batches
         n_f, n_r = max(counts.batches["forget"], 1), max(counts.batches["retain"], 1)
         pass_f, pass_r = counts.pass_batches["forget"], counts.pass_batches["retain"]
@@ -209,7 +218,9 @@ class SSD(OneShotEdit):
 
 
 @register(
-    "lfssd", kind="method", label_free=True,
+    "lfssd",
+    kind="method",
+    label_free=True,
     paper="Foster, Schoepf & Brintrup, ICLR 2024 Tiny Paper (Loss-Free Machine Unlearning)",
     cost="no optimiser step: 1 F/B per D_f and per D_r batch, one pass in all (~1 epoch), then one edit",
 )
@@ -250,8 +261,11 @@ class LFSSD(SSD):
 
 
 def ssd_dampen_(
-    params: Sequence[Tensor], forget_importance: Sequence[Tensor], full_importance: Sequence[Tensor],
-    alpha: float, lam: float,
+    params: Sequence[Tensor],
+    forget_importance: Sequence[Tensor],
+    full_importance: Sequence[Tensor],
+    alpha: float,
+    lam: float,
 ) -> int:
     """SSD's weight edit, in place: where ``I_f > alpha * I_D``, ``theta <- min(lam * I_D / I_f, 1) * theta``.
 

@@ -16,25 +16,25 @@ from lightning_unlearn.metrics.evaluation import EvaluationPass, evaluate, evalu
 from lightning_unlearn.metrics.keys import AUDIT_PRESETS, AUDITS, GAP_METRICS, METRICS
 from lightning_unlearn.metrics.language import exact_match_extraction, greedy_continuation, perplexity
 from lightning_unlearn.metrics.mia import MIAEfficacy
-from lightning_unlearn.metrics.population import KLoM, ULiRA, ChallengeScore
+from lightning_unlearn.metrics.population import ChallengeScore, KLoM, ULiRA
 from lightning_unlearn.metrics.relapse import relapse_deltas, relapse_metrics
 from lightning_unlearn.metrics.representation import FeatureProbe, LinearCKA
 from lightning_unlearn.metrics.topology import MaskIoU, Sparsity, topology_report
 from lightning_unlearn.metrics.zrf import ZRFScore
 
 __all__ = [
-    "AUDIT_PRESETS",
     "AUDITS",
+    "AUDIT_PRESETS",
+    "GAP_METRICS",
+    "METRICS",
     "ChallengeScore",
     "ClassificationAccuracy",
     "EntropyMIA",
     "EvaluationPass",
     "FeatureProbe",
-    "GAP_METRICS",
     "KLoM",
     "LinearCKA",
     "LossMIA",
-    "METRICS",
     "MIAEfficacy",
     "MaskIoU",
     "MembershipAudit",

@@ -16,7 +16,8 @@ Positions are kept as two exact floats ``(p // 2**23, p % 2**23)``; labels as fl
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
@@ -139,7 +140,9 @@ class PositionalMetric(Metric):
             index = torch.arange(count, device=self.device)
         for column, value in out.items():
             if value.shape[0] != count:
-                raise ValueError(f"{type(self).__name__}: {value.shape[0]} rows of {column!r} for {count} positions in"
-                                 f" the {split!r} split; give `index` with every update.")
+                raise ValueError(
+                    f"{type(self).__name__}: {value.shape[0]} rows of {column!r} for {count} positions in"
+                    f" the {split!r} split; give `index` with every update."
+                )
         index, *values = in_index_order(index.to(self.device), *out.values())
         return {"index": index, **dict(zip(out, values))}

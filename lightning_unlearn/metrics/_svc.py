@@ -46,8 +46,9 @@ the cores). d-dimensional inputs use up to 256 landmarks and cost ``O(N * 256^2)
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence, Union
+from typing import Literal, Union
 
 import torch
 from torch import Tensor
@@ -286,9 +287,7 @@ def _huber_hinge_grad(margin: Tensor, h: float) -> tuple[Tensor, Tensor]:
     return dloss, quad / (2.0 * h)
 
 
-def _newton_huber_svm(
-    phi: Tensor, y: Tensor, C: float, widths: Sequence[float], max_iter: int
-) -> tuple[Tensor, int]:
+def _newton_huber_svm(phi: Tensor, y: Tensor, C: float, widths: Sequence[float], max_iter: int) -> tuple[Tensor, int]:
     """Minimise ``1/2 ||w||^2 + C sum L_h(y (phi w + b))`` by Newton with width continuation.
 
     Returns ``w`` and the number of iterations (the bias found here is discarded;

@@ -19,7 +19,8 @@ on the same samples, exactly. The attacks themselves are the functional twins in
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal, Optional
 
 from torch import Tensor
 
@@ -42,8 +43,11 @@ _STAT_COLUMNS = ("label", "log_p", "entropy", "modified_entropy", "margin")
 def _check_attacks(attacks: Sequence[str], fprs: Sequence[float]) -> tuple[tuple[str, ...], tuple[float, ...]]:
     if isinstance(attacks, str) or not attacks or any(a not in THRESHOLD_ATTACKS for a in attacks):
         raise ValueError(f"`attacks` must be a non-empty list drawn from {THRESHOLD_ATTACKS}, got {attacks!r}.")
-    if isinstance(fprs, (str, float, int)) or not fprs or not all(
-            isinstance(f, (int, float)) and not isinstance(f, bool) and 0.0 < f < 1.0 for f in fprs):
+    if (
+        isinstance(fprs, (str, float, int))
+        or not fprs
+        or not all(isinstance(f, (int, float)) and not isinstance(f, bool) and 0.0 < f < 1.0 for f in fprs)
+    ):
         raise ValueError(f"`fprs` must be a list of false-positive rates in (0, 1), got {fprs!r}.")
     return tuple(attacks), tuple(float(f) for f in fprs)
 
@@ -177,8 +181,15 @@ class LossMIA(_SampleStore):
 
     def compute(self) -> Tensor:
         forget, test = self.columns("forget"), self.columns("test")
-        return loss_mia(-forget["log_p"].double(), forget["label"].round().long(), -test["log_p"].double(),
-                        test["label"].round().long(), n_splits=self.n_splits, seed=self.seed, backend=self.backend)
+        return loss_mia(
+            -forget["log_p"].double(),
+            forget["label"].round().long(),
+            -test["log_p"].double(),
+            test["label"].round().long(),
+            n_splits=self.n_splits,
+            seed=self.seed,
+            backend=self.backend,
+        )
 
 
 class PerExampleMargins(_SampleStore):
@@ -212,8 +223,14 @@ class MembershipAudit(_SampleStore):
 
     higher_is_better = None
 
-    def __init__(self, attacks: Sequence[str] = THRESHOLD_ATTACKS, fprs: Sequence[float] = DEFAULT_FPRS,
-                 backend: Backend = "torch", seed: int = 0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        attacks: Sequence[str] = THRESHOLD_ATTACKS,
+        fprs: Sequence[float] = DEFAULT_FPRS,
+        backend: Backend = "torch",
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.attacks, self.fprs = _check_attacks(attacks, fprs)
         if backend not in ("torch", "sklearn"):

@@ -10,7 +10,8 @@ meaning in :mod:`lightning_unlearn.metrics.keys`). They are what
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -26,7 +27,7 @@ from lightning_unlearn.metrics.keys import AUDIT_PRESETS, AUDITS, BEST_AUC
 Batches = Iterable[tuple[Tensor, Tensor]]
 
 
-def resolve_audits(audits: Union[None, str, Sequence[str]]) -> tuple[str, ...]:
+def resolve_audits(audits: Union[str, Sequence[str], None]) -> tuple[str, ...]:
     """The audit names of ``audits``: ``None`` (none), a preset (``"standard"``, ``"full"``), an
     audit name, or a list mixing both; in the order of :data:`~lightning_unlearn.metrics.keys.AUDITS`.
 
@@ -57,8 +58,14 @@ def resolve_audits(audits: Union[None, str, Sequence[str]]) -> tuple[str, ...]:
 
 # ------------------------------------------------------------------------------ representation
 @torch.no_grad()
-def features_of(model: nn.Module, batches: Batches, device: Union[str, torch.device], *, layer: Optional[str] = None,
-                convert_input: Optional[Callable[[Any], Any]] = None) -> tuple[Tensor, Tensor]:
+def features_of(
+    model: nn.Module,
+    batches: Batches,
+    device: Union[str, torch.device],
+    *,
+    layer: Optional[str] = None,
+    convert_input: Optional[Callable[[Any], Any]] = None,
+) -> tuple[Tensor, Tensor]:
     """``(features, labels)`` of ``model`` (eval mode, features from ``layer``, see
     :mod:`lightning_unlearn.functional.features`) over ``batches``, float64 on ``device``."""
     feats, labels = [], []
@@ -100,9 +107,13 @@ def representation_audit(
         with itself 1), ``representation/cka_original/{forget,test}`` (CKA with ``"original"``),
         ``representation/linear_probe/{forget,test}_acc`` and ``representation/knn/{forget,test}_acc``.
     """
-    features = {name: {split: features_of(model, loaders[split], device, layer=layer, convert_input=convert_input)
-                       for split in ("forget", "test", "probe_train", "probe_test")}
-                for name, model in models.items()}
+    features = {
+        name: {
+            split: features_of(model, loaders[split], device, layer=layer, convert_input=convert_input)
+            for split in ("forget", "test", "probe_train", "probe_test")
+        }
+        for name, model in models.items()
+    }
     out: dict[str, dict[str, float]] = {}
     for name, feats in features.items():
         block: dict[str, float] = {}
@@ -123,8 +134,9 @@ def representation_audit(
 
 # ------------------------------------------------------------------------------------ relearning
 @torch.no_grad()
-def accuracy_on(model: nn.Module, batches: Batches, device: Union[str, torch.device],
-                convert_input: Optional[Callable[[Any], Any]] = None) -> float:
+def accuracy_on(
+    model: nn.Module, batches: Batches, device: Union[str, torch.device], convert_input: Optional[Callable[[Any], Any]] = None
+) -> float:
     """Top-1 accuracy of ``model`` (eval mode) over ``batches``."""
     correct = total = 0
     with eval_mode(model):
@@ -200,8 +212,16 @@ def quantization_audit(
     out: dict[str, Any] = {}
     for b in bits:
         quantized = quantize_weights(model, bits=int(b))
-        result = evaluate_pass(quantized, loaders, device, mia_backend, distributed=distributed,  # type: ignore[arg-type]
-                               convert_input=convert_input, name=f"{name} (int{b})", strict=False)
+        result = evaluate_pass(
+            quantized,
+            loaders,
+            device,
+            mia_backend,
+            distributed=distributed,  # type: ignore[arg-type]
+            convert_input=convert_input,
+            name=f"{name} (int{b})",
+            strict=False,
+        )
         del quantized
         prefix, after = f"quantization/int{b}", result.metrics
         best = (result.audit or {}).get(BEST_AUC)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Optional, Sequence, Union
+from typing import Any, Literal, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -70,8 +71,16 @@ def evaluate_loaders(
             (``strict``) non-finite logits, naming ``name`` and the split.
     """
     return evaluate_pass(
-        model, loaders, device, mia_backend, distributed=distributed, convert_input=convert_input, name=name,
-        strict=strict, attacks=False, progress=progress,
+        model,
+        loaders,
+        device,
+        mia_backend,
+        distributed=distributed,
+        convert_input=convert_input,
+        name=name,
+        strict=strict,
+        attacks=False,
+        progress=progress,
     ).metrics
 
 
@@ -198,13 +207,15 @@ def evaluate_pass(
     if membership is not None and not bad:
         with membership.sync_context(should_sync=sync):  # gathers every rank's samples (a collective)
             stats, labels = membership.statistics()
-        result.audit = flatten_membership(membership_audit(
-            stats, labels, attacks=membership.attacks, fprs=membership.fprs, backend=mia_backend))
+        result.audit = flatten_membership(
+            membership_audit(stats, labels, attacks=membership.attacks, fprs=membership.fprs, backend=mia_backend)
+        )
         result.margins = {split: stats[split]["margin"].float().cpu() for split in EVAL_SPLITS}
         result.counts = {split: int(labels[split].numel()) for split in EVAL_SPLITS}
         if keep_samples:
-            result.samples = {split: {**{k: v.cpu() for k, v in stats[split].items()}, "label": labels[split].cpu()}
-                              for split in EVAL_SPLITS}
+            result.samples = {
+                split: {**{k: v.cpu() for k, v in stats[split].items()}, "label": labels[split].cpu()} for split in EVAL_SPLITS
+            }
     return result
 
 
@@ -296,8 +307,12 @@ def _batches_of_rank(loader: Iterable, split: str, rank: int, world: int) -> Ite
         if not mine:
             return
         shard = DataLoader(
-            loader.dataset, batch_sampler=[batches[i] for i in mine], num_workers=loader.num_workers,
-            collate_fn=loader.collate_fn, pin_memory=loader.pin_memory, worker_init_fn=loader.worker_init_fn,
+            loader.dataset,
+            batch_sampler=[batches[i] for i in mine],
+            num_workers=loader.num_workers,
+            collate_fn=loader.collate_fn,
+            pin_memory=loader.pin_memory,
+            worker_init_fn=loader.worker_init_fn,
             multiprocessing_context=loader.multiprocessing_context if loader.num_workers > 0 else None,
         )
         for i, batch in zip(mine, shard):

@@ -12,8 +12,9 @@ Pure Python over the metric dicts an evaluation pass returns (fractions; keys of
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 from lightning_unlearn.validation import check_bool, check_float
 
@@ -98,17 +99,32 @@ def forgetting_check(
         True
     """
     classwise = check_bool(classwise, "classwise")
-    keep_fraction = check_float(keep_fraction, "keep_fraction", minimum=0.0, maximum=1.0, open_minimum=True,
-                                hint="the share of the original's figure that still counts as not forgotten, e.g. 0.5")
+    keep_fraction = check_float(
+        keep_fraction,
+        "keep_fraction",
+        minimum=0.0,
+        maximum=1.0,
+        open_minimum=True,
+        hint="the share of the original's figure that still counts as not forgotten, e.g. 0.5",
+    )
     min_margin = check_float(min_margin, "min_margin", minimum=0.0, hint="e.g. 0.02")
     for name, metrics in (("before", before), ("after", after)):
         missing = [key for key in ("forget_acc", "test_acc") if key not in metrics]
         if missing:
             raise ValueError(f"`{name}` lacks {missing}: pass the metric dicts of an evaluation pass (fractions).")
-    b_f, b_t, a_f, a_t = (float(before["forget_acc"]), float(before["test_acc"]),
-                          float(after["forget_acc"]), float(after["test_acc"]))
-    figures = {"before_forget_acc": b_f, "before_test_acc": b_t, "after_forget_acc": a_f, "after_test_acc": a_t,
-               "keep_fraction": keep_fraction}
+    b_f, b_t, a_f, a_t = (
+        float(before["forget_acc"]),
+        float(before["test_acc"]),
+        float(after["forget_acc"]),
+        float(after["test_acc"]),
+    )
+    figures = {
+        "before_forget_acc": b_f,
+        "before_test_acc": b_t,
+        "after_forget_acc": a_f,
+        "after_test_acc": a_t,
+        "keep_fraction": keep_fraction,
+    }
     if classwise:
         if b_f < min_margin:
             return None

@@ -9,7 +9,8 @@ sequences); targets use ``-100`` for positions to ignore. Pure torch (no Lightni
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence, Union
+from collections.abc import Iterable, Sequence
+from typing import Union
 
 import torch
 import torch.nn.functional as F

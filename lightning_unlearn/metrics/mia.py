@@ -9,6 +9,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from lightning_unlearn.metrics._svc import GammaType
 from lightning_unlearn.metrics.functional.mia import (
     Backend,
     _check_mia_args,
@@ -16,7 +17,6 @@ from lightning_unlearn.metrics.functional.mia import (
     _mia_efficacy_update,
     true_class_confidence,
 )
-from lightning_unlearn.metrics._svc import GammaType
 
 Split = Literal["retain", "test", "forget"]
 _INDEX_BASE = 2**23  # positions p are stored as (p // base, p % base): each part exact in float32
@@ -136,11 +136,15 @@ class MIAEfficacy(Metric):
         seen = sum(int(c.numel()) for c in getattr(self, f"{split}_conf"))
         if index is not None:
             if not isinstance(index, Tensor) or index.ndim != 1 or index.is_floating_point() or index.dtype == torch.bool:
-                raise ValueError("`index` must be an integer (N,) tensor of positions in the split, e.g. torch.arange(start, start + N).")
+                raise ValueError(
+                    "`index` must be an integer (N,) tensor of positions in the split, e.g. torch.arange(start, start + N)."
+                )
             if index.shape[0] != conf.shape[0]:
                 raise ValueError(f"`index` has {index.shape[0]} positions for {conf.shape[0]} samples: give one per sample.")
             if indexed != seen:
-                raise ValueError(f"MIAEfficacy: the {split!r} split got updates without `index` before: give `index` always or never.")
+                raise ValueError(
+                    f"MIAEfficacy: the {split!r} split got updates without `index` before: give `index` always or never."
+                )
             if index.numel() and (int(index.min()) < 0 or int(index.max()) >= _INDEX_LIMIT):
                 raise ValueError(f"`index` positions must lie in [0, 2**46), got {int(index.min())}..{int(index.max())}.")
             index = index.to(device=conf.device, dtype=torch.long)
@@ -182,7 +186,9 @@ def _in_index_order(values: Tensor, index: Tensor) -> Tensor:
     """``values`` sorted by ``index``, each position once (the first of repeated positions: a
     ``DistributedSampler`` pads a split by repeating samples, which carry identical values)."""
     if index.shape[0] != values.shape[0]:
-        raise ValueError(f"MIAEfficacy: {index.shape[0]} positions for {values.shape[0]} samples; give `index` with every update.")
+        raise ValueError(
+            f"MIAEfficacy: {index.shape[0]} positions for {values.shape[0]} samples; give `index` with every update."
+        )
     order = torch.sort(index, stable=True).indices
     index, values = index[order], values[order]
     keep = torch.ones_like(index, dtype=torch.bool)

@@ -10,7 +10,8 @@ convention of each audit, are in :mod:`lightning_unlearn.metrics.functional.popu
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal, Optional
 
 from torch import Tensor
 
@@ -58,9 +59,15 @@ class KLoM(PositionalMetric):
     COLUMNS = ("klom",)
     higher_is_better = False
 
-    def __init__(self, bins: int = 20, eps: float = 1e-5, clip: float = 100.0,
-                 direction: Literal["unlearned_oracle", "oracle_unlearned"] = "unlearned_oracle",
-                 quantiles: Sequence[float] = (0.5, 0.95), **kwargs: Any) -> None:
+    def __init__(
+        self,
+        bins: int = 20,
+        eps: float = 1e-5,
+        clip: float = 100.0,
+        direction: Literal["unlearned_oracle", "oracle_unlearned"] = "unlearned_oracle",
+        quantiles: Sequence[float] = (0.5, 0.95),
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.bins, self.eps, self.clip, self.direction, self.quantiles = bins, eps, clip, direction, tuple(quantiles)
 
@@ -75,8 +82,11 @@ class KLoM(PositionalMetric):
         return {s: self.columns(s)["klom"].double() for s in self.SPLITS if self.has_samples(s)}
 
     def compute(self) -> dict[str, float]:
-        return {f"{split}/{k}": v for split, values in self.per_example().items()
-                for k, v in summarise(values, self.quantiles).items()}
+        return {
+            f"{split}/{k}": v
+            for split, values in self.per_example().items()
+            for k, v in summarise(values, self.quantiles).items()
+        }
 
 
 class ChallengeScore(PositionalMetric):
@@ -112,8 +122,11 @@ class ChallengeScore(PositionalMetric):
         cols = self.columns("forget")
         models = int(cols["models"].min())
         eps = cols["epsilon"].double()
-        return {"score": float(challenge_score(eps, models)), "epsilon_mean": float(eps.mean()),
-                "epsilon_median": float(eps.median())}
+        return {
+            "score": float(challenge_score(eps, models)),
+            "epsilon_mean": float(eps.mean()),
+            "epsilon_median": float(eps.median()),
+        }
 
 
 class ULiRA(PositionalMetric):

@@ -18,7 +18,8 @@ Relapse of request ``j`` at step ``k`` is the change since step ``j`` (when it w
 
 from __future__ import annotations
 
-from typing import Iterable, Literal, Mapping, Optional, Sequence, Union
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Literal, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -103,7 +104,9 @@ def relapse_metrics(
     return out
 
 
-def relapse_deltas(per_step: Sequence[Sequence[Mapping[str, float]]], own: Sequence[Mapping[str, float]]) -> list[list[dict[str, float]]]:
+def relapse_deltas(
+    per_step: Sequence[Sequence[Mapping[str, float]]], own: Sequence[Mapping[str, float]]
+) -> list[list[dict[str, float]]]:
     """Relapse as changes since each request was unlearned.
 
     Args:
@@ -122,8 +125,10 @@ def relapse_deltas(per_step: Sequence[Sequence[Mapping[str, float]]], own: Seque
         [[], [{'forget_acc': 0.25, 'mia_efficacy': 0.5}]]
     """
     return [
-        [{"forget_acc": row["forget_acc"] - own[j]["forget_acc"], "mia_efficacy": own[j]["mia_efficacy"] - row["mia_efficacy"]}
-         for j, row in enumerate(rows)]
+        [
+            {"forget_acc": row["forget_acc"] - own[j]["forget_acc"], "mia_efficacy": own[j]["mia_efficacy"] - row["mia_efficacy"]}
+            for j, row in enumerate(rows)
+        ]
         for rows in per_step
     ]
 
@@ -139,12 +144,15 @@ def relapse_rows(relapse: Sequence[Mapping[str, float]], own: Sequence[Mapping[s
     """
     out = []
     for j, row in enumerate(relapse):
-        out.append({
-            "request": j,
-            "forget_acc": round(100 * row["forget_acc"], 2), "mia_efficacy": round(100 * row["mia_efficacy"], 2),
-            "delta_forget_acc": round(100 * (row["forget_acc"] - own[j]["forget_acc"]), 2),
-            "delta_mia": round(100 * (row["mia_efficacy"] - own[j]["mia_efficacy"]), 2),
-        })
+        out.append(
+            {
+                "request": j,
+                "forget_acc": round(100 * row["forget_acc"], 2),
+                "mia_efficacy": round(100 * row["mia_efficacy"], 2),
+                "delta_forget_acc": round(100 * (row["forget_acc"] - own[j]["forget_acc"]), 2),
+                "delta_mia": round(100 * (row["mia_efficacy"] - own[j]["mia_efficacy"]), 2),
+            }
+        )
     return out
 
 

@@ -35,8 +35,9 @@ class LinearCKA(PositionalMetric):
     COLUMNS = ("row", "a", "b")
     higher_is_better = None
 
-    def update(self, features_a: Tensor, features_b: Tensor, split: Literal["forget", "retain", "test"],
-               index: Optional[Tensor] = None) -> None:
+    def update(
+        self, features_a: Tensor, features_b: Tensor, split: Literal["forget", "retain", "test"], index: Optional[Tensor] = None
+    ) -> None:
         """Add a batch: ``(N, d1)`` and ``(N, d2)`` features of the same N examples of ``split``."""
         if features_a.ndim != 2 or features_b.ndim != 2 or features_a.shape[0] != features_b.shape[0]:
             raise ValueError("`features_a` and `features_b` must be (N, d) features of the same N examples.")
@@ -75,8 +76,9 @@ class FeatureProbe(PositionalMetric):
             raise ValueError(f"`k` must be an integer >= 1, got {k!r}.")
         self.k, self.weight_decay = k, float(weight_decay)
 
-    def update(self, features: Tensor, target: Tensor, split: Literal["train", "forget", "test"],
-               index: Optional[Tensor] = None) -> None:
+    def update(
+        self, features: Tensor, target: Tensor, split: Literal["train", "forget", "test"], index: Optional[Tensor] = None
+    ) -> None:
         """Add ``(N, d)`` features and their ``(N,)`` labels to ``split``."""
         if features.ndim != 2 or target.ndim != 1 or features.shape[0] != target.shape[0]:
             raise ValueError("`features` must be (N, d) and `target` (N,) labels of the same N examples.")
@@ -88,10 +90,16 @@ class FeatureProbe(PositionalMetric):
         out = {}
         evaluated = {s: self.columns(s) for s in ("forget", "test") if self.has_samples(s)}
         classes = max([classes] + [int(c["label"].max()) + 1 for c in evaluated.values()])
-        predict = fit_linear_probe(train["features"], train["label"].round().long(), num_classes=classes,
-                                   weight_decay=self.weight_decay)
+        predict = fit_linear_probe(
+            train["features"], train["label"].round().long(), num_classes=classes, weight_decay=self.weight_decay
+        )
         for split, cols in evaluated.items():
             out[f"linear/{split}"] = (predict(cols["features"]) == cols["label"].round().long()).double().mean()
-            out[f"knn/{split}"] = knn_accuracy(train["features"], train["label"].round().long(), cols["features"],
-                                               cols["label"].round().long(), k=min(self.k, train["features"].shape[0]))
+            out[f"knn/{split}"] = knn_accuracy(
+                train["features"],
+                train["label"].round().long(),
+                cols["features"],
+                cols["label"].round().long(),
+                k=min(self.k, train["features"].shape[0]),
+            )
         return out

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
@@ -91,7 +92,9 @@ class MaskIoU(Metric):
 
 
 def topology_report(
-    holders: Sequence[Any], reference: Optional[MaskSource] = None, noise_references: Optional[Sequence[MaskSource]] = None,
+    holders: Sequence[Any],
+    reference: Optional[MaskSource] = None,
+    noise_references: Optional[Sequence[MaskSource]] = None,
 ) -> Optional[dict[str, Any]]:
     """The sparse-topology numbers of a run, from the objects holding its topology.
 

@@ -11,8 +11,8 @@ from lightning_unlearn.models.weights import export_weights, load_weights, read_
 __all__ = [
     "ClassifierModule",
     "ImageClassifier",
-    "LeNet300100",
     "LeNet5",
+    "LeNet300100",
     "ResNet18",
     "SmallCNN",
     "TinyCausalLM",

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import functools
 import os
-
-from typing import Any, Callable, ClassVar, Iterable, Literal, Optional, Union
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, Literal, Optional, Union
 
 import lightning as L
-from lightning.pytorch.utilities.model_helpers import is_overridden
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler as LRSchedulerBase
@@ -101,7 +101,7 @@ class ClassifierModule(L.LightningModule):
         Load it back with ``MyNet().load_state_dict(torch.load(path, weights_only=True))``.
         Returns ``path`` (see :func:`~lightning_unlearn.models.weights.export_weights`)."""
         if report is None and self._trainer is not None:
-            found = [getattr(cb, "report_path", None) for cb in self.trainer.callbacks]
+            found = [getattr(cb, "report_path", None) for cb in self.trainer.callbacks]  # type: ignore[attr-defined]
             report = next((r for r in found if r and os.path.isfile(r)), None)
         return str(export_weights(self.model, path, report=report, source=type(self).__name__))
 
@@ -138,8 +138,11 @@ class ClassifierModule(L.LightningModule):
         self.__dict__.pop("validation_step", None)
         trainer = self._trainer
         datamodule = getattr(trainer, "datamodule", None)
-        if trainer is not None and trainer.state.fn == "fit" and datamodule is not None and not is_overridden(
-            "val_dataloader", datamodule
+        if (
+            trainer is not None
+            and trainer.state.fn == "fit"
+            and datamodule is not None
+            and not is_overridden("val_dataloader", datamodule)
         ):
             self.validation_step = functools.partial(L.LightningModule.validation_step, self)  # type: ignore[method-assign]
         return []

@@ -38,8 +38,11 @@ class SmallCNN(nn.Module):
             )
 
         self.features = nn.Sequential(
-            stage(in_channels, width, 1), stage(width, 2 * width, 2), stage(2 * width, 4 * width, 2),
-            nn.AdaptiveAvgPool2d(pool_size), nn.Flatten(),
+            stage(in_channels, width, 1),
+            stage(width, 2 * width, 2),
+            stage(2 * width, 4 * width, 2),
+            nn.AdaptiveAvgPool2d(pool_size),
+            nn.Flatten(),
         )
         self.classifier = nn.Linear(4 * width * pool_size**2, num_classes)
 

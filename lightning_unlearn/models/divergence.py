@@ -70,7 +70,9 @@ class DivergenceGuard:
         value = loss.detach().float().flatten()[0]
         if not bool(torch.isfinite(loss.detach()).all()):
             self._pending = {
-                "reason": "non-finite loss", "step": int(trainer.global_step), "epoch": int(trainer.current_epoch),
+                "reason": "non-finite loss",
+                "step": int(trainer.global_step),
+                "epoch": int(trainer.current_epoch),
                 "loss": _number(float(value)),
             }
         else:
@@ -83,17 +85,27 @@ class DivergenceGuard:
             if grads and not bool(torch.stack(torch._foreach_norm(grads, float("inf"))).isfinite().all()):
                 last = None if self._last_loss is None else _number(float(self._last_loss))
                 self._pending = {
-                    "reason": "non-finite gradients", "step": int(trainer.global_step),
-                    "epoch": int(trainer.current_epoch), "loss": last,
+                    "reason": "non-finite gradients",
+                    "step": int(trainer.global_step),
+                    "epoch": int(trainer.current_epoch),
+                    "loss": last,
                 }
         local = self._pending is not None
         if self.record is None:
             flag = trainer.strategy.reduce_boolean_decision(local, all=False) if trainer.world_size > 1 else local
             if flag:
-                self.stop(trainer, **(self._pending or {
-                    "reason": "non-finite loss on another rank", "step": int(trainer.global_step),
-                    "epoch": int(trainer.current_epoch), "loss": None,
-                }))
+                self.stop(
+                    trainer,
+                    **(
+                        self._pending
+                        or {
+                            "reason": "non-finite loss on another rank",
+                            "step": int(trainer.global_step),
+                            "epoch": int(trainer.current_epoch),
+                            "loss": None,
+                        }
+                    ),
+                )
         self._pending = None
         if self.record is not None:
             if self._buffers and self._snapshot_step is not None:
@@ -103,8 +115,9 @@ class DivergenceGuard:
                 for param in group["params"]:
                     param.grad = None
 
-    def stop(self, trainer: L.Trainer, reason: str, step: Optional[int] = None, epoch: Optional[int] = None,
-             loss: Any = None) -> None:
+    def stop(
+        self, trainer: L.Trainer, reason: str, step: Optional[int] = None, epoch: Optional[int] = None, loss: Any = None
+    ) -> None:
         """Records a divergence and asks ``trainer`` to stop (for parts that detect it themselves,
         e.g. non-finite statistics of a one-shot edit)."""
         if self.record is None:

@@ -3,7 +3,7 @@ paper builds its sparse models with (rahulvigneswaran/Lottery-Ticket-Hypothesis-
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -32,7 +32,9 @@ class LeNet300100(nn.Module):
         super().__init__()
         hidden = list(hidden)
         if len(hidden) != 2 or min([in_features, num_classes, *hidden]) <= 0:
-            raise ValueError(f"`in_features`, `num_classes` and the two `hidden` widths must be positive, got {in_features}, {num_classes}, {hidden}.")
+            raise ValueError(
+                f"`in_features`, `num_classes` and the two `hidden` widths must be positive, got {in_features}, {num_classes}, {hidden}."
+            )
         self.fc1 = nn.Linear(in_features, hidden[0])
         self.fc2 = nn.Linear(hidden[0], hidden[1])
         self.fc3 = nn.Linear(hidden[1], num_classes)

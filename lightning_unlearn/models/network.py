@@ -4,8 +4,9 @@ passes without side effects (eval mode, buffers restored)."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator, Optional, TypeVar
+from typing import Any, Optional, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -165,16 +166,16 @@ def reinitialise(model: nn.Module, seed: Optional[int] = None) -> nn.Module:
     try:
         for module in model.modules():
             if hasattr(module, "reset_parameters"):
-                module.reset_parameters()
+                module.reset_parameters()  # type: ignore[operator]
                 with torch.no_grad():
-                    for name, param, mask in _reparametrised(module):
+                    for name, param, _mask in _reparametrised(module):
                         fresh = vars(module).get(name)
                         if isinstance(fresh, Tensor) and fresh.shape == param.shape:
                             param.copy_(fresh)
                 for name, param, mask in _reparametrised(module):
                     setattr(module, name, param * mask)
             if hasattr(module, "reset_running_stats"):
-                module.reset_running_stats()
+                module.reset_running_stats()  # type: ignore[operator]
     finally:
         if seed is not None:
             torch.random.set_rng_state(state)

@@ -6,11 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import pickle
 import re
+import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -59,12 +60,10 @@ def read_state_dict(path: Union[str, Path], name: str = "weights") -> dict[str, 
             f" tensors): {_SAVE_HINT}."
         )
     if any(key.startswith("model.") for key in state):
-        state = {key[len("model."):]: value for key, value in state.items() if key.startswith("model.")}
+        state = {key[len("model.") :]: value for key, value in state.items() if key.startswith("model.")}
     bad = next((key for key, value in state.items() if not isinstance(value, Tensor)), None)
     if bad is not None:
-        raise ValueError(
-            f"{name}={str(path)!r}: entry {bad!r} is a {type(state[bad]).__name__}, not a tensor: {_SAVE_HINT}."
-        )
+        raise ValueError(f"{name}={str(path)!r}: entry {bad!r} is a {type(state[bad]).__name__}, not a tensor: {_SAVE_HINT}.")
     return dict(state)
 
 
@@ -147,7 +146,9 @@ def weights_sha256(weights: Union[nn.Module, Mapping[str, Tensor]]) -> str:
 
 
 def export_weights(
-    weights: Union[nn.Module, Mapping[str, Tensor]], path: Union[str, Path], report: Optional[Union[str, Path]] = None,
+    weights: Union[nn.Module, Mapping[str, Tensor]],
+    path: Union[str, Path],
+    report: Optional[Union[str, Path]] = None,
     source: Optional[str] = None,
 ) -> Path:
     """Writes a network's ``state_dict`` to ``path`` for ``net.load_state_dict(torch.load(path,
@@ -179,11 +180,14 @@ def export_weights(
             described = json.loads(raw).get("recipe", {}).get("model", {}).get("sha256_after")
         except (OSError, ValueError, AttributeError) as err:
             raise ValueError(f"report={str(report)!r} is not a readable JSON report ({err}).") from None
-        meta.update(report=str(report), report_sha256=hashlib.sha256(raw).hexdigest(),
-                    report_matches=described == meta["weights_sha256"])
+        meta.update(
+            report=str(report), report_sha256=hashlib.sha256(raw).hexdigest(), report_matches=described == meta["weights_sha256"]
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
-    for target, write in ((path, lambda f: torch.save(state, f)),
-                          (Path(f"{path}.json"), lambda f: f.write((json.dumps(meta, indent=2) + "\n").encode()))):
+    for target, write in (
+        (path, lambda f: torch.save(state, f)),
+        (Path(f"{path}.json"), lambda f: f.write((json.dumps(meta, indent=2) + "\n").encode())),
+    ):
         fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as handle:

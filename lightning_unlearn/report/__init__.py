@@ -9,6 +9,7 @@
   :mod:`~lightning_unlearn.report.figures`: its pictures (matplotlib, imported when drawing).
 """
 
+from lightning_unlearn.report.chain import chain_report, report_sha256, verify_report_chain
 from lightning_unlearn.report.core import (
     LEGACY_KEYS,
     METRIC_BLOCKS,
@@ -23,17 +24,16 @@ from lightning_unlearn.report.core import (
     write_json,
     write_report,
 )
-from lightning_unlearn.report.chain import chain_report, report_sha256, verify_report_chain
 from lightning_unlearn.report.verify import Check, verify_report
 
 __all__ = [
-    "Check",
     "LEGACY_KEYS",
     "METRIC_BLOCKS",
     "OPTIONAL_KEYS",
     "REPORT_KEYS",
     "SCHEMA_VERSION",
     "STATUSES",
+    "Check",
     "build_report",
     "chain_report",
     "json_safe",

@@ -18,7 +18,8 @@ is flagged ``out of line``; without a floor it is listed with ``no noise floor``
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, Optional
 
 from lightning_unlearn.metrics.keys import MEANING_TEXT, METRICS, higher_means
 
@@ -105,7 +106,8 @@ def _reading(meaning: str, difference: float) -> str:
         "utility": "better utility than Retrain" if up else "worse utility than Retrain",
         "unlike_retrain": "further from Retrain than chance" if up else "closer to Retrain than chance",
         "like_retrain": "closer to Retrain than chance" if up else "further from Retrain than chance",
-        "unchanged": "moved less from the original than Retrain did (features kept)" if up
+        "unchanged": "moved less from the original than Retrain did (features kept)"
+        if up
         else "moved more from the original than Retrain did",
         "sparser": "sparser than Retrain" if up else "denser than Retrain",
     }[meaning]
@@ -118,8 +120,11 @@ def _group(quantity: str) -> str:
 
 
 def _numbers(block: Optional[Mapping[str, Any]]) -> dict[str, float]:
-    return {k: float(v) for k, v in (block or {}).items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
+    return {
+        k: float(v)
+        for k, v in (block or {}).items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+    }
 
 
 def audit_summary(
@@ -162,29 +167,39 @@ def audit_summary(
         except KeyError:
             continue
         value = values[quantity]
-        entry: dict[str, Any] = {"quantity": quantity, "meaning": MEANING_TEXT[meaning], "value": value,
-                                 "reference": ref.get(quantity), "difference": None, "noise_floor": None,
-                                 "floor_from": None, "verdict": "no reference"}
+        entry: dict[str, Any] = {
+            "quantity": quantity,
+            "meaning": MEANING_TEXT[meaning],
+            "value": value,
+            "reference": ref.get(quantity),
+            "difference": None,
+            "noise_floor": None,
+            "floor_from": None,
+            "verdict": "no reference",
+        }
         fpr = _fpr_of(quantity)
         if fpr is not None and counts and counts.get("test") and fpr * counts["test"] < 10:
             entry["difference"] = value - ref[quantity] if quantity in ref else None
-            entry["verdict"] = (f"not judged: at FPR {fpr:g} the threshold rests on {fpr * counts['test']:.1f} test"
-                                " examples (< 10)")
+            entry["verdict"] = (
+                f"not judged: at FPR {fpr:g} the threshold rests on {fpr * counts['test']:.1f} test examples (< 10)"
+            )
         elif quantity in ref:
             difference = value - ref[quantity]
-            floors: dict[str, float] = {}
+            found: dict[str, float] = {}
             if quantity in seeded:
-                floors["reseeded Retrain"] = abs(seeded[quantity] - ref[quantity])
+                found["reseeded Retrain"] = abs(seeded[quantity] - ref[quantity])
             sampled = sampling_floor(quantity, value, ref[quantity], counts or {}) if counts else None
             if sampled is not None:
-                floors["sampling (2 s.e.)"] = sampled
+                found["sampling (2 s.e.)"] = sampled
             if extra.get(quantity) is not None:
-                floors["models' spread (2 s.e.)"] = float(extra[quantity])
+                found["models' spread (2 s.e.)"] = float(extra[quantity])
             entry["difference"] = difference
-            if floors:
-                source = max(floors, key=floors.get)
-                entry.update(noise_floor=floors[source], floor_from=source)
-                entry["verdict"] = "in line" if abs(difference) <= floors[source] else f"out of line: {_reading(meaning, difference)}"
+            if found:
+                source = max(found, key=found.__getitem__)
+                entry.update(noise_floor=found[source], floor_from=source)
+                entry["verdict"] = (
+                    "in line" if abs(difference) <= found[source] else f"out of line: {_reading(meaning, difference)}"
+                )
             else:
                 entry["verdict"] = "no noise floor" + (f" ({_reading(meaning, difference)})" if difference else "")
         entries.append(entry)
@@ -199,6 +214,8 @@ def summary_lines(summary: list[dict[str, Any]], limit: Optional[int] = None) ->
 
     lines = [f"{'quantity':<48}{'value':>10}{'Retrain':>10}{'diff':>10}{'floor':>10}  verdict"]
     for entry in summary[:limit]:
-        lines.append(f"{entry['quantity']:<48}{cell(entry['value'])}{cell(entry['reference'])}"
-                     f"{cell(entry['difference'])}{cell(entry['noise_floor'])}  {entry['verdict']}")
+        lines.append(
+            f"{entry['quantity']:<48}{cell(entry['value'])}{cell(entry['reference'])}"
+            f"{cell(entry['difference'])}{cell(entry['noise_floor'])}  {entry['verdict']}"
+        )
     return lines

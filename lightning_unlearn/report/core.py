@@ -14,10 +14,11 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Optional, Union
 
 from lightning_unlearn.metrics.keys import METRICS
 from lightning_unlearn.validation import check_readable_file
@@ -28,8 +29,18 @@ SCHEMA_VERSION = 2
 STATUSES = ("completed", "diverged", "interrupted")
 #: The keys of a report, in order.
 REPORT_KEYS = (
-    "schema_version", "status", "method", "hyperparameters", "forget", "metrics", "runtime_s", "seed",
-    "failure", "recipe", "versions", "created",
+    "schema_version",
+    "status",
+    "method",
+    "hyperparameters",
+    "forget",
+    "metrics",
+    "runtime_s",
+    "seed",
+    "failure",
+    "recipe",
+    "versions",
+    "created",
 )
 #: Keys a report may add, in this order after ``metrics``: ``audit`` (with ``UnlearningEvaluation(audits=...)``).
 OPTIONAL_KEYS = ("audit",)
@@ -183,7 +194,8 @@ def read_report(path: Union[str, Path], name: str = "report") -> dict[str, Any]:
             (each naming ``name``, the path and the fix).
     """
     path = check_readable_file(
-        os.fspath(path) if isinstance(path, os.PathLike) else path, name,
+        os.fspath(path) if isinstance(path, os.PathLike) else path,
+        name,
         "pass the path of a report written by UnlearningEvaluation(report_path=...)",
     )
     try:

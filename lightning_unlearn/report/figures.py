@@ -9,8 +9,9 @@ backend and open figures are never touched); without it :func:`write_figures` ra
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Optional, Union
 
 import torch
 from torch import Tensor
@@ -37,8 +38,10 @@ _SCALES = {
     "loss": ("log10 loss (left = member)", lambda st: torch.log10((-st["log_p"]).clamp_min(1e-12))),
     "confidence": ("logit-scaled confidence (right = member)", lambda st: st["margin"].clamp(-30, 30)),
     "entropy": ("log10 entropy (left = member)", lambda st: torch.log10(st["entropy"].clamp_min(1e-12))),
-    "modified_entropy": ("log10 modified entropy (left = member)",
-                         lambda st: torch.log10(st["modified_entropy"].clamp_min(1e-12))),
+    "modified_entropy": (
+        "log10 modified entropy (left = member)",
+        lambda st: torch.log10(st["modified_entropy"].clamp_min(1e-12)),
+    ),
 }
 
 
@@ -52,8 +55,9 @@ def _score_histograms(samples: Mapping[str, Mapping[str, Tensor]], title: str) -
         low, high = float(torch.quantile(pooled, 0.005)), float(torch.quantile(pooled, 0.995))
         bins = torch.linspace(low, high if high > low else low + 1, 41).tolist()
         for split, values in scores.items():
-            ax.hist(values.clamp(low, high).numpy(), bins=bins, density=True, alpha=0.45, color=_SPLIT_COLOURS[split],
-                    label=split)
+            ax.hist(
+                values.clamp(low, high).numpy(), bins=bins, density=True, alpha=0.45, color=_SPLIT_COLOURS[split], label=split
+            )
         ax.set_title(f"{attack} attack", fontsize=9)
         ax.set_xlabel(label, fontsize=8)
         ax.set_yticks([])
@@ -97,8 +101,9 @@ def _margins(margins: Mapping[str, Mapping[str, Tensor]], title: str) -> Any:
         high = max(float(v.max()) for v in values.values())
         bins = torch.linspace(low, high if high > low else low + 1, 51).tolist()
         for name, v in values.items():
-            ax.hist(v.numpy(), bins=bins, density=True, histtype="step", linewidth=1.4,
-                    color=_MODEL_COLOURS.get(name), label=name)
+            ax.hist(
+                v.numpy(), bins=bins, density=True, histtype="step", linewidth=1.4, color=_MODEL_COLOURS.get(name), label=name
+            )
         ax.set_xlabel("margin z_y - logsumexp_{j != y} z_j (clipped to +-30)")
         ax.set_title(f"{split} set", fontsize=9)
         ax.set_yticks([])

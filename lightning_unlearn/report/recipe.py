@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import inspect
 import sys
-from typing import Any, Iterable, Mapping, Optional
+from collections.abc import Iterable, Mapping
+from typing import Any, Optional
 
 import lightning as L
 import torch
@@ -21,13 +22,13 @@ from lightning_unlearn.report.core import json_safe
 
 __all__ = [
     "callbacks_recipe",
-    "redact_indices",
     "class_path",
     "data_recipe",
     "init_args",
     "method_recipe",
     "model_recipe",
     "optimizers_recipe",
+    "redact_indices",
     "schedulers_recipe",
     "trainer_recipe",
 ]
@@ -157,10 +158,15 @@ def schedulers_recipe(trainer: L.Trainer) -> list[dict[str, Any]]:
         except Exception:
             state = {}
         settings = {k: compact(v) for k, v in state.items() if not k.startswith("_") and k not in ("optimizer",)}
-        out.append({
-            "class": class_path(scheduler), "interval": config.interval, "frequency": config.frequency,
-            "monitor": config.monitor, "settings": settings,
-        })
+        out.append(
+            {
+                "class": class_path(scheduler),
+                "interval": config.interval,
+                "frequency": config.frequency,
+                "monitor": config.monitor,
+                "settings": settings,
+            }
+        )
     return out
 
 

@@ -68,8 +68,13 @@ def verify_report(
     except json.JSONDecodeError as err:
         return [Check("schema", False, f"{str(path)!r} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})")]
     problems = schema_problems(report)
-    checks = [Check("schema", not problems, "; ".join(problems[:6]) if problems else
-                    f"schema_version {SCHEMA_VERSION}, every field present and well-typed")]
+    checks = [
+        Check(
+            "schema",
+            not problems,
+            "; ".join(problems[:6]) if problems else f"schema_version {SCHEMA_VERSION}, every field present and well-typed",
+        )
+    ]
     if not problems:
         checks.append(_arithmetic(report))
         checks.append(_status(report))
@@ -205,7 +210,7 @@ def _recipe_problems(recipe: Any, forget: Any, completed: bool) -> list[str]:
         problems.append("the recipe lists forget indices: a report never carries them")
     model = recipe["model"]
     if not isinstance(model, dict):
-        return problems + ["recipe.model is not an object"]
+        return [*problems, "recipe.model is not an object"]
     for key in ("sha256_before", "sha256_after"):
         value = model.get(key)
         if value is None and not (key == "sha256_after" and completed):
@@ -221,14 +226,16 @@ def _audit_problems(audit: Any) -> list[str]:
     problems = [f"audit lacks {k!r}" for k in ("audits", "after", "reference", "summary") if k not in audit]
     if problems:
         return problems
-    if not isinstance(audit["summary"], list) or not all(isinstance(e, dict) and isinstance(e.get("quantity"), str)
-                                                          and "value" in e and isinstance(e.get("verdict"), str)
-                                                          for e in audit["summary"]):
+    if not isinstance(audit["summary"], list) or not all(
+        isinstance(e, dict) and isinstance(e.get("quantity"), str) and "value" in e and isinstance(e.get("verdict"), str)
+        for e in audit["summary"]
+    ):
         problems.append("audit.summary is not a list of {quantity, value, verdict} entries")
     for block in ("before", "after", "reference", "reseeded"):
         value = audit.get(block)
-        if value is not None and (not isinstance(value, dict) or not all(
-                v is None or isinstance(v, str) or _is_number(v) for v in value.values())):
+        if value is not None and (
+            not isinstance(value, dict) or not all(v is None or isinstance(v, str) or _is_number(v) for v in value.values())
+        ):
             problems.append(f"audit.{block} is not an object of numbers")
     return problems
 
@@ -320,8 +327,12 @@ def _fingerprint(report: Optional[dict[str, Any]], path: Union[str, Path]) -> Ch
         return Check("fingerprint", False, f"the {len(indices)} indices hash to {digest[:16]}…, but the report is malformed")
     expected, count = report["forget"]["fingerprint"], report["forget"]["count"]
     if digest != expected or len(indices) != count:
-        return Check("fingerprint", False, f"the {len(indices)} indices of {str(path)!r} hash to {digest[:16]}…; the report"
-                                            f" names {count} indices hashing to {expected[:16]}…")
+        return Check(
+            "fingerprint",
+            False,
+            f"the {len(indices)} indices of {str(path)!r} hash to {digest[:16]}…; the report"
+            f" names {count} indices hashing to {expected[:16]}…",
+        )
     return Check("fingerprint", True, f"the {count} indices of {str(path)!r} hash to forget.fingerprint {digest[:16]}…")
 
 
@@ -334,8 +345,16 @@ def _weights(report: Optional[dict[str, Any]], path: Union[str, Path]) -> Check:
         return Check("weights", False, f"the checkpoint's weights hash to {digest[:16]}…, but the report is malformed")
     model = report["recipe"]["model"]
     if digest == model.get("sha256_after"):
-        return Check("weights", True, f"SHA-256 of the weights in {str(path)!r} equals recipe.model.sha256_after ({digest[:16]}…)")
+        return Check(
+            "weights", True, f"SHA-256 of the weights in {str(path)!r} equals recipe.model.sha256_after ({digest[:16]}…)"
+        )
     if digest == model.get("sha256_before"):
-        return Check("weights", False, f"{str(path)!r} holds the ORIGINAL weights (recipe.model.sha256_before), not the unlearned ones")
-    return Check("weights", False, f"SHA-256 of the weights in {str(path)!r} is {digest[:16]}…, recipe.model.sha256_after is"
-                                   f" {str(model.get('sha256_after'))[:16]}…: not the model this report describes")
+        return Check(
+            "weights", False, f"{str(path)!r} holds the ORIGINAL weights (recipe.model.sha256_before), not the unlearned ones"
+        )
+    return Check(
+        "weights",
+        False,
+        f"SHA-256 of the weights in {str(path)!r} is {digest[:16]}…, recipe.model.sha256_after is"
+        f" {str(model.get('sha256_after'))[:16]}…: not the model this report describes",
+    )

@@ -13,14 +13,19 @@ from lightning_unlearn.benchmark.population import population_table, run_populat
 from lightning_unlearn.metrics.functional import klom, ulira
 
 CONFIG = {
-    "seed": 0, "accelerator": "cpu",
-    "data": {"class_path": "lightning_unlearn.data.DigitsDataModule",
-             "init_args": {"forget": {"ratio": 0.1, "seed": 0}, "batch_size": 128, "eval_batch_size": 1024}},
+    "seed": 0,
+    "accelerator": "cpu",
+    "data": {
+        "class_path": "lightning_unlearn.data.DigitsDataModule",
+        "init_args": {"forget": {"ratio": 0.1, "seed": 0}, "batch_size": 128, "eval_batch_size": 1024},
+    },
     "model": {"class_path": "lightning_unlearn.models.SmallCNN", "init_args": {"in_channels": 1, "num_classes": 10, "width": 4}},
     "original": {"max_epochs": 2, "lr": 0.1},
-    "methods": {"retrain": {"method": "retrain", "max_epochs": 2, "init_args": {"lr": 0.1}},
-                "finetune": {"method": "finetune", "max_epochs": 1, "init_args": {"lr": 0.05}},
-                "gradient_ascent": {"method": "gradient_ascent", "max_epochs": 1, "init_args": {"lr": 0.01}}},
+    "methods": {
+        "retrain": {"method": "retrain", "max_epochs": 2, "init_args": {"lr": 0.1}},
+        "finetune": {"method": "finetune", "max_epochs": 1, "init_args": {"lr": 0.05}},
+        "gradient_ascent": {"method": "gradient_ascent", "max_epochs": 1, "init_args": {"lr": 0.01}},
+    },
 }
 
 
@@ -31,7 +36,7 @@ def population(tmp_path_factory):
 
 
 def test_eight_models_per_population_and_the_per_example_audits(population):
-    cache, result = population
+    _cache, result = population
     assert result["models"] == 8 and result["seeds"] == list(range(8))
     rows = {row["name"]: row for row in result["rows"]}
     assert list(rows) == ["retrain", "finetune"]
@@ -65,7 +70,9 @@ def test_a_second_method_costs_only_its_own_unlearning(population, monkeypatch):
     calls = []
     real_run_row = population_module.run_row
     monkeypatch.setattr(population_module, "train_original", lambda *a, **k: pytest.fail("an original was retrained"))
-    monkeypatch.setattr(population_module, "run_row", lambda spec, *a, **k: calls.append(spec.method) or real_run_row(spec, *a, **k))
+    monkeypatch.setattr(
+        population_module, "run_row", lambda spec, *a, **k: calls.append(spec.method) or real_run_row(spec, *a, **k)
+    )
     again = run_population(CONFIG, models=8, rows=["finetune", "gradient_ascent"], cache_dir=cache)
     assert calls == ["gradient_ascent"] * 8  # Retrain and FineTune came from the cache
     assert again["rows"][1] == first["rows"][1]  # the cached row is read back exactly

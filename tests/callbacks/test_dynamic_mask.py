@@ -30,7 +30,7 @@ def _run(max_steps=20, callbacks=(), **kwargs):
 
 
 def test_warmup_freezes_every_weight_then_density_stays_constant_and_turnover_follows_the_schedule():
-    module, start, callback, snapshots = _run()
+    _module, start, callback, snapshots = _run()
     for step in (1, 2, 3):  # warm-up: no parameter changes at all (momentum and weight decay included)
         for name in callback.masks():
             assert torch.equal(snapshots[step][0][name], start[name]), (step, name)
@@ -43,7 +43,9 @@ def test_warmup_freezes_every_weight_then_density_stays_constant_and_turnover_fo
     for prev, step, record in zip(steps, steps[1:], callback.history[1:]):
         tau = turnover_at(0.2, step / 20)
         assert record["tau"] == pytest.approx(tau)
-        per_tensor = {n: min(max(1, math.floor(tau * a)), a, masks_by_step[prev][n].numel() - a) for n, a in expected_active.items()}
+        per_tensor = {
+            n: min(max(1, math.floor(tau * a)), a, masks_by_step[prev][n].numel() - a) for n, a in expected_active.items()
+        }
         assert record["swapped"] == sum(per_tensor.values())
         for name, n in per_tensor.items():
             gained = masks_by_step[step][name] & ~masks_by_step[prev][name]
@@ -52,7 +54,7 @@ def test_warmup_freezes_every_weight_then_density_stays_constant_and_turnover_fo
 
 
 def test_frozen_weights_do_not_move_between_updates():
-    _, _, callback, snapshots = _run()
+    _, _, _callback, snapshots = _run()
     for step in range(4, 20):
         prev_state, prev_masks = snapshots[step - 1]
         state = snapshots[step][0]
@@ -97,5 +99,5 @@ def test_bad_arguments_raise_at_construction(kwargs, match):
 
 
 def test_parameter_filter_matching_nothing_raises():
-    with pytest.raises(ValueError, match="`parameters`='conv'.*matched no trainable parameter"):
+    with pytest.raises(ValueError, match=r"`parameters`='conv'.*matched no trainable parameter"):
         quiet_trainer(max_steps=2, callbacks=[DynamicMask(parameters="conv")]).fit(UserModule())

@@ -65,15 +65,18 @@ def test_report_schema(original, digits_random, tmp_path):
     assert tuple(report) == REPORT_KEYS
     assert report["method"] == "GradientAscent" and report["seed"] == 7
     assert report["hyperparameters"]["lr"] == 1e-3 and "model" not in report["hyperparameters"]
-    assert report["forget"] == digits_random.forget_summary() == {
-        "count": len(digits_random.forget_indices),
-        "retain_count": len(digits_random.retain_indices),
-        "fingerprint": digits_random.fingerprint,
-        "spec": {"indices": None, "classes": None, "ratio": 0.1, "seed": 0},
-    }
+    assert (
+        report["forget"]
+        == digits_random.forget_summary()
+        == {
+            "count": len(digits_random.forget_indices),
+            "retain_count": len(digits_random.retain_indices),
+            "fingerprint": digits_random.fingerprint,
+            "spec": {"indices": None, "classes": None, "ratio": 0.1, "seed": 0},
+        }
+    )
     for block in ("before", "after"):
-        assert set(report["metrics"][block]) == {
-            "forget_acc", "retain_acc", "test_acc", "unlearning_accuracy", "mia_efficacy"}
+        assert set(report["metrics"][block]) == {"forget_acc", "retain_acc", "test_acc", "unlearning_accuracy", "mia_efficacy"}
         assert all(0.0 <= v <= 1.0 for v in report["metrics"][block].values())
     assert report["metrics"]["reference"] is None and report["metrics"]["gap"] is None
     assert report["runtime_s"] > 0
@@ -95,7 +98,8 @@ def test_gap_against_a_reference_model(original, digits_classwise, tmp_path):
     # a saved report serves as the reference of a later run
     path = tmp_path / "ref.json"
     quiet_trainer(max_epochs=1, callbacks=[UnlearningEvaluation(report_path=str(path))]).fit(
-        Retrain(original, lr=0.05), datamodule=digits_classwise)
+        Retrain(original, lr=0.05), datamodule=digits_classwise
+    )
     callback = UnlearningEvaluation(reference_report=str(path))
     quiet_trainer(max_steps=1, callbacks=[callback]).fit(GradientAscent(original), datamodule=digits_classwise)
     assert callback.results["reference"] == json.loads(path.read_text())["metrics"]["after"]
@@ -106,9 +110,10 @@ def test_reference_with_other_classes_is_rejected_before_any_step(original, digi
 
     method = GradientAscent(original)
     start = copy.deepcopy(method.model.state_dict())
-    with pytest.raises(ValueError, match="reference.*12 logits"):
+    with pytest.raises(ValueError, match=r"reference.*12 logits"):
         quiet_trainer(max_steps=1, callbacks=[UnlearningEvaluation(reference=SmallCNN(1, 12))]).fit(
-            method, datamodule=digits_classwise)
+            method, datamodule=digits_classwise
+        )
     assert all(torch.equal(start[k], v) for k, v in method.model.state_dict().items())
 
 
@@ -117,7 +122,8 @@ def test_needs_unlearning_data(original, digits_classwise):
 
     with pytest.raises(ValueError, match="UnlearningEvaluation needs"):
         quiet_trainer(max_steps=1, callbacks=[UnlearningEvaluation()]).fit(
-            FineTune(original), train_dataloaders=digits_classwise.retain_dataloader())
+            FineTune(original), train_dataloaders=digits_classwise.retain_dataloader()
+        )
 
 
 class UserModule(L.LightningModule):
@@ -161,10 +167,10 @@ def wandb_records(run_file: Path) -> list:
         if block - pos % block < 7:  # block trailer
             pos += block - pos % block
             continue
-        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
         if pos + 7 + length > len(data):  # a record still being written
             break
-        payload, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        payload, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
         if kind == 1:
             raws.append(payload)
         elif kind == 2:
@@ -242,7 +248,8 @@ def test_sparse_models_get_topology_figures(original, digits_classwise, tmp_path
 
     callback = UnlearningEvaluation(report_path=str(tmp_path / "r.json"))
     quiet_trainer(max_steps=2, callbacks=[MagnitudePruning(amount=0.8), callback]).fit(
-        FineTune(original), datamodule=digits_classwise)
+        FineTune(original), datamodule=digits_classwise
+    )
     topology = json.loads((tmp_path / "r.json").read_text())["metrics"]["topology"]
     assert topology and any(0.75 < v < 0.85 for k, v in topology.items() if "sparsity" in k and isinstance(v, float))
     assert any(k.startswith("unlearn/topology/") for k in callback.flat_metrics())
@@ -259,15 +266,24 @@ def test_recipe_says_what_ran(original, digits_classwise, tmp_path):
     from lightning_unlearn.models import weights_sha256
 
     path = tmp_path / "r.json"
-    method = RandomLabel(original, optimizer=partial(torch.optim.Adam, lr=2e-4),
-                         lr_scheduler=partial(torch.optim.lr_scheduler.StepLR, step_size=3))
-    trainer = quiet_trainer(max_epochs=2, limit_train_batches=3, accumulate_grad_batches=2, gradient_clip_val=1.0,
-                            callbacks=[SaliencyMask(threshold=0.3), UnlearningEvaluation(report_path=str(path), verbose=False)])
+    method = RandomLabel(
+        original, optimizer=partial(torch.optim.Adam, lr=2e-4), lr_scheduler=partial(torch.optim.lr_scheduler.StepLR, step_size=3)
+    )
+    trainer = quiet_trainer(
+        max_epochs=2,
+        limit_train_batches=3,
+        accumulate_grad_batches=2,
+        gradient_clip_val=1.0,
+        callbacks=[SaliencyMask(threshold=0.3), UnlearningEvaluation(report_path=str(path), verbose=False)],
+    )
     trainer.fit(method, datamodule=digits_classwise)
     report = json.loads(path.read_text())
     recipe = report["recipe"]
-    assert recipe["method"] == {"name": "random_label", "class": "lightning_unlearn.methods.RandomLabel",
-                                "hyperparameters": recipe["method"]["hyperparameters"]}
+    assert recipe["method"] == {
+        "name": "random_label",
+        "class": "lightning_unlearn.methods.RandomLabel",
+        "hyperparameters": recipe["method"]["hyperparameters"],
+    }
     assert [c["name"] for c in recipe["callbacks"]] == ["saliency_mask", "evaluation"]
     assert recipe["callbacks"][0]["init_args"]["threshold"] == 0.3
     assert recipe["optimizers"][0]["class"] == "torch.optim.Adam"
@@ -357,7 +373,13 @@ def test_verify_report_command(original, digits_classwise, tmp_path, capsys):
     main(["verify-report", str(path), "--forget-indices", str(tmp_path / "forget.txt"), "--checkpoint", str(tmp_path / "u.ckpt")])
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split(":")[0] for line in lines] == [
-        "PASS schema", "PASS arithmetic", "PASS status", "PASS fingerprint", "PASS weights", "VERIFIED"]
+        "PASS schema",
+        "PASS arithmetic",
+        "PASS status",
+        "PASS fingerprint",
+        "PASS weights",
+        "VERIFIED",
+    ]
     path.write_text(path.read_text().replace('"status": "completed"', '"status": "finished"'))
     with pytest.raises(SystemExit) as exit_info:
         main(["verify-report", str(path)])
@@ -380,12 +402,16 @@ def test_the_report_never_lists_the_forget_indices(original, digits_classwise, t
     assert report["recipe"]["config"]["data"]["init_args"]["forget"]["indices"] == "<5 indices>"
     assert ",".join(map(str, indices[:3])) not in text.replace("\n", "").replace(" ", "")
     assert all(check.ok for check in verify_report(tmp_path / "r.json"))
+
+
 def test_fit_end_warns_when_the_forget_set_is_still_recognised(original, digits_classwise, tmp_path):
     """Class-wise request, a model the method did not move: a warning with the figures and the remedy,
     and the finding in the report; a run that forgets the class gets neither."""
     path = tmp_path / "unchanged.json"
     callback = UnlearningEvaluation(report_path=str(path))
-    with pytest.warns(UserWarning, match=r"forgotten class is still recognised: forget accuracy (0\.9\d\d|1\.000) after.*lightning-unlearn tune"):
+    with pytest.warns(
+        UserWarning, match=r"forgotten class is still recognised: forget accuracy (0\.9\d\d|1\.000) after.*lightning-unlearn tune"
+    ):
         quiet_trainer(max_steps=1, callbacks=[callback]).fit(GradientAscent(original, lr=1e-9), datamodule=digits_classwise)
     finding = json.loads(path.read_text())["metrics"]["forgetting_check"]
     assert finding == callback.results["forgetting_check"]

@@ -76,7 +76,8 @@ def test_standard_audits_equal_an_independent_pass_and_reach_logs_and_report(ori
     assert entries["forget_acc"]["reference"] == report["metrics"]["reference"]["forget_acc"]
     assert all(e["verdict"] for e in audit["summary"])
     assert entries["mia/loss/forget_vs_test/auc"]["difference"] == pytest.approx(
-        after.audit["mia/loss/forget_vs_test/auc"] - ref.audit["mia/loss/forget_vs_test/auc"])
+        after.audit["mia/loss/forget_vs_test/auc"] - ref.audit["mia/loss/forget_vs_test/auc"]
+    )
     checks = verify_report(path)
     assert all(c.ok for c in checks), [c.line() for c in checks]
     edited = json.loads(path.read_text())
@@ -104,14 +105,28 @@ def test_full_audits_with_a_reseeded_reference_write_figures_and_a_verdict(origi
         reseeded.classifier.bias.add_(0.01)
     logger = WandbLogger()
     callback = UnlearningEvaluation(
-        report_path=str(path), reference=reference, reseeded_reference=reseeded, audits="full",
-        representation_samples=100, relearn_steps=2, quantization_bits=[8], verbose=False)
+        report_path=str(path),
+        reference=reference,
+        reseeded_reference=reseeded,
+        audits="full",
+        representation_samples=100,
+        relearn_steps=2,
+        quantization_bits=[8],
+        verbose=False,
+    )
     L.Trainer(**{**QUIET, "logger": logger}, accelerator="cpu", max_steps=2, callbacks=[callback]).fit(
-        FineTune(original), datamodule=digits_classwise)
+        FineTune(original), datamodule=digits_classwise
+    )
     audit = json.loads(path.read_text())["audit"]
     after = audit["after"]
-    for key in ("representation/cka_retrain/forget", "representation/cka_original/test", "representation/knn/forget_acc",
-                "representation/linear_probe/forget_acc", "relearn/forget_acc", "quantization/int8/forget_acc_change"):
+    for key in (
+        "representation/cka_retrain/forget",
+        "representation/cka_original/test",
+        "representation/knn/forget_acc",
+        "representation/linear_probe/forget_acc",
+        "relearn/forget_acc",
+        "quantization/int8/forget_acc_change",
+    ):
         assert key in after, key
     assert audit["reference"]["representation/cka_retrain/forget"] == pytest.approx(1.0)
     assert audit["reseeded"]["representation/cka_retrain/forget"] > 0.9
@@ -129,7 +144,8 @@ def test_full_audits_with_a_reseeded_reference_write_figures_and_a_verdict(origi
 def test_a_sparse_model_summary_leads_with_topology_and_per_example_numbers(original, digits_classwise):
     callback = UnlearningEvaluation(reference=_reference(original), audits="standard", verbose=False)
     quiet_trainer(max_steps=1, callbacks=[MagnitudePruning(amount=0.8), callback]).fit(
-        FineTune(original), datamodule=digits_classwise)
+        FineTune(original), datamodule=digits_classwise
+    )
     order = [e["quantity"] for e in callback.audit["summary"]]
     first_other = next(i for i, q in enumerate(order) if not q.startswith(("topology/", "per_example/")))
     assert order[0].startswith("topology/") and first_other >= 3
@@ -139,22 +155,26 @@ def test_a_sparse_model_summary_leads_with_topology_and_per_example_numbers(orig
 def test_a_reference_reports_audit_block_is_the_reference(original, digits_random, tmp_path):
     first = tmp_path / "retrain.json"
     quiet_trainer(max_steps=1, callbacks=[UnlearningEvaluation(report_path=str(first), audits="attacks", verbose=False)]).fit(
-        FineTune(original), datamodule=digits_random)
+        FineTune(original), datamodule=digits_random
+    )
     callback = UnlearningEvaluation(reference_report=str(first), audits="attacks", verbose=False)
     quiet_trainer(max_steps=1, callbacks=[callback]).fit(FineTune(original, lr=0.05), datamodule=digits_random)
     assert callback.audit["reference"] == json.loads(first.read_text())["audit"]["after"]
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"audits": "everything"}, "audits"),
-    ({"audits": ["attacks", "sharpness"]}, "audits"),
-    ({"relearn_data": "retain"}, "relearn_data"),
-    ({"relearn_fraction": 1.0}, "relearn_fraction"),
-    ({"quantization_bits": 8}, "quantization_bits"),
-    ({"quantization_bits": [1]}, "quantization_bits"),
-    ({"reseeded_reference": 3}, "reseeded_reference"),
-    ({"representation_samples": 1}, "representation_samples"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"audits": "everything"}, "audits"),
+        ({"audits": ["attacks", "sharpness"]}, "audits"),
+        ({"relearn_data": "retain"}, "relearn_data"),
+        ({"relearn_fraction": 1.0}, "relearn_fraction"),
+        ({"quantization_bits": 8}, "quantization_bits"),
+        ({"quantization_bits": [1]}, "quantization_bits"),
+        ({"reseeded_reference": 3}, "reseeded_reference"),
+        ({"representation_samples": 1}, "representation_samples"),
+    ],
+)
 def test_bad_audit_arguments_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         UnlearningEvaluation(**kwargs)

@@ -14,9 +14,9 @@ import torch
 
 from lightning_unlearn.callbacks import UnlearningEvaluation
 from lightning_unlearn.data import DigitsDataModule, ForgetSpec
+from lightning_unlearn.methods import FineTune
 from lightning_unlearn.metrics import evaluate, evaluate_pass
 from lightning_unlearn.metrics.keys import METRICS
-from lightning_unlearn.methods import FineTune
 from lightning_unlearn.report import verify_report
 from tests.conftest import QUIET
 
@@ -32,7 +32,11 @@ def test_ddp_spawn_reports_the_single_process_numbers_exactly(original, tmp_path
     path = tmp_path / "report.json"
     method = FineTune(original, lr=0.05)
     trainer = L.Trainer(
-        **QUIET, accelerator="cpu", devices=2, strategy="ddp_spawn", max_steps=3,
+        **QUIET,
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        max_steps=3,
         callbacks=[UnlearningEvaluation(report_path=str(path), reference=reference, verbose=False, audits="standard")],
     )
     trainer.fit(method, datamodule=dm)  # ddp_spawn loads rank 0's final weights back into `method`
@@ -52,8 +56,11 @@ def test_ddp_spawn_reports_the_single_process_numbers_exactly(original, tmp_path
         assert float(trainer.callback_metrics[f"unlearn/{key}"]) == single["after"][key]
     assert report["status"] == "completed" and report["recipe"]["trainer"]["steps_run"] == 3
     loaders = dm.evaluation_dataloaders()
-    passes = {"before": evaluate_pass(original, loaders), "after": evaluate_pass(method.model, loaders),
-              "reference": evaluate_pass(reference, loaders)}
+    passes = {
+        "before": evaluate_pass(original, loaders),
+        "after": evaluate_pass(method.model, loaders),
+        "reference": evaluate_pass(reference, loaders),
+    }
     for block, result in passes.items():
         for key, value in result.audit.items():
             assert report["audit"][block][key] == value, (block, key)  # exact, not approximate

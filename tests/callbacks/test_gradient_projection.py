@@ -3,6 +3,7 @@ known, the retain bound, masks, BatchNorm, resume, digits, and bad input (the pr
 tested without a trainer in tests/functional/test_projection.py)."""
 
 import copy
+import itertools
 
 import lightning as L
 import pytest
@@ -23,7 +24,7 @@ def test_seeded_batches_resume_at_any_batch():
     full = SeededBatchSampler(10, 3, seed=1)
     first = [b for _, b in zip(range(8), full)]
     assert all(len(b) == 3 for b in first)
-    assert len(set(sum(first[:3], []))) == 9  # a pass: 3 full batches of distinct examples, 1 left out
+    assert len(set(itertools.chain.from_iterable(first[:3]))) == 9  # a pass: 3 full batches of distinct examples, 1 left out
     resumed = [b for _, b in zip(range(3), SeededBatchSampler(10, 3, seed=1, start=5))]
     assert resumed == first[5:8]
     ranks = [[b for _, b in zip(range(4), SeededBatchSampler(10, 3, seed=1, stride=2, offset=r))] for r in (0, 1)]
@@ -193,10 +194,13 @@ def test_retain_pass_does_not_touch_batchnorm_statistics(original, digits_classw
 def test_forgetting_with_projection_keeps_retain_accuracy(original, digits_classwise):
     def unlearn(callbacks):
         L.seed_everything(0)  # forgetting loss only; retained data enters through the projection
-        method = RandomLabel(copy.deepcopy(original), alpha=0.0, lr=0.1, momentum=0.0, epoch_split="forget",
-                             exclude_true_label=True)
+        method = RandomLabel(
+            copy.deepcopy(original), alpha=0.0, lr=0.1, momentum=0.0, epoch_split="forget", exclude_true_label=True
+        )
         quiet_trainer(max_epochs=2, callbacks=callbacks).fit(method, datamodule=digits_classwise)
-        return accuracy(method.model, digits_classwise.forget_dataloader()), accuracy(method.model, digits_classwise.retain_dataloader())
+        return accuracy(method.model, digits_classwise.forget_dataloader()), accuracy(
+            method.model, digits_classwise.retain_dataloader()
+        )
 
     forget, retain = unlearn([GradientProjection()])
     _, retain_unprojected = unlearn([])
@@ -243,6 +247,6 @@ def test_bad_arguments_are_rejected(kwargs, match):
 def test_missing_retain_data_fails_before_any_weight_change():
     toy = Toy([-1.0, 2.0], [0.5, -1.5])
     state = copy.deepcopy(toy.state_dict())
-    with pytest.raises(ValueError, match="GradientProjection needs retained data.*dataloader="):
+    with pytest.raises(ValueError, match=r"GradientProjection needs retained data.*dataloader="):
         one_step(toy, GradientProjection())
     assert all(torch.equal(state[k], v) for k, v in toy.state_dict().items())

@@ -22,7 +22,9 @@ def test_hardness_is_measured_before_unlearning_and_reported(original, digits_cl
     assert -1 <= hardness.results["kappa"] <= 1 and hardness.results["forget_examples"] == len(digits_classwise.forget_indices)
     assert hardness.per_example.shape == (len(digits_classwise.forget_indices),)
     # the core on the untouched original (another retain sample): the same per-example hardness ranking
-    summary, per_example = request_hardness(original, digits_classwise.forget_dataloader(), [next(iter(digits_classwise.retain_dataloader()))])
+    summary, per_example = request_hardness(
+        original, digits_classwise.forget_dataloader(), [next(iter(digits_classwise.retain_dataloader()))]
+    )
     assert summary.forget_examples == hardness.results["forget_examples"]
     assert torch.corrcoef(torch.stack([per_example, hardness.per_example]))[0, 1] > 0.9
 

@@ -74,8 +74,14 @@ def test_resume_is_exact(original, step1, tmp_path):
         torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0, msg=key)
 
 
-@pytest.mark.parametrize("kwargs, match", [(dict(weight=0.0), "`weight` must be a finite number > 0"),
-                                           (dict(temperature=-1.0), "`temperature`"), (dict(batch_size=0), "`batch_size`")])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(weight=0.0), "`weight` must be a finite number > 0"),
+        (dict(temperature=-1.0), "`temperature`"),
+        (dict(batch_size=0), "`batch_size`"),
+    ],
+)
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         KeepForgotten(**kwargs)
@@ -84,4 +90,5 @@ def test_bad_arguments(kwargs, match):
 def test_needs_an_unlearning_datamodule(original, digits_classwise):
     with pytest.raises(ValueError, match="KeepForgotten"):
         quiet_trainer(max_steps=1, callbacks=[KeepForgotten()]).fit(
-            FineTune(copy.deepcopy(original)), train_dataloaders=digits_classwise.retain_dataloader())
+            FineTune(copy.deepcopy(original)), train_dataloaders=digits_classwise.retain_dataloader()
+        )

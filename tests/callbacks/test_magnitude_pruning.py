@@ -19,7 +19,8 @@ from lightning_unlearn.models import SmallCNN
 from tests.callbacks import user_module
 from tests.conftest import quiet_trainer
 
-def UserModule() -> L.LightningModule:  # noqa: N802 - the shared plain user module, 8 hidden units
+
+def UserModule() -> L.LightningModule:
     return user_module.UserModule(hidden=8)
 
 
@@ -46,8 +47,9 @@ def test_pruned_weights_stay_exactly_zero_through_sgd_with_momentum_and_weight_d
 
 def test_model_pruning_masks_are_folded_in_and_kept():
     module = UserModule()
-    torch_pruning = ModelPruning("l1_unstructured", amount=0.3, parameter_names=["weight"], use_global_unstructured=False,
-                                 make_pruning_permanent=False)
+    torch_pruning = ModelPruning(
+        "l1_unstructured", amount=0.3, parameter_names=["weight"], use_global_unstructured=False, make_pruning_permanent=False
+    )
     quiet_trainer(max_epochs=1, callbacks=[torch_pruning]).fit(module)
     before = {n: m.clone() for n, m in masks_of(module.net).items()}
     callback = MagnitudePruning(amount=0.5)
@@ -203,7 +205,13 @@ def test_bad_setups_fail_before_any_weight_changes(kwargs, trainer_kwargs, match
 def test_the_callback_owns_a_recipe_and_prunes_by_it():
     callback = MagnitudePruning(amount=0.6, structured=True, scope="layer", seed=4)
     assert callback.pruning_recipe() == PruningRecipe(amount=0.6, structured=True, scope="layer", seed=4)
-    assert (callback.amount, callback.method, callback.structured, callback.scope, callback.rounds) == (0.6, "omp", True, "layer", 1)
+    assert (callback.amount, callback.method, callback.structured, callback.scope, callback.rounds) == (
+        0.6,
+        "omp",
+        True,
+        "layer",
+        1,
+    )
     module = UserModule()
     expected = apply_pruning(copy.deepcopy(module), amount=0.6, structured=True, scope="layer")
     quiet_trainer(max_steps=1, callbacks=[callback]).fit(module)

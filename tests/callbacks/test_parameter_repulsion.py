@@ -57,8 +57,15 @@ def test_resume_is_exact(original, digits_classwise, tmp_path):
         torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0, msg=key)
 
 
-@pytest.mark.parametrize("kwargs, match", [(dict(form="l3"), "`form` must be one of"), (dict(weight=-1.0), "`weight`"),
-                                           (dict(gamma=0.0), "`gamma`"), (dict(anchor=3), "`anchor` must be")])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(form="l3"), "`form` must be one of"),
+        (dict(weight=-1.0), "`weight`"),
+        (dict(gamma=0.0), "`gamma`"),
+        (dict(anchor=3), "`anchor` must be"),
+    ],
+)
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ParameterRepulsion(**kwargs)

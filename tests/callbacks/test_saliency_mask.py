@@ -26,7 +26,7 @@ def _fit(strict, threshold=0.5, scope="global", steps=6):
 
 @pytest.mark.parametrize("scope", ["global", "layer"])
 def test_mask_is_topk_of_the_saliency_at_fit_start_on_a_user_module(scope):
-    module, _, callback, expected = _fit(strict=True, threshold=0.3, scope=scope)
+    _module, _, callback, expected = _fit(strict=True, threshold=0.3, scope=scope)
     masks = callback.masks()
     assert list(masks) == list(expected)  # every parameter of the plain module, named as its own
     names = list(expected)
@@ -111,11 +111,11 @@ def test_bad_arguments_raise_at_construction(kwargs, match):
 def test_no_forget_data_raises_before_any_step():
     module = UserModule()
     start = copy.deepcopy(module.state_dict())
-    with pytest.raises(ValueError, match="SaliencyMask needs forget data.*dataloader="):
+    with pytest.raises(ValueError, match=r"SaliencyMask needs forget data.*dataloader="):
         quiet_trainer(max_steps=2, callbacks=[SaliencyMask()]).fit(module)
     assert all(torch.equal(module.state_dict()[k], v) for k, v in start.items())
 
 
 def test_parameter_filter_matching_nothing_raises():
-    with pytest.raises(ValueError, match="`parameters`='conv'.*matched no trainable parameter"):
+    with pytest.raises(ValueError, match=r"`parameters`='conv'.*matched no trainable parameter"):
         quiet_trainer(max_steps=2, callbacks=[SaliencyMask(parameters="conv", dataloader=forget_loader())]).fit(UserModule())

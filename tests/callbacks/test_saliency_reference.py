@@ -35,7 +35,7 @@ def reference_masks(model, loader, ratio):
     ranks = torch.argsort(torch.argsort(all_elements, stable=True), stable=True)
     masks, start = [], 0
     for g in gradients.values():
-        masks.append((ranks[start:start + g.numel()] < threshold_index).reshape(g.shape))
+        masks.append((ranks[start : start + g.numel()] < threshold_index).reshape(g.shape))
         start += g.numel()
     return masks
 
@@ -74,8 +74,15 @@ class Augmented(Dataset):
 
 def augmented_data():
     clean = synthetic_dataset(100)
-    return UnlearningDataModule(Augmented(clean), synthetic_dataset(40, seed=1), forget=ForgetSpec(classes=[0]),
-                                batch_size=16, forget_batch_size=8, eval_batch_size=64, train_eval=clean)
+    return UnlearningDataModule(
+        Augmented(clean),
+        synthetic_dataset(40, seed=1),
+        forget=ForgetSpec(classes=[0]),
+        batch_size=16,
+        forget_batch_size=8,
+        eval_batch_size=64,
+        train_eval=clean,
+    )
 
 
 def saliency_mask_of(transforms, seed=0):

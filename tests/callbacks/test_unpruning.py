@@ -19,7 +19,7 @@ from lightning_unlearn.methods import FineTune, RandomLabel
 from lightning_unlearn.metrics import topology_report
 from lightning_unlearn.metrics.functional import mask_iou, sparsity
 from tests.conftest import quiet_trainer
-from tests.functional.built_case import D, K, built_data, built_models, built_datamodule, linear_net
+from tests.functional.built_case import D, K, built_data, built_datamodule, built_models, linear_net
 
 T, F = True, False
 
@@ -31,7 +31,8 @@ def models():
 
 # ---------------------------------------------------------------------------------- the built case
 @pytest.mark.parametrize(
-    "score, mode", [("retain_magnitude", "one_shot"), ("taylor", "one_shot"), ("gradient", "one_shot"), ("retain_magnitude", "gradual")]
+    "score, mode",
+    [("retain_magnitude", "one_shot"), ("taylor", "one_shot"), ("gradient", "one_shot"), ("retain_magnitude", "gradual")],
 )
 def test_unpruning_moves_the_topology_toward_the_retain_only_reference(models, score, mode, tmp_path):
     full, reference, retained = models
@@ -60,7 +61,11 @@ def test_one_shot_revives_at_the_values_before_pruning_or_at_zero(models):
         pruning, unpruning = MagnitudePruning(amount=0.5), UnPruning(revive=revive)
 
         class Probe(L.Callback):
+            def __init__(self, pruning, unpruning, revive):
+                self.pruning, self.unpruning, self.revive = pruning, unpruning, revive
+
             def on_train_start(self, trainer, pl_module):
+                pruning, unpruning, revive = self.pruning, self.unpruning, self.revive
                 before, after = unpruning.topology_before()["0.weight"], unpruning.masks()["0.weight"]
                 revived, weight = after & ~before, pl_module.model[0].weight
                 assert bool(revived.any()) and bool((weight[~after] == 0).all())
@@ -69,7 +74,9 @@ def test_one_shot_revives_at_the_values_before_pruning_or_at_zero(models):
                 assert torch.equal(pruning.masks()["0.weight"], after)  # written into MagnitudePruning
 
         method = FineTune(copy.deepcopy(full))
-        quiet_trainer(max_steps=1, callbacks=[unpruning, pruning, Probe()]).fit(method, datamodule=built_datamodule())
+        quiet_trainer(max_steps=1, callbacks=[unpruning, pruning, Probe(pruning, unpruning, revive)]).fit(
+            method, datamodule=built_datamodule()
+        )
 
 
 class RecipePruning(TopologyCallback):
@@ -187,8 +194,16 @@ def test_replay_recovers_the_retain_only_topology_and_reports_the_noise_floor(mo
     noise = {"0.weight": reference["0.weight"].clone()}
     noise["0.weight"][0, :2] = ~noise["0.weight"][0, :2]  # a reference' differing in two entries
     torch.save({f"model.{k}": v.float() for k, v in noise.items()}, tmp_path / "noise.pt")
-    unpruning = UnPruning(score="replay", init=str(tmp_path / "init.pt"), replay_rounds=1, replay_epochs=12.0, replay_lr=0.5,
-                          scope="global", reference=str(tmp_path / "reference.pt"), noise_reference=str(tmp_path / "noise.pt"))
+    unpruning = UnPruning(
+        score="replay",
+        init=str(tmp_path / "init.pt"),
+        replay_rounds=1,
+        replay_epochs=12.0,
+        replay_lr=0.5,
+        scope="global",
+        reference=str(tmp_path / "reference.pt"),
+        noise_reference=str(tmp_path / "noise.pt"),
+    )
     method = FineTune(copy.deepcopy(full), lr=0.01)
     quiet_trainer(max_steps=1, callbacks=[MagnitudePruning(amount=0.5), unpruning]).fit(method, datamodule=built_datamodule())
     report = topology_report(method.trainer.callbacks)

@@ -6,8 +6,7 @@ import torch
 from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader
 
-from lightning_unlearn.data import ForgetSpec, UnlearningDataModule
-from lightning_unlearn.data import DigitsDataModule, FashionMNISTDataModule, dataset_targets
+from lightning_unlearn.data import DigitsDataModule, FashionMNISTDataModule, ForgetSpec, UnlearningDataModule, dataset_targets
 from tests.conftest import synthetic_dataset
 
 
@@ -81,7 +80,7 @@ def test_plain_retain_batches_for_a_module_that_declares_nothing():
 
 def test_order_depends_on_epoch_only():
     dm = make_dm(forget=ForgetSpec(ratio=0.2), batch_size=16)
-    sampler = _train_loader(dm, _Declares(()) ).sampler
+    sampler = _train_loader(dm, _Declares(())).sampler
     sampler.set_epoch(3)
     first = list(sampler)
     sampler.set_epoch(0)
@@ -131,7 +130,7 @@ def test_fashion_mnist_reads_local_idx_files(tmp_path):
     dm = FashionMNISTDataModule(forget=ForgetSpec(classes=[0]), root=str(tmp_path))
     dm.setup("fit")
     assert len(dm.train_set) == 6 and len(dm.test_set) == 3 and dm.num_classes == 3
-    x, y = dm.train_set[0]
+    x, _y = dm.train_set[0]
     assert x.shape == (1, 28, 28) and torch.isclose(x[0, 0, 1], torch.tensor((1 / 255 - 0.2860) / 0.3530))
 
 
@@ -141,4 +140,4 @@ def test_fashion_mnist_missing_gives_the_fix(tmp_path, monkeypatch):
     monkeypatch.setattr(fm, "DEBIAN_PATH", str(tmp_path / "none"))
     monkeypatch.delenv("FASHION_MNIST_ROOT", raising=False)
     with pytest.raises(FileNotFoundError, match="apt-get install -y dataset-fashion-mnist"):
-        FashionMNISTDataModule(forget=ForgetSpec(classes=[0]), root=str(tmp_path)).forget_indices
+        _ = FashionMNISTDataModule(forget=ForgetSpec(classes=[0]), root=str(tmp_path)).forget_indices

@@ -24,8 +24,8 @@ def test_chain_is_disjoint_cumulative_and_deterministic(digits):
         forget, retain = set(step.forget_indices.tolist()), set(step.retain_indices.tolist())
         earlier = [set(e.tolist()) for e in step.earlier_forget_indices]
         assert len(earlier) == k and forget and not forget & deleted  # new request: nothing deleted twice
-        assert set().union(*earlier) == deleted                         # earlier sets = everything deleted before
-        assert retain == set(range(n)) - deleted - forget                # D_r = everything not yet deleted
+        assert set().union(*earlier) == deleted  # earlier sets = everything deleted before
+        assert retain == set(range(n)) - deleted - forget  # D_r = everything not yet deleted
         deleted |= forget
         assert step.chain_summary()["deleted_count"] == len(deleted)
         assert step.forget == chain[k] and step.step == k and step.num_requests == len(chain)
@@ -56,7 +56,10 @@ def test_requests_argument_and_at_step(digits):
 @pytest.mark.parametrize(
     ("requests", "message"),
     [
-        ([ForgetSpec(classes=[1]), ForgetSpec(classes=[1])], r"requests\[1\] \(classes=\[1\]\) at step 1: `classes` \[1\] do not occur"),
+        (
+            [ForgetSpec(classes=[1]), ForgetSpec(classes=[1])],
+            r"requests\[1\] \(classes=\[1\]\) at step 1: `classes` \[1\] do not occur",
+        ),
         ([ForgetSpec(indices=[4, 5]), ForgetSpec(indices=[5, 6])], r"requests\[1\].*\[5\] were already deleted"),
         ([ForgetSpec(classes=[0, 1]), ForgetSpec(classes=[2])], "nothing would remain"),
     ],

@@ -3,8 +3,7 @@ import hashlib
 import pytest
 import torch
 
-from lightning_unlearn.data import ForgetSpec
-from lightning_unlearn.data import fingerprint
+from lightning_unlearn.data import ForgetSpec, fingerprint
 
 TARGETS = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 3])
 

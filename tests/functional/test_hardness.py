@@ -50,6 +50,6 @@ def test_per_example_hardness_equals_a_loop():
     flat = lambda gs: torch.cat([g.flatten() for g in gs])  # noqa: E731
     assert abs(summary.kappa - float(torch.cosine_similarity(flat(g_r), flat(g_f), dim=0))) < 1e-5
     for i in range(5):
-        g_i = torch.autograd.grad(nn.functional.cross_entropy(net(x[i:i + 1]), y[i:i + 1]), params)
+        g_i = torch.autograd.grad(nn.functional.cross_entropy(net(x[i : i + 1]), y[i : i + 1]), params)
         assert abs(float(per_example[i]) - float(torch.cosine_similarity(flat(g_i), flat(g_r), dim=0))) < 1e-5
     assert summary.forget_examples == 5 and 0 <= summary.fraction_positive <= 1

@@ -39,7 +39,7 @@ def test_select_parameters_by_regex_default_and_errors():
     assert [n for n, _ in select_parameters(net, None, default=lambda n, p: p.ndim > 1)] == ["fc1.weight", "fc2.weight"]
     net.fc1.bias.requires_grad_(False)
     assert "fc1.bias" not in [n for n, _ in select_parameters(net, None)]
-    with pytest.raises(ValueError, match="`parameters`.*matched no trainable parameter.*fc1.weight"):
+    with pytest.raises(ValueError, match=r"`parameters`.*matched no trainable parameter.*fc1.weight"):
         select_parameters(net, "conv")
     with pytest.raises(ValueError, match="invalid regex"):
         select_parameters(net, "(")
@@ -77,7 +77,7 @@ def test_topk_mask_rejects_bad_fraction(fraction):
 
 
 def test_topk_mask_rejects_unknown_scope():
-    with pytest.raises(ValueError, match="`scope` must be one of \\('global', 'layer'\\), got 'tensor'.*'layer' each tensor"):
+    with pytest.raises(ValueError, match=r"`scope` must be one of \('global', 'layer'\), got 'tensor'.*'layer' each tensor"):
         topk_mask([torch.ones(3)], 0.5, "tensor")
 
 

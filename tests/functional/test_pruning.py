@@ -32,7 +32,7 @@ T, F = True, False
 ALPHA = 1e-4
 
 
-def Tiny() -> nn.Module:  # noqa: N802 - the shared test network, 8 hidden units
+def Tiny() -> nn.Module:
     return user_module.Tiny(hidden=8)
 
 
@@ -78,8 +78,14 @@ def test_synflow_matches_an_independent_implementation():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3))
     amount, iterations = 0.8, 4
-    ours = synflow_masks(net, ["0.weight", "2.weight"], [torch.ones(7, 5, dtype=torch.bool), torch.ones(3, 7, dtype=torch.bool)],
-                         amount, [5], iterations=iterations)
+    ours = synflow_masks(
+        net,
+        ["0.weight", "2.weight"],
+        [torch.ones(7, 5, dtype=torch.bool), torch.ones(3, 7, dtype=torch.bool)],
+        amount,
+        [5],
+        iterations=iterations,
+    )
     # Oracle: a linearised float64 copy, pruned round by round on all weights together.
     lin = copy.deepcopy(net).double()
     with torch.no_grad():

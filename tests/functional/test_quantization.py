@@ -15,7 +15,7 @@ def test_representable_values_round_trip_exactly(bits):
     g = torch.Generator().manual_seed(0)
     q = torch.randint(-qmax, qmax + 1, (6, 3, 3, 3), generator=g).float()
     q[:, 0, 0, 0] = qmax  # every channel reaches the top level: its scale is exactly the grid's
-    scales = torch.tensor([2.0 ** -k for k in range(6)]).reshape(6, 1, 1, 1)
+    scales = torch.tensor([2.0**-k for k in range(6)]).reshape(6, 1, 1, 1)
     weight = q * scales
     assert torch.equal(quantize_tensor(weight, bits), weight)
 

@@ -38,7 +38,7 @@ def models():
 
 def retain_batches(n=4, size=32):
     x, y = built_data(0).tensors
-    return [(x[i * size:(i + 1) * size], y[i * size:(i + 1) * size]) for i in range(n)]
+    return [(x[i * size : (i + 1) * size], y[i * size : (i + 1) * size]) for i in range(n)]
 
 
 # ---------------------------------------------------------------------------------- by hand
@@ -100,8 +100,15 @@ def test_scores_by_hand_on_a_linear_model():
     torch.testing.assert_close(UNPRUNING_SCORES["magnitude_after_finetune"](ctx)[0], (w - 0.1 * g).abs())
     u = g.abs()
     torch.testing.assert_close(UNPRUNING_SCORES["retain_magnitude"](ctx)[0], w.abs() * u / (u + 0.05 * u.mean()))
-    scored = unpruning_scores("gradient", net, ["0.weight"], [net[0].weight], [torch.tensor([[T, F], [T, T]])],
-                              [torch.tensor([[0.0, 9.0], [0.0, 0.0]])], batches)
+    scored = unpruning_scores(
+        "gradient",
+        net,
+        ["0.weight"],
+        [net[0].weight],
+        [torch.tensor([[T, F], [T, T]])],
+        [torch.tensor([[0.0, 9.0], [0.0, 0.0]])],
+        batches,
+    )
     assert scored[0].dtype == torch.float32 and not scored[0].requires_grad
     with pytest.raises(ValueError, match="must return one tensor per parameter"):
         unpruning_scores(lambda ctx: [], net, ["0.weight"], [net[0].weight], [torch.ones(2, 2, dtype=torch.bool)], [w], batches)
@@ -173,7 +180,9 @@ def test_replay_with_the_pipelines_own_budget_reproduces_the_retain_only_referen
     init = linear_net().state_dict()  # the pipeline's initialisation
     # One round, 150 full-batch SGD steps on D_r from the initialisation, 50 % global magnitude: the very
     # pipeline that made `reference`, so the replayed topology is the reference, entry for entry.
-    masks = replay_lottery_masks(net, ["0.weight"], [original["0.weight"]], init, full_batch_retained(150), 1, 150, built_sgd, "global")
+    masks = replay_lottery_masks(
+        net, ["0.weight"], [original["0.weight"]], init, full_batch_retained(150), 1, 150, built_sgd, "global"
+    )
     assert torch.equal(masks[0], reference["0.weight"])
     assert not bool(masks[0][:, 8:].any())  # no weight reading forget-only features survives
     assert torch.equal(net[0].weight, full[0].weight * original["0.weight"])  # the network itself is untouched
@@ -187,11 +196,22 @@ def test_replay_rounds_keep_each_layers_density_and_rows():
     masks[1][:, :3] = False  # 9 of 12 entries of each row of the second
     stream = ((torch.randn(32, 16), torch.randint(0, 4, (32,))) for _ in range(9))
     sgd = lambda p: torch.optim.SGD(p, lr=0.1)  # noqa: E731
-    out = replay_lottery_masks(net, ["0.weight", "2.weight"], masks, net.state_dict(), stream, 3, 3, sgd, "layer", structured=True)
+    out = replay_lottery_masks(
+        net, ["0.weight", "2.weight"], masks, net.state_dict(), stream, 3, 3, sgd, "layer", structured=True
+    )
     assert int(out[0].all(dim=1).sum()) == 5 and bool((out[0].all(dim=1) | ~out[0].any(dim=1)).all())
     assert int(out[1].all(dim=1).sum()) == 4  # rows of a layer whose rows were all kept stay kept
-    layerwise = replay_lottery_masks(net, ["0.weight", "2.weight"], masks, net.state_dict(),
-                                     ((torch.randn(8, 16), torch.randint(0, 4, (8,))) for _ in range(6)), 2, 3, sgd, "layer")
+    layerwise = replay_lottery_masks(
+        net,
+        ["0.weight", "2.weight"],
+        masks,
+        net.state_dict(),
+        ((torch.randn(8, 16), torch.randint(0, 4, (8,))) for _ in range(6)),
+        2,
+        3,
+        sgd,
+        "layer",
+    )
     assert [int(m.sum()) for m in layerwise] == [80, 36]
     with pytest.raises(ValueError, match="stream ended early"):
         replay_lottery_masks(net, ["0.weight"], masks[:1], net.state_dict(), iter([]), 1, 1, sgd)

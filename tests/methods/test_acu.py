@@ -17,7 +17,7 @@ def features(network, datamodule, split):
     hook = network.classifier.register_forward_pre_hook(lambda m, a: captured.append(a[0].detach()))
     network.eval()
     with torch.no_grad():
-        for x, _ in (datamodule.retain_dataloader() if split == "retain" else datamodule.forget_dataloader()):
+        for x, _ in datamodule.retain_dataloader() if split == "retain" else datamodule.forget_dataloader():
             network(x)
     hook.remove()
     targets = dataset_targets(datamodule.train_set)[datamodule.retain_indices if split == "retain" else datamodule.forget_indices]
@@ -37,8 +37,9 @@ def test_unlearned_head_equals_the_refit_on_retained_data_over_a_chain(original,
         assert method.epoch_split == ("longest" if k == 0 else "forget")  # later requests read D_f only
         quiet_trainer(max_epochs=1).fit(method, datamodule=data)
         x, y = features(copy.deepcopy(method.model), data, "retain")
-        torch.testing.assert_close(head(method.model), least_squares_head(x, y, 10, gamma=1.0).float().double(),
-                                   rtol=0, atol=1e-5)
+        torch.testing.assert_close(
+            head(method.model), least_squares_head(x, y, 10, gamma=1.0).float().double(), rtol=0, atol=1e-5
+        )
         assert memory_of(method.model).count == len(data.retain_indices)
         model = method.model
     # every requested class is forgotten exactly: its output column is 0, never the argmax for its images

@@ -45,5 +45,4 @@ def test_stage_one_adapts_to_the_forget_set(original, digits_classwise):
     quiet_trainer(max_steps=1).fit(method, datamodule=digits_classwise)
     forget_acc = evaluate(method.adapted, digits_classwise)["forget_acc"]
     assert forget_acc == 1.0 and evaluate(method.adapted, digits_classwise)["retain_acc"] < 0.9  # specialised to D_f
-    assert all(torch.equal(a, b) for a, b in zip(method._teachers["start"].state_dict().values(),
-                                                 original.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(method._teachers["start"].state_dict().values(), original.state_dict().values()))

@@ -14,8 +14,7 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from lightning_unlearn.data import ForgetSpec
-from lightning_unlearn.data import DigitsDataModule
+from lightning_unlearn.data import DigitsDataModule, ForgetSpec
 from lightning_unlearn.methods import BadTeacher
 from lightning_unlearn.methods.bad_teacher import bad_teacher_loss
 from lightning_unlearn.methods.teachers import fingerprint_module
@@ -81,7 +80,7 @@ def test_an_epoch_is_d_f_once_with_thirty_percent_of_d_r(original):
     forget_size, subset = len(dm.forget_indices), int(0.3 * len(dm.retain_indices))
     epoch = method.sizes[: len(method.sizes) // 2]
     assert sum(f for f, _ in epoch) == forget_size and sum(r for _, r in epoch) == subset
-    assert method.sizes[len(epoch):] == epoch  # the same allocation every epoch
+    assert method.sizes[len(epoch) :] == epoch  # the same allocation every epoch
     assert method.forget_share == pytest.approx(forget_size / (forget_size + subset))
     ratio = subset / forget_size  # each step mixes its samples in the reference's proportion
     assert all(abs(r - ratio * f) < 1 for f, r in epoch)

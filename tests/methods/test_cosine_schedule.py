@@ -7,7 +7,7 @@ import math
 import lightning as L
 import pytest
 
-from lightning_unlearn.methods import FineTune, Retrain, SCRUB
+from lightning_unlearn.methods import SCRUB, FineTune, Retrain
 from tests.conftest import quiet_trainer
 
 

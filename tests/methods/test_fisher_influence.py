@@ -10,10 +10,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from lightning_unlearn.functional.per_sample import per_sample_gradients
 from lightning_unlearn.methods import FisherForgetting, InfluenceUnlearning
 from lightning_unlearn.methods.fisher_forgetting import fisher_noise_
 from lightning_unlearn.methods.influence_unlearning import woodfisher_ihvp
-from lightning_unlearn.functional.per_sample import per_sample_gradients
 from tests.conftest import quiet_trainer, synthetic_dataset
 from tests.methods.test_methods import accuracy
 from tests.methods.test_ssd import tiny_data, tiny_model
@@ -22,8 +22,9 @@ from tests.methods.test_ssd import tiny_data, tiny_model
 def loop_gradients(model, x, y, loss=F.cross_entropy):
     """(N, P) per-sample gradients, one autograd call per sample."""
     params = list(model.parameters())
-    rows = [torch.cat([g.flatten() for g in torch.autograd.grad(loss(model(xi[None]), yi[None]), params)])
-            for xi, yi in zip(x, y)]
+    rows = [
+        torch.cat([g.flatten() for g in torch.autograd.grad(loss(model(xi[None]), yi[None]), params)]) for xi, yi in zip(x, y)
+    ]
     return torch.stack(rows)
 
 
@@ -106,8 +107,7 @@ def test_fisher_forgetting_runs_on_a_plain_retain_loader():
 
 @pytest.mark.parametrize(
     "make, kwargs",
-    [(lambda m: FisherForgetting(m, alpha=1e-6), {}),
-     (lambda m: InfluenceUnlearning(m, alpha=15.0), {})],
+    [(lambda m: FisherForgetting(m, alpha=1e-6), {}), (lambda m: InfluenceUnlearning(m, alpha=15.0), {})],
     ids=["fisher", "influence"],
 )
 def test_forgets_a_digits_class_and_keeps_retain(original, digits_classwise, make, kwargs):
@@ -119,10 +119,15 @@ def test_forgets_a_digits_class_and_keeps_retain(original, digits_classwise, mak
 
 @pytest.mark.parametrize(
     "cls, kwargs, name",
-    [(FisherForgetting, dict(alpha=0.0), "alpha"), (FisherForgetting, dict(alpha=float("inf")), "alpha"),
-     (FisherForgetting, dict(chunk_size=0), "chunk_size"), (InfluenceUnlearning, dict(alpha=-1.0), "alpha"),
-     (InfluenceUnlearning, dict(dampening=0.0), "dampening"), (InfluenceUnlearning, dict(num_samples=0), "num_samples"),
-     (InfluenceUnlearning, dict(chunk_size=True), "chunk_size")],
+    [
+        (FisherForgetting, dict(alpha=0.0), "alpha"),
+        (FisherForgetting, dict(alpha=float("inf")), "alpha"),
+        (FisherForgetting, dict(chunk_size=0), "chunk_size"),
+        (InfluenceUnlearning, dict(alpha=-1.0), "alpha"),
+        (InfluenceUnlearning, dict(dampening=0.0), "dampening"),
+        (InfluenceUnlearning, dict(num_samples=0), "num_samples"),
+        (InfluenceUnlearning, dict(chunk_size=True), "chunk_size"),
+    ],
 )
 def test_bad_hyperparameters_are_rejected(cls, kwargs, name):
     with pytest.raises(ValueError, match=f"`{name}`"):

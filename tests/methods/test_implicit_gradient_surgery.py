@@ -88,7 +88,7 @@ def test_weight_rises_while_forgetting_raises_the_retain_loss(original, digits_c
 
 def test_eu_fast_measures_with_the_next_batch(original, digits_classwise):
     error = 0.01
-    method, recorder = frozen_run(original, digits_classwise, steps=3, mode="eu_fast", error=error, w_lr=0.3)
+    _method, recorder = frozen_run(original, digits_classwise, steps=3, mode="eu_fast", error=error, w_lr=0.3)
     assert recorder.weights[0] == 1.0  # weight_init 1.0 for eu_fast; first step: nothing to compare yet
     reference = RetainWeight(init=1.0, lr=0.3, weight_decay=0.01)
     for t in (1, 2):  # step t compares batch t-1 (before the step) with batch t (after it)
@@ -127,7 +127,8 @@ def test_forgets_the_class_and_keeps_retain_accuracy(original, digits_classwise,
 
 def test_eu_fast_resumes_exactly(original, digits_classwise, tmp_path):
     straight, resumed, _ = run_and_resume(
-        lambda: ImplicitGradientSurgery(copy.deepcopy(original), mode="eu_fast", lr=0.01), digits_classwise, tmp_path)
+        lambda: ImplicitGradientSurgery(copy.deepcopy(original), mode="eu_fast", lr=0.01), digits_classwise, tmp_path
+    )
     assert_same_state(straight.state_dict(), resumed.state_dict())  # network, w, its Adam state, pending retain loss
 
 

@@ -7,10 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_unlearn.data import ForgetSpec, UnlearningDataModule
-from lightning_unlearn.data import DigitsDataModule
-from lightning_unlearn.methods import FineTune, GradientAscent, NegGradPlus, RandomLabel, Retrain
+from lightning_unlearn.data import DigitsDataModule, ForgetSpec, UnlearningDataModule
 from lightning_unlearn.functional.labels import random_labels
+from lightning_unlearn.methods import FineTune, GradientAscent, NegGradPlus, RandomLabel, Retrain
 from tests.conftest import quiet_trainer
 
 

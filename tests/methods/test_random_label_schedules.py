@@ -2,7 +2,6 @@
 Unlearn-Saliency ``Classification/unlearn/RL.py``): what each epoch passes, and the weights after
 the reference's update rule applied to the batches the method received."""
 
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -29,10 +28,12 @@ def tiny_model():
     return nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, CLASSES))
 
 
-def tiny_data(forget=ForgetSpec(ratio=0.23, seed=0)):
+def tiny_data(forget=None):
     """100 blobs; 23 forget examples (batches of 8: 8, 8, 7) and 77 retain (batches of 16)."""
-    return UnlearningDataModule(synthetic_dataset(100), synthetic_dataset(40, seed=1), forget=forget,
-                                batch_size=16, forget_batch_size=8)
+    forget = ForgetSpec(ratio=0.23, seed=0) if forget is None else forget
+    return UnlearningDataModule(
+        synthetic_dataset(100), synthetic_dataset(40, seed=1), forget=forget, batch_size=16, forget_batch_size=8
+    )
 
 
 def fit(schedule, epochs=2, **kwargs):
@@ -59,14 +60,14 @@ def test_sequential_epoch_is_one_forget_pass_then_one_retain_pass():
     per_epoch = 3 + 5  # ceil(23 / 8) forget batches, then ceil(77 / 16) retain batches
     assert len(method.received) == 2 * per_epoch
     for epoch in range(2):
-        batches = method.received[epoch * per_epoch:(epoch + 1) * per_epoch]
+        batches = method.received[epoch * per_epoch : (epoch + 1) * per_epoch]
         assert [list(b) for b in batches] == [["forget"]] * 3 + [["retain"]] * 5
         assert [len(b["forget"][0]) for b in batches[:3]] == [8, 8, 7]
         for split, part in (("forget", batches[:3]), ("retain", batches[3:])):  # each example exactly once
             seen = sorted(map(tuple, torch.cat([b[split][0] for b in part]).tolist()))
             assert seen == examples(dm, split)
     first = torch.cat([b["forget"][0] for b in method.received[:3]])
-    second = torch.cat([b["forget"][0] for b in method.received[per_epoch:per_epoch + 3]])
+    second = torch.cat([b["forget"][0] for b in method.received[per_epoch : per_epoch + 3]])
     assert not torch.equal(first, second)  # reshuffled every epoch
 
 
@@ -102,8 +103,9 @@ def test_weights_equal_the_reference_update_on_the_same_batches(schedule):
         optimizer.step()
     exact = schedule == "sequential"  # mixed batches: our sum / n vs the reference's mean, float rounding
     for key, value in reference.state_dict().items():
-        torch.testing.assert_close(method.model.state_dict()[key], value, rtol=0 if exact else 1e-5,
-                                   atol=0 if exact else 1e-6, msg=key)
+        torch.testing.assert_close(
+            method.model.state_dict()[key], value, rtol=0 if exact else 1e-5, atol=0 if exact else 1e-6, msg=key
+        )
 
 
 def test_alpha_weights_the_retain_steps():
@@ -124,7 +126,7 @@ def test_alpha_weights_the_retain_steps():
 
 
 def test_paired_schedule_keeps_the_earlier_behaviour():
-    method, dm = fit("paired", epochs=1, exclude_true_label=True)
+    method, _dm = fit("paired", epochs=1, exclude_true_label=True)
     assert len(method.received) == 5  # one pass over D_r (5 batches), D_f cycled alongside
     assert all(set(b) == {"forget", "retain"} and len(b["forget"][0]) == 8 for b in method.received)
     assert RandomLabel(tiny_model(), epoch_split="forget").schedule == "paired"

@@ -14,8 +14,7 @@ import yaml
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from lightning_unlearn.data import ForgetSpec
-from lightning_unlearn.data import DigitsDataModule
+from lightning_unlearn.data import DigitsDataModule, ForgetSpec
 from lightning_unlearn.methods import SCRUB
 from lightning_unlearn.methods.scrub import scrub_distance
 from tests.conftest import assert_same_state, quiet_trainer, run_and_resume
@@ -88,7 +87,8 @@ def test_phases_alternate_on_schedule_and_the_teacher_never_changes(original, di
 
 def test_resumes_exactly_across_the_end_of_the_max_epochs(original, digits_classwise, tmp_path):
     straight, resumed, path = run_and_resume(
-        lambda: SCRUB(copy.deepcopy(original), msteps=1, lr=0.01), digits_classwise, tmp_path, limit_train_batches=4)
+        lambda: SCRUB(copy.deepcopy(original), msteps=1, lr=0.01), digits_classwise, tmp_path, limit_train_batches=4
+    )
     assert_same_state(straight.model.state_dict(), resumed.model.state_dict())
 
     checkpoint = torch.load(path, weights_only=True)
@@ -102,8 +102,11 @@ def test_forgets_a_digit_class_with_the_config_settings(original, digits_classwi
     config = yaml.safe_load(CONFIG.read_text())
     init_args = {k: v for k, v in config["model"]["init_args"].items() if k not in ("model", "weights")}
     data_args = config["data"]["init_args"]
-    dm = DigitsDataModule(forget=ForgetSpec(**data_args["forget"]), batch_size=data_args["batch_size"],
-                          forget_batch_size=data_args["forget_batch_size"])
+    dm = DigitsDataModule(
+        forget=ForgetSpec(**data_args["forget"]),
+        batch_size=data_args["batch_size"],
+        forget_batch_size=data_args["forget_batch_size"],
+    )
     assert accuracy(original, dm.forget_dataloader()) > 0.95
     L.seed_everything(config["seed_everything"])
     method = SCRUB(original, **init_args)

@@ -3,6 +3,7 @@ each split is passed exactly once, nothing else changes, no optimiser step is ta
 digits class; a resumed run gives the same weights; bad input fails before any weight changes."""
 
 import copy
+from typing import ClassVar
 
 import pytest
 import torch
@@ -26,11 +27,11 @@ class Recording:
 
 
 class RecordingSSD(Recording, SSD):
-    seen_batches: list = []
+    seen_batches: ClassVar[list] = []
 
 
 class RecordingLFSSD(Recording, LFSSD):
-    seen_batches: list = []
+    seen_batches: ClassVar[list] = []
 
 
 def tiny_model():
@@ -41,8 +42,12 @@ def tiny_model():
 def tiny_data(**kwargs):
     """100 blobs in 4 classes; forget class 0 (25 examples, 4 batches of 8), retain 75 (5 of 16)."""
     return UnlearningDataModule(
-        synthetic_dataset(100), synthetic_dataset(40, seed=1), forget=ForgetSpec(classes=[0]),
-        batch_size=16, forget_batch_size=8, **kwargs,
+        synthetic_dataset(100),
+        synthetic_dataset(40, seed=1),
+        forget=ForgetSpec(classes=[0]),
+        batch_size=16,
+        forget_batch_size=8,
+        **kwargs,
     )
 
 
@@ -77,8 +82,10 @@ def test_edit_equals_the_hand_computation(cls, term):
 
     # Hand computation of the reference: I_f = mean over forget batches; I_D = mean over all batches of D.
     reference = tiny_model()
-    sums = {"forget": [torch.zeros_like(p) for p in reference.parameters()],
-            "retain": [torch.zeros_like(p) for p in reference.parameters()]}
+    sums = {
+        "forget": [torch.zeros_like(p) for p in reference.parameters()],
+        "retain": [torch.zeros_like(p) for p in reference.parameters()],
+    }
     count = {"forget": 0, "retain": 0}
     for split, x, y in method.seen_batches:
         sums[split] = [a + b for a, b in zip(sums[split], term(reference, x, y))]
@@ -137,9 +144,7 @@ def test_resumed_run_gives_the_same_weights_and_does_not_edit_twice(tmp_path):
 
 
 @pytest.mark.parametrize("cls", [SSD, LFSSD])
-@pytest.mark.parametrize(
-    "kwargs", [dict(alpha=0.0), dict(alpha=-1.0), dict(lam=0.0), dict(lam=-2.0), dict(alpha=float("nan"))]
-)
+@pytest.mark.parametrize("kwargs", [dict(alpha=0.0), dict(alpha=-1.0), dict(lam=0.0), dict(lam=-2.0), dict(alpha=float("nan"))])
 def test_bad_hyperparameters_are_rejected(cls, kwargs):
     name = next(iter(kwargs))
     with pytest.raises(ValueError, match=f"`{name}`"):
@@ -156,5 +161,5 @@ def test_missing_forget_data_is_an_error_before_any_change():
 
 def test_alpha_that_cannot_select_anything_is_an_error():
     # 4 forget + 5 retain batches: I_D >= 4/9 I_f, so alpha >= 2.25 selects nothing.
-    with pytest.raises(ValueError, match="alpha.*< 2.25"):
+    with pytest.raises(ValueError, match=r"alpha.*< 2.25"):
         quiet_trainer(max_epochs=1).fit(SSD(tiny_model(), alpha=3.0), datamodule=tiny_data())

@@ -53,7 +53,7 @@ def test_reference_flow_equals_the_hand_computation():
     assert [len(x) for x, _ in forget] == [8, 8, 8, 1] and sum(len(x) for x, _ in retain) == 75
     xs = torch.cat([x for x, _ in retain] + [x for x, _ in forget])  # ConcatDataset((retain, forget))
     ys = torch.cat([y for _, y in retain] + [y for _, y in forget])
-    full = [(xs[i:i + 16], ys[i:i + 16]) for i in range(0, 100, 16)]  # DataLoader(batch_size=16)
+    full = [(xs[i : i + 16], ys[i : i + 16]) for i in range(0, 100, 16)]  # DataLoader(batch_size=16)
     assert len(full) == 7 and set(ys[64:80].tolist()) != {0} and 0 in ys[64:80].tolist()  # the mixed seam batch
     expected = reference_edit(tiny_model().eval(), forget, full, 1.5, 0.8)
     for key, value in expected.state_dict().items():
@@ -65,9 +65,15 @@ def test_reference_flow_equals_the_hand_computation():
 
 def test_both_flows_agree_when_the_retain_set_fills_whole_batches():
     """|D_r| a multiple of B and the forget batches of the same size: no seam, no offset."""
+
     def data():
-        return UnlearningDataModule(synthetic_dataset(64), synthetic_dataset(40, seed=1), forget=ForgetSpec(classes=[0]),
-                                    batch_size=16, forget_batch_size=16)  # 16 forget, 48 retain
+        return UnlearningDataModule(
+            synthetic_dataset(64),
+            synthetic_dataset(40, seed=1),
+            forget=ForgetSpec(classes=[0]),
+            batch_size=16,
+            forget_batch_size=16,
+        )  # 16 forget, 48 retain
 
     reference, paired = recorded_fit(data(), "reference"), recorded_fit(data(), "paired")
     assert reference.trainer.callback_metrics["edit/selected"] == paired.trainer.callback_metrics["edit/selected"] > 0

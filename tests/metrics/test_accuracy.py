@@ -9,7 +9,8 @@ import torch
 from sklearn.metrics import accuracy_score
 
 from lightning_unlearn.metrics import ClassificationAccuracy, UnlearningAccuracy
-from lightning_unlearn.metrics.functional import classification_accuracy as accuracy, unlearning_accuracy
+from lightning_unlearn.metrics.functional import classification_accuracy as accuracy
+from lightning_unlearn.metrics.functional import unlearning_accuracy
 from lightning_unlearn.metrics.functional.accuracy import _accuracy_compute, _accuracy_update
 
 
@@ -101,7 +102,6 @@ def test_invalid_inputs_raise_value_error_naming_the_argument(preds, target, nam
 
 def test_no_name_shadows_torchmetrics() -> None:
     import torchmetrics
-
     import torchmetrics.functional
 
     import lightning_unlearn.metrics as ours

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score, roc_curve as sk_roc_curve
+from sklearn.metrics import roc_auc_score
+from sklearn.metrics import roc_curve as sk_roc_curve
 
 from lightning_unlearn.metrics import EntropyMIA, LossMIA, MembershipAudit, PerExampleMargins, ThresholdMIA
 from lightning_unlearn.metrics.functional import (
@@ -53,9 +54,9 @@ def test_tpr_at_low_fpr_on_a_constructed_case():
     # t = 10: TPR 1/4 at FPR 0; t = 4 flags the non-member 5.0: TPR 2/4 at FPR 1/1002; t = 2.5 also
     # flags 3.0: TPR 3/4 at FPR 2/1002; t = 0.5 needs FPR 502/1002
     assert float(tpr_at_fpr(members, non_members, 0.0)) == 0.25
-    assert float(tpr_at_fpr(members, non_members, 0.001)) == 0.5   # 1/1002 <= 0.001 < 2/1002
+    assert float(tpr_at_fpr(members, non_members, 0.001)) == 0.5  # 1/1002 <= 0.001 < 2/1002
     assert float(tpr_at_fpr(members, non_members, 0.002)) == 0.75  # 2/1002 <= 0.002
-    assert float(tpr_at_fpr(members, non_members, 0.01)) == 0.75   # t = 0.5 needs FPR 502/1002
+    assert float(tpr_at_fpr(members, non_members, 0.01)) == 0.75  # t = 0.5 needs FPR 502/1002
     assert float(tpr_at_fpr(members, non_members, 1.0)) == 1.0
 
 
@@ -68,8 +69,7 @@ def test_statistics_are_the_paper_quantities():
         loss = -math.log(p[i, y])
         entropy = -sum(float(q) * math.log(float(q)) for q in p[i])
         rest = [sum(float(p[i, k]) for k in range(3) if k != j) for j in range(3)]  # 1 - p_j without cancellation
-        m_entropy = -rest[y] * math.log(p[i, y]) - sum(
-            float(p[i, j]) * math.log(rest[j]) for j in range(3) if j != y)
+        m_entropy = -rest[y] * math.log(p[i, y]) - sum(float(p[i, j]) * math.log(rest[j]) for j in range(3) if j != y)
         assert float(-stats["log_p"][i]) == pytest.approx(loss, rel=1e-9)
         assert float(stats["entropy"][i]) == pytest.approx(entropy, rel=1e-9, abs=1e-12)
         assert float(stats["modified_entropy"][i]) == pytest.approx(float(m_entropy), rel=1e-7, abs=1e-12)
@@ -142,7 +142,11 @@ def test_two_halves_in_any_order_equal_one_update(metric_cls):
     if isinstance(a, dict):
         assert a.keys() == b.keys()
         for key in a:
-            assert torch.equal(torch.as_tensor(a[key]), torch.as_tensor(b[key])) if not isinstance(a[key], dict) else a[key] == b[key]
+            assert (
+                torch.equal(torch.as_tensor(a[key]), torch.as_tensor(b[key]))
+                if not isinstance(a[key], dict)
+                else a[key] == b[key]
+            )
     else:
         assert torch.equal(a, b)
 
@@ -159,8 +163,12 @@ def test_metrics_equal_their_functional_twins():
     for key, value in threshold.compute().items():
         attack, pair, stat = key.split("/")
         assert float(value) == float(twin[attack][pair][stat])
-    assert float(entropy.compute()) == float(entropy_mia(stats["retain"]["entropy"], stats["test"]["entropy"], stats["forget"]["entropy"]))
-    assert float(loss.compute()) == float(loss_mia(-stats["forget"]["log_p"], labels["forget"], -stats["test"]["log_p"], labels["test"]))
+    assert float(entropy.compute()) == float(
+        entropy_mia(stats["retain"]["entropy"], stats["test"]["entropy"], stats["forget"]["entropy"])
+    )
+    assert float(loss.compute()) == float(
+        loss_mia(-stats["forget"]["log_p"], labels["forget"], -stats["test"]["log_p"], labels["test"])
+    )
     assert audit.compute() == membership_audit(stats, labels)
 
 
@@ -176,7 +184,9 @@ def test_an_attack_on_remembered_data_beats_one_on_unseen_data():
 
 
 def test_sign_conventions_are_in_the_logged_names():
-    assert audit_log_key("unlearn", "mia/loss/forget_vs_test/auc") == "unlearn/audit/mia/loss/forget_vs_test/auc_higher_remembered"
+    assert (
+        audit_log_key("unlearn", "mia/loss/forget_vs_test/auc") == "unlearn/audit/mia/loss/forget_vs_test/auc_higher_remembered"
+    )
     assert higher_means("mia/loss_cv/accuracy") == "remembered"
     assert higher_means("population/challenge_score") == "forgotten"
     assert higher_means("population/klom/forget_mean") == "unlike_retrain"
@@ -185,12 +195,15 @@ def test_sign_conventions_are_in_the_logged_names():
         assert "remembered" in cls.__doc__ or "forgotten" in cls.__doc__
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"attacks": ["loss", "gradient"]}, "attacks"),
-    ({"attacks": "loss"}, "attacks"),
-    ({"fprs": [0.0]}, "fprs"),
-    ({"fprs": 0.01}, "fprs"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"attacks": ["loss", "gradient"]}, "attacks"),
+        ({"attacks": "loss"}, "attacks"),
+        ({"fprs": [0.0]}, "fprs"),
+        ({"fprs": 0.01}, "fprs"),
+    ],
+)
 def test_bad_arguments_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ThresholdMIA(**kwargs)

@@ -35,11 +35,11 @@ def test_custom_keys_and_tensor_values():
 
 
 def test_missing_key_raises_key_error_naming_it():
-    with pytest.raises(KeyError, match="mia_efficacy.*reference"):
+    with pytest.raises(KeyError, match=r"mia_efficacy.*reference"):
         avg_gap(OURS, {k: v for k, v in RETRAIN.items() if k != "mia_efficacy"})
-    with pytest.raises(KeyError, match="extra.*reference"):
+    with pytest.raises(KeyError, match=r"extra.*reference"):
         metric_gaps(OURS, RETRAIN, keys=("extra",))
-    with pytest.raises(KeyError, match="test_acc.*metrics"):
+    with pytest.raises(KeyError, match=r"test_acc.*metrics"):
         avg_gap({"unlearning_accuracy": 0.1, "retain_acc": 0.9}, RETRAIN)
 
 

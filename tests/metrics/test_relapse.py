@@ -38,8 +38,11 @@ def test_relapse_matches_a_hand_computation():
 
 def test_relapse_deltas_sign_convention():
     own = [{"forget_acc": 0.0, "mia_efficacy": 1.0}, {"forget_acc": 0.1, "mia_efficacy": 0.9}]
-    per_step = [[], [{"forget_acc": 0.5, "mia_efficacy": 0.5}], [{"forget_acc": 0.25, "mia_efficacy": 1.0},
-                                                                    {"forget_acc": 0.1, "mia_efficacy": 0.9}]]
+    per_step = [
+        [],
+        [{"forget_acc": 0.5, "mia_efficacy": 0.5}],
+        [{"forget_acc": 0.25, "mia_efficacy": 1.0}, {"forget_acc": 0.1, "mia_efficacy": 0.9}],
+    ]
     deltas = relapse_deltas(per_step, own)
-    assert deltas[1] == [{"forget_acc": 0.5, "mia_efficacy": 0.5}]          # accuracy up, MIA down: relapse
+    assert deltas[1] == [{"forget_acc": 0.5, "mia_efficacy": 0.5}]  # accuracy up, MIA down: relapse
     assert deltas[2][0] == {"forget_acc": 0.25, "mia_efficacy": 0.0} and deltas[2][1] == {"forget_acc": 0.0, "mia_efficacy": 0.0}

@@ -34,11 +34,11 @@ def test_cka_equals_the_hsic_formula():
     n = 50
     h = torch.eye(n, dtype=torch.float64) - 1.0 / n
 
-    def hsic(k: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
-        return (h @ k @ h * (h @ l @ h)).sum()
+    def hsic(k: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        return (h @ k @ h * (h @ m @ h)).sum()
 
-    k, l = x @ x.T, y @ y.T
-    assert float(linear_cka(x, y)) == pytest.approx(float(hsic(k, l) / torch.sqrt(hsic(k, k) * hsic(l, l))), rel=1e-10)
+    k, m = x @ x.T, y @ y.T
+    assert float(linear_cka(x, y)) == pytest.approx(float(hsic(k, m) / torch.sqrt(hsic(k, k) * hsic(m, m))), rel=1e-10)
 
 
 def test_knn_probe_equals_sklearn_cosine_knn():

@@ -7,9 +7,16 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from lightning_unlearn.metrics import MaskIoU, Sparsity
-from lightning_unlearn.metrics import topology_report
-from lightning_unlearn.metrics.functional import gap_closed, load_masks, mask_iou, masks_of, resolve_topology, sparsity, topology_gap
+from lightning_unlearn.metrics import MaskIoU, Sparsity, topology_report
+from lightning_unlearn.metrics.functional import (
+    gap_closed,
+    load_masks,
+    mask_iou,
+    masks_of,
+    resolve_topology,
+    sparsity,
+    topology_gap,
+)
 
 T, F = True, False
 A = {"l1.weight": torch.tensor([[T, T, F], [F, F, F]]), "l2.weight": torch.tensor([T, F, T, T])}

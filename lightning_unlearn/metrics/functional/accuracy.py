@@ -40,9 +40,7 @@ def _accuracy_update(preds: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
             )
         labels = preds
     else:
-        raise ValueError(
-            f"`preds` must have shape (N, C) (logits/probabilities) or (N,) (labels), got {tuple(preds.shape)}."
-        )
+        raise ValueError(f"`preds` must have shape (N, C) (logits/probabilities) or (N,) (labels), got {tuple(preds.shape)}.")
     if labels.shape[0] != target.shape[0]:
         raise ValueError(
             f"`preds` and `target` must have the same number of samples, got {labels.shape[0]} and {target.shape[0]}."

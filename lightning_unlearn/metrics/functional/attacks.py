@@ -30,7 +30,8 @@ Sources:
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Literal, Optional, Union
 
 import torch
 from torch import Tensor
@@ -53,7 +54,9 @@ def _check_logits_target(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor
     if not isinstance(target, Tensor) or target.ndim != 1 or target.is_floating_point() or target.dtype == torch.bool:
         raise ValueError("`target` must be an integer (N,) tensor of class labels; use `target.long()`.")
     if target.shape[0] != logits.shape[0]:
-        raise ValueError(f"`logits` and `target` must have the same number of samples, got {logits.shape[0]} and {target.shape[0]}.")
+        raise ValueError(
+            f"`logits` and `target` must have the same number of samples, got {logits.shape[0]} and {target.shape[0]}."
+        )
     target = target.to(logits.device).long()
     if target.numel() and bool((target < 0).any() | (target >= logits.shape[1]).any()):
         raise ValueError(f"`target` labels must lie in [0, {logits.shape[1]}) for `logits` with {logits.shape[1]} classes.")
@@ -217,9 +220,7 @@ def tpr_at_fpr(members: Tensor, non_members: Tensor, fpr: float) -> Tensor:
     return tprs[rates <= float(fpr) + 1e-12].max()
 
 
-def threshold_attack(
-    members: Tensor, non_members: Tensor, fprs: Sequence[float] = DEFAULT_FPRS
-) -> dict[str, Tensor]:
+def threshold_attack(members: Tensor, non_members: Tensor, fprs: Sequence[float] = DEFAULT_FPRS) -> dict[str, Tensor]:
     """AUC and TPR at each low FPR of one threshold attack (higher score = member).
 
     Returns:
@@ -255,8 +256,13 @@ def threshold_attacks(
 
 # --------------------------------------------------------------------------- logistic regression
 def fit_logistic_regression(
-    x: Tensor, y: Tensor, *, C: float = 1.0, class_weight: Optional[Literal["balanced"]] = None,
-    max_iter: int = 100, tol: float = 1e-10,
+    x: Tensor,
+    y: Tensor,
+    *,
+    C: float = 1.0,
+    class_weight: Optional[Literal["balanced"]] = None,
+    max_iter: int = 100,
+    tol: float = 1e-10,
 ) -> tuple[Tensor, Tensor]:
     """Binary L2-regularised logistic regression, solved by damped Newton in float64 on the
     inputs' device: minimises ``C * sum_i s_i log(1 + exp(-t_i (w.x_i + b))) + ||w||^2 / 2``
@@ -304,7 +310,11 @@ def fit_logistic_regression(
         sigma = torch.sigmoid(-margin)  # d/dm softplus(-m) = -sigma
         grad = -C * design.T @ (weights * signs * sigma) + penalty * theta
         curvature = C * weights * sigma * (1.0 - sigma)
-        hessian = design.T @ (design * curvature[:, None]) + torch.diag(penalty) + 1e-12 * torch.eye(d + 1, dtype=x.dtype, device=x.device)
+        hessian = (
+            design.T @ (design * curvature[:, None])
+            + torch.diag(penalty)
+            + 1e-12 * torch.eye(d + 1, dtype=x.dtype, device=x.device)
+        )
         step = torch.linalg.solve(hessian, grad)
         decrement = float(grad @ step)
         t = 1.0
@@ -354,7 +364,12 @@ def entropy_mia(
         tensor(0.5000)
     """
     x = torch.cat([retain_entropy.double(), test_entropy.double().to(retain_entropy.device)])
-    y = torch.cat([torch.ones_like(retain_entropy, dtype=torch.long), torch.zeros(test_entropy.numel(), dtype=torch.long, device=retain_entropy.device)])
+    y = torch.cat(
+        [
+            torch.ones_like(retain_entropy, dtype=torch.long),
+            torch.zeros(test_entropy.numel(), dtype=torch.long, device=retain_entropy.device),
+        ]
+    )
     if backend == "sklearn":
         from sklearn.linear_model import LogisticRegression
 
@@ -390,8 +405,15 @@ def stratified_shuffle_splits(
 
 
 def loss_mia(
-    forget_loss: Tensor, forget_labels: Tensor, test_loss: Tensor, test_labels: Tensor, *,
-    n_splits: int = 5, test_fraction: float = 0.1, seed: int = 0, backend: Backend = "torch",
+    forget_loss: Tensor,
+    forget_labels: Tensor,
+    test_loss: Tensor,
+    test_labels: Tensor,
+    *,
+    n_splits: int = 5,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    backend: Backend = "torch",
 ) -> Tensor:
     """SCRUB's loss attack: per-sample losses of the forget set (members, 1) vs those of test
     samples of the same classes (0), balanced by subsampling the larger side (seeded), a logistic
@@ -458,10 +480,20 @@ def membership_audit(
     thresholds = threshold_attacks(statistics, attacks, fprs)
     out: dict[str, Union[float, dict]] = {
         "threshold": {a: {p: {k: float(v) for k, v in r.items()} for p, r in pairs.items()} for a, pairs in thresholds.items()},
-        "entropy_lr_member_rate": float(entropy_mia(
-            statistics["retain"]["entropy"], statistics["test"]["entropy"], statistics["forget"]["entropy"], backend=backend)),
-        "loss_cv_accuracy": float(loss_mia(
-            -statistics["forget"]["log_p"], labels["forget"], -statistics["test"]["log_p"], labels["test"],
-            seed=seed, backend=backend)),
+        "entropy_lr_member_rate": float(
+            entropy_mia(
+                statistics["retain"]["entropy"], statistics["test"]["entropy"], statistics["forget"]["entropy"], backend=backend
+            )
+        ),
+        "loss_cv_accuracy": float(
+            loss_mia(
+                -statistics["forget"]["log_p"],
+                labels["forget"],
+                -statistics["test"]["log_p"],
+                labels["test"],
+                seed=seed,
+                backend=backend,
+            )
+        ),
     }
     return out

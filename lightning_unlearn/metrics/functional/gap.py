@@ -7,7 +7,8 @@ package: multiply by 100 to compare with the papers).
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence, Union
+from collections.abc import Mapping, Sequence
+from typing import Union
 
 from torch import Tensor
 

@@ -25,7 +25,8 @@ merged.
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -40,14 +41,18 @@ _DOUBLE_THRESHOLD_BUFFER = 2.0
 def _check_populations(a: Tensor, b: Tensor, names: tuple[str, str], minimum: int = 1) -> tuple[Tensor, Tensor]:
     for name, value in zip(names, (a, b)):
         if not isinstance(value, Tensor) or value.ndim != 2 or not value.is_floating_point():
-            raise ValueError(f"`{name}` must be a floating (models, examples) tensor, got "
-                             f"{tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__}.")
+            raise ValueError(
+                f"`{name}` must be a floating (models, examples) tensor, got "
+                f"{tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__}."
+            )
         if value.shape[0] < minimum:
             raise ValueError(f"`{name}` holds {value.shape[0]} model(s); this audit needs at least {minimum}.")
         if not bool(torch.isfinite(value).all()):
             raise ValueError(f"`{name}` holds NaN or inf margins.")
     if a.shape[1] != b.shape[1]:
-        raise ValueError(f"`{names[0]}` and `{names[1]}` cover {a.shape[1]} and {b.shape[1]} examples: give both populations the same examples.")
+        raise ValueError(
+            f"`{names[0]}` and `{names[1]}` cover {a.shape[1]} and {b.shape[1]} examples: give both populations the same examples."
+        )
     return a.double(), b.double().to(a.device)
 
 
@@ -142,9 +147,7 @@ def _epsilon_from_rates(fpr: Tensor, fnr: Tensor, tpr: Tensor, tnr: Tensor, delt
     return torch.where(one_zero, torch.full_like(eps, float("nan")), eps)
 
 
-def epsilon_scores(
-    unlearned: Tensor, retrained: Tensor, *, delta: float = CHALLENGE_DELTA, chunk: int = 256
-) -> Tensor:
+def epsilon_scores(unlearned: Tensor, retrained: Tensor, *, delta: float = CHALLENGE_DELTA, chunk: int = 256) -> Tensor:
     """Per-example privacy degree epsilon of the NeurIPS 2023 unlearning challenge.
 
     For each example, the population with the larger median margin is "positive". Two families
@@ -169,11 +172,13 @@ def epsilon_scores(
     """
     unlearned, retrained = _check_populations(unlearned, retrained, ("unlearned", "retrained"), minimum=2)
     if unlearned.shape[0] != retrained.shape[0]:
-        raise ValueError(f"the challenge score compares populations of equal size, got {unlearned.shape[0]} unlearned and"
-                         f" {retrained.shape[0]} retrained models: use as many of each.")
+        raise ValueError(
+            f"the challenge score compares populations of equal size, got {unlearned.shape[0]} unlearned and"
+            f" {retrained.shape[0]} retrained models: use as many of each."
+        )
     out = []
     for start in range(0, unlearned.shape[1], chunk):
-        out.append(_epsilons(unlearned[:, start:start + chunk].T, retrained[:, start:start + chunk].T, delta))
+        out.append(_epsilons(unlearned[:, start : start + chunk].T, retrained[:, start : start + chunk].T, delta))
     return torch.cat(out).clamp(0.0, EPSILON_CAP)
 
 
@@ -193,8 +198,9 @@ def _epsilons(u: Tensor, r: Tensor, delta: float) -> Tensor:
 
     # an interval [l, r] around the peakier population (the organisers swap so that "positive" is it)
     peaky_is_neg = (pos_range >= neg_range)[:, None]
-    interval = _interval_epsilon(torch.where(peaky_is_neg, neg, pos), torch.where(peaky_is_neg, pos, neg),
-                                 pooled, smallest, delta)
+    interval = _interval_epsilon(
+        torch.where(peaky_is_neg, neg, pos), torch.where(peaky_is_neg, pos, neg), pooled, smallest, delta
+    )
     best = torch.fmax(torch.nan_to_num(single, nan=float("-inf")).max(1).values, interval)
     best = torch.where(torch.isinf(best) & (best < 0), torch.zeros_like(best), best)  # no rule survived: 0
     collapsed = (largest > 0) & (smallest / largest.clamp_min(1e-300) < 0.01)
@@ -236,7 +242,7 @@ def challenge_score(epsilons: Tensor, num_models: int) -> Tensor:
     if not isinstance(num_models, int) or num_models < 3:
         raise ValueError(f"`num_models` must be an integer >= 3, got {num_models!r}.")
     limit = math.ceil(math.log(num_models - 1))
-    buckets = int(round(limit / BUCKET_WIDTH))
+    buckets = round(limit / BUCKET_WIDTH)
     index = torch.floor(epsilons.double() / BUCKET_WIDTH)
     points = torch.where(index < buckets, torch.pow(0.5, index.clamp_min(0)), torch.zeros_like(index))
     return points.mean()

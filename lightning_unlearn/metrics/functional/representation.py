@@ -13,7 +13,8 @@ outputs can forget while features remember.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -63,7 +64,11 @@ def _standardise(train: Tensor, *others: Tensor) -> tuple[Tensor, ...]:
 
 
 def fit_linear_probe(
-    train_x: Tensor, train_y: Tensor, *, num_classes: Optional[int] = None, weight_decay: float = 1e-4,
+    train_x: Tensor,
+    train_y: Tensor,
+    *,
+    num_classes: Optional[int] = None,
+    weight_decay: float = 1e-4,
     max_iter: int = 200,
 ) -> Callable[[Tensor], Tensor]:
     """A multinomial logistic regression (a linear probe) fitted on frozen features: features
@@ -76,8 +81,9 @@ def fit_linear_probe(
     train_x = (train_x - mean) / std
     weight = torch.zeros(train_x.shape[1], classes, dtype=torch.float64, device=train_x.device, requires_grad=True)
     bias = torch.zeros(classes, dtype=torch.float64, device=train_x.device, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",
-                                  tolerance_grad=1e-9, tolerance_change=1e-12)
+    optimizer = torch.optim.LBFGS(
+        [weight, bias], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=1e-12
+    )
 
     def closure() -> Tensor:
         optimizer.zero_grad()
@@ -97,8 +103,14 @@ def fit_linear_probe(
 
 
 def linear_probe_accuracy(
-    train_x: Tensor, train_y: Tensor, eval_x: Tensor, eval_y: Tensor, *,
-    num_classes: Optional[int] = None, weight_decay: float = 1e-4, max_iter: int = 200,
+    train_x: Tensor,
+    train_y: Tensor,
+    eval_x: Tensor,
+    eval_y: Tensor,
+    *,
+    num_classes: Optional[int] = None,
+    weight_decay: float = 1e-4,
+    max_iter: int = 200,
 ) -> Tensor:
     """Accuracy on ``(eval_x, eval_y)`` of :func:`fit_linear_probe` fitted on ``(train_x, train_y)``.
 
@@ -138,9 +150,9 @@ def knn_accuracy(train_x: Tensor, train_y: Tensor, eval_x: Tensor, eval_y: Tenso
     train_n = torch.nn.functional.normalize(train_x, dim=1)
     correct = 0
     for start in range(0, eval_x.shape[0], chunk):
-        block = torch.nn.functional.normalize(eval_x[start:start + chunk], dim=1)
+        block = torch.nn.functional.normalize(eval_x[start : start + chunk], dim=1)
         nearest = (block @ train_n.T).topk(k, dim=1).indices
         votes = torch.zeros(block.shape[0], classes, dtype=torch.float64, device=train_x.device)
         votes.scatter_add_(1, train_y[nearest], torch.ones_like(nearest, dtype=torch.float64))
-        correct += int((votes.argmax(1) == eval_y[start:start + chunk]).sum())
+        correct += int((votes.argmax(1) == eval_y[start : start + chunk]).sum())
     return torch.tensor(correct / eval_x.shape[0], dtype=torch.float64, device=train_x.device)

@@ -21,7 +21,8 @@ import importlib
 import math
 import os
 import re
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -73,7 +74,7 @@ def weights_from_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     if "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]
     if any(key.startswith("model.") for key in state):
-        state = {key[len("model."):]: value for key, value in state.items() if key.startswith("model.")}
+        state = {key[len("model.") :]: value for key, value in state.items() if key.startswith("model.")}
     weights = {}
     for key, value in state.items():
         name = canonical_name(key)
@@ -380,7 +381,7 @@ def topology_gap(
     result = {"iou_unpruned": iou_unpruned, "iou_original": iou_original, "gain": iou_unpruned - iou_original}
     if noise_references:
         references = [reference_masks, *noise_references]
-        pairs = [(a, b) for i, a in enumerate(references) for b in references[i + 1:]]
+        pairs = [(a, b) for i, a in enumerate(references) for b in references[i + 1 :]]
         ious = [float(mask_iou(a, b)) for a, b in pairs]
         floor = sum(ious) / len(ious)
         spread = math.sqrt(sum((v - floor) ** 2 for v in ious) / (len(ious) - 1)) if len(ious) > 1 else 0.0

@@ -53,9 +53,7 @@ def _check_log_base(log_base: float) -> None:
         raise ValueError(f"`log_base` must be > 0 and != 1, got {log_base}: use 2.0 (ZRF in [0, 1]) or math.e.")
 
 
-def _zrf_update(
-    preds: Tensor, reference: Tensor, from_logits: bool = True, log_base: float = 2.0
-) -> tuple[Tensor, Tensor]:
+def _zrf_update(preds: Tensor, reference: Tensor, from_logits: bool = True, log_base: float = 2.0) -> tuple[Tensor, Tensor]:
     """Sum of the per-sample JS divergences and the number of samples.
 
     Args:
@@ -72,8 +70,7 @@ def _zrf_update(
         raise ValueError("`preds` and `reference` must be torch.Tensor objects.")
     if preds.ndim != 2 or preds.shape != reference.shape:
         raise ValueError(
-            f"`preds` and `reference` must both have shape (N, C), got {tuple(preds.shape)} and"
-            f" {tuple(reference.shape)}."
+            f"`preds` and `reference` must both have shape (N, C), got {tuple(preds.shape)} and {tuple(reference.shape)}."
         )
     _check_log_base(log_base)
     p = _probabilities(preds, from_logits, "preds")
