@@ -219,7 +219,7 @@ def sweep_plot(payload: dict, methods: list[str], path: str) -> None:
         ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=method)
     ax.set_xlabel("sparsity of the conv weights (%)")
     ax.set_ylabel("Avg. Gap to its Retrain (points)")
-    seeds = len(payload["seeds"])
+    seeds = len({run["seed"] for run in payload["runs"]})
     ax.set_title(f"Fashion-MNIST, random 10 %, SmallCNN ({f'mean ± std, {seeds} seeds' if seeds > 1 else 'one seed'})")
     ax.grid(alpha=0.3)
     ax.legend()

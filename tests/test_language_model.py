@@ -15,6 +15,7 @@ import torch
 from lightning_unlearn.callbacks import GradientProjection, SaliencyMask
 from lightning_unlearn.data import SecretTextDataModule
 from lightning_unlearn.data.text import decode, encode
+from lightning_unlearn.functional import quantize_weights
 from lightning_unlearn.methods import GradientAscent
 from lightning_unlearn.metrics import exact_match_extraction, greedy_continuation, perplexity
 from tests.conftest import quiet_trainer
@@ -53,6 +54,12 @@ def test_npo_with_saliency_mask_and_gradient_projection_forgets_the_secrets(trai
     assert before[0] == 1.0 and after[0] == 0.0  # extraction: 100 % -> 0 %
     assert after[1] > 3 * before[1]  # the secrets became unlikely
     assert after[2] <= RETAIN_PERPLEXITY_BOUND * before[2], (before, after)
+    # quantisation recovery check: int8 / int4 weights keep the trained LM's secrets (the check can
+    # see them) and do not bring NPO's back
+    probes = namespace["probes"]
+    for bits in (8, 4):
+        assert exact_match_extraction(quantize_weights(namespace["lm"], bits=bits), probes) == 1.0
+        assert exact_match_extraction(quantize_weights(namespace["npo"].model, bits=bits), probes) == 0.0
 
 
 def test_gradient_ascent_with_the_same_callbacks_forgets_the_secrets(trained):

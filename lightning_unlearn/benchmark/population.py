@@ -39,6 +39,7 @@ from typing import Any, Optional, Union
 import torch
 from torch import Tensor, nn
 
+from lightning_unlearn import registry
 from lightning_unlearn.benchmark.config import REFERENCE, MethodSpec, load_config, parse_config
 from lightning_unlearn.benchmark.runner import quiet_fit_warnings, run_row, train_original, trainer_options
 from lightning_unlearn.metrics.evaluation import evaluate_pass
@@ -179,7 +180,13 @@ def run_population(
             cached = _load(path)
             if cached is None:
                 datamodule.shuffle_seed = s
-                run = run_row(spec, originals[index], datamodule, s, mia_backend=mia_backend, audits="standard", **options)
+                oracle = None
+                if name != reference and hasattr(registry.get(spec.method).cls, "use_reference"):
+                    oracle = copy_network(network)  # e.g. OracleMatching(oracle="reference"): this seed's oracle
+                    oracle.load_state_dict(oracles[index]["weights"])
+                run = run_row(
+                    spec, originals[index], datamodule, s, reference=oracle, mia_backend=mia_backend, audits="standard", **options
+                )
                 datamodule.shuffle_seed = base_shuffle
                 evaluation = run.evaluation
                 cached = {

@@ -25,6 +25,7 @@ CONFIG = {
         "retrain": {"method": "retrain", "max_epochs": 2, "init_args": {"lr": 0.1}},
         "finetune": {"method": "finetune", "max_epochs": 1, "init_args": {"lr": 0.05}},
         "gradient_ascent": {"method": "gradient_ascent", "max_epochs": 1, "init_args": {"lr": 0.01}},
+        "oracle_matching": {"method": "oracle_matching", "max_epochs": 2, "init_args": {"oracle": "reference", "lr": 0.01}},
     },
 }
 
@@ -76,3 +77,14 @@ def test_a_second_method_costs_only_its_own_unlearning(population, monkeypatch):
     again = run_population(CONFIG, models=8, rows=["finetune", "gradient_ascent"], cache_dir=cache)
     assert calls == ["gradient_ascent"] * 8  # Retrain and FineTune came from the cache
     assert again["rows"][1] == first["rows"][1]  # the cached row is read back exactly
+
+
+def test_oracle_matching_against_each_seeds_oracle_drives_klom_toward_the_floor(population):
+    """Each OracleMatching model matches its own seed's Retrain (the runner binds oracle='reference'):
+    its KLoM on D_f falls below FineTune's, towards the KLoM of Retrain with itself."""
+    cache, _ = population
+    result = run_population(CONFIG, models=8, rows=["finetune", "oracle_matching"], cache_dir=cache)
+    rows = {row["name"]: row for row in result["rows"]}
+    matched, finetune = rows["oracle_matching"]["klom"]["forget"]["mean"], rows["finetune"]["klom"]["forget"]["mean"]
+    assert matched < 0.9 * finetune, (matched, finetune)
+    assert rows["oracle_matching"]["ulira_accuracy"] < rows["finetune"]["ulira_accuracy"]

@@ -1,5 +1,6 @@
 """Oracle matching with the oracle = Retrain on digits: the KL to the oracle on D_f goes toward 0
-(the KL of the softmax outputs, averaged over D_f; KLoM proper comes with the evidence issue)."""
+(the KL of the softmax outputs, averaged over D_f; KLoM over model populations:
+tests/benchmark/test_population.py)."""
 
 import copy
 
