@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Optional
 
 import lightning as L
@@ -13,7 +13,7 @@ from lightning.pytorch.utilities import CombinedLoader
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler, Subset
 
-from lightning_unlearn.data.batch_plan import ONE_PASS_PLANS, OnePassPlan, PlannedBatches
+from lightning_unlearn.data.batch_plan import ONE_PASS_PLANS, OnePassPlan, Plan, PlannedBatches
 from lightning_unlearn.data.requests import as_requests, resolve_requests
 from lightning_unlearn.data.samplers import EpochShuffleSampler
 from lightning_unlearn.data.spec import ForgetSpec, fingerprint
@@ -219,28 +219,31 @@ class UnlearningDataModule(L.LightningDataModule):
     def _split(self) -> None:
         if self.test_set is None:
             raise ValueError("`test` is required: MIA-efficacy and test accuracy need held-out data.")
+        train, test = self.train_set, self.test_set
+        if train is None:
+            raise ValueError(f"{type(self).__name__} has no training set: pass `train=` (or return one from load_datasets()).")
         if self._source is None:
+            train, test = checked_dataset(train, "train", self.keys), checked_dataset(test, "test", self.keys)
             self.train_set, self.test_set, self.val_set, self.train_eval_set = (
-                None if dataset is None else checked_dataset(dataset, name, self.keys)
-                for name, dataset in (
-                    ("train", self.train_set),
-                    ("test", self.test_set),
-                    ("val", self.val_set),
-                    ("train_eval", self.train_eval_set),
-                )
+                train,
+                test,
+                *(
+                    None if dataset is None else checked_dataset(dataset, name, self.keys)
+                    for name, dataset in (("val", self.val_set), ("train_eval", self.train_eval_set))
+                ),
             )
-            targets = dataset_targets(self.train_set, "train")
+            targets = dataset_targets(train, "train")
         else:  # the user's datasets stay as they are: their collate_fn reads them
             for name, dataset, loader in (
-                ("train", self.train_set, self._source.train),
-                ("test", self.test_set, self._source.test),
+                ("train", train, self._source.train),
+                ("test", test, self._source.test),
             ):
-                if len(dataset) == 0:
+                if _len(dataset) == 0:
                     raise ValueError(f"The {name} set of {type(self._source.datamodule).__name__} is empty.")
                 _, label = self._source.xy_collate(loader)([dataset[0]])
                 _class_indices(torch.as_tensor(label), name)
-            targets = dataset_targets(self.train_set, "train", collate_fn=self._source.xy_collate(self._source.train))
-        if self.train_eval_set is not None and len(self.train_eval_set) != len(self.train_set):  # type: ignore[arg-type]
+            targets = dataset_targets(train, "train", collate_fn=self._source.xy_collate(self._source.train))
+        if self.train_eval_set is not None and _len(self.train_eval_set) != _len(train):
             raise ValueError("`train_eval` must hold the same examples as `train` (same length, same order).")
         if self.requests is None:
             forget, earlier = self.forget.resolve(targets), []
@@ -260,6 +263,21 @@ class UnlearningDataModule(L.LightningDataModule):
         if self._has_validation():  # no val_dataloader at all otherwise (an empty one makes Lightning warn)
             self.val_dataloader = self._val_dataloader  # type: ignore[method-assign]
 
+    def _train_set(self) -> Dataset:
+        """The training set, loaded (:meth:`load_datasets`) if it is not yet."""
+        if self.train_set is None:
+            self._ensure_loaded()
+        if self.train_set is None:
+            raise RuntimeError(f"{type(self).__name__}.load_datasets() returned no training set.")
+        return self.train_set
+
+    def _split_state(self) -> tuple[Tensor, Tensor, Tensor]:
+        """``(forget indices, retain indices, targets)``, the split made (loading the data) if it is not yet."""
+        self._ensure_loaded()
+        if self._forget_indices is None or self._retain_indices is None or self._targets is None:
+            raise RuntimeError(f"{type(self).__name__} has not split its training set: it has no training data.")
+        return self._forget_indices, self._retain_indices, self._targets
+
     def _has_validation(self) -> bool:
         return self.val_set is not None or (self._source is not None and self._source.has_val)
 
@@ -267,14 +285,12 @@ class UnlearningDataModule(L.LightningDataModule):
     @property
     def forget_indices(self) -> Tensor:
         """Sorted positions of D_f in the training set."""
-        self._ensure_loaded()
-        return self._forget_indices
+        return self._split_state()[0]
 
     @property
     def retain_indices(self) -> Tensor:
         """Sorted positions of D_r in the training set."""
-        self._ensure_loaded()
-        return self._retain_indices
+        return self._split_state()[1]
 
     @property
     def fingerprint(self) -> str:
@@ -298,7 +314,7 @@ class UnlearningDataModule(L.LightningDataModule):
 
     def pass_batches(self, name: str) -> int:
         """Batches in one training pass over split ``name``."""
-        return math.ceil(len(self.split(name)) / self.training_batch_sizes()[name])  # type: ignore[arg-type]
+        return math.ceil(_len(self.split(name)) / self.training_batch_sizes()[name])
 
     def longest_split(self, inputs: tuple[str, ...]) -> str:
         """The split of ``inputs`` with the most training batches per pass (ties: ``"retain"``):
@@ -308,16 +324,15 @@ class UnlearningDataModule(L.LightningDataModule):
     @property
     def num_classes(self) -> int:
         """Number of classes, from the largest label in the training set."""
-        self._ensure_loaded()
-        return int(self._targets.max()) + 1
+        return int(self._split_state()[2].max()) + 1
 
     def split(self, name: str, eval_transforms: bool = False) -> Dataset:
         """The ``"forget"`` or ``"retain"`` part of the training set as a dataset."""
         if name not in SPLITS:
             raise ValueError(f"Unknown split {name!r}: use one of {SPLITS}.")
-        self._ensure_loaded()
-        base = self.train_eval_set if (eval_transforms and self.train_eval_set is not None) else self.train_set
-        return Subset(base, (self._forget_indices if name == "forget" else self._retain_indices).tolist())
+        forget, retain, _ = self._split_state()
+        base = self.train_eval_set if (eval_transforms and self.train_eval_set is not None) else self._train_set()
+        return Subset(base, (forget if name == "forget" else retain).tolist())
 
     # ------------------------------------------------------------------ loaders
     def make_loader(
@@ -355,7 +370,7 @@ class UnlearningDataModule(L.LightningDataModule):
         return self.make_loader(dataset, batch_size, sampler, evaluation=sampler is None)
 
     def _shuffled(self, dataset: Dataset, batch_size: int, stream: int, num_samples: Optional[int] = None) -> DataLoader:
-        sampler = EpochShuffleSampler(len(dataset), num_samples, seed=self.shuffle_seed * 1000 + stream)  # type: ignore[arg-type]
+        sampler = EpochShuffleSampler(_len(dataset), num_samples, seed=self.shuffle_seed * 1000 + stream)
         return self.make_loader(dataset, batch_size, sampler)
 
     def _user_retain_loader(self) -> DataLoader:
@@ -368,11 +383,11 @@ class UnlearningDataModule(L.LightningDataModule):
         batch_sampler = user.batch_sampler
         if batch_sampler is not None and not _default_batch_sampler(batch_sampler, user.sampler):
             return DataLoader(
-                self.train_set, batch_sampler=_KeptBatches(batch_sampler, keep), num_workers=self.num_workers, **options
+                self._train_set(), batch_sampler=_KeptBatches(batch_sampler, keep), num_workers=self.num_workers, **options
             )
         if not isinstance(user.sampler, (RandomSampler, SequentialSampler)):
             return DataLoader(
-                self.train_set,
+                self._train_set(),
                 batch_size=self.batch_size,
                 sampler=_KeptIndices(user.sampler, keep),
                 drop_last=user.drop_last,
@@ -393,7 +408,7 @@ class UnlearningDataModule(L.LightningDataModule):
         module = self.trainer.lightning_module if self.trainer is not None else None
         inputs = tuple(getattr(module, "unlearning_inputs", ()) or ())
         if inputs == ("train",):
-            return self._shuffled(self.train_set, self.batch_size, stream=0)
+            return self._shuffled(self._train_set(), self.batch_size, stream=0)
         if not inputs:
             if self._source is not None:
                 return self._user_retain_loader()
@@ -410,7 +425,7 @@ class UnlearningDataModule(L.LightningDataModule):
         if epoch_split not in inputs:
             raise ValueError(f"`epoch_split` {epoch_split!r} must be one of the method's inputs {inputs} or {LONGEST!r}.")
         sizes = self.training_batch_sizes()
-        steps = math.ceil(len(self.split(epoch_split)) / sizes[epoch_split])  # type: ignore[arg-type]
+        steps = math.ceil(_len(self.split(epoch_split)) / sizes[epoch_split])
         loaders = {}
         for name in inputs:
             stream = 1 + SPLITS.index(name)
@@ -420,7 +435,7 @@ class UnlearningDataModule(L.LightningDataModule):
                 loaders[name] = self._shuffled(self.split(name), sizes[name], stream, num_samples=steps * sizes[name])
         return CombinedLoader(loaders, mode="min_size")
 
-    def one_pass_dataloader(self, plan: str) -> DataLoader:
+    def one_pass_dataloader(self, plan: Plan) -> DataLoader:
         """Training batches that pass every forget and retain example once per epoch
         (:class:`~lightning_unlearn.data.batch_plan.OnePassPlan`): ``"sequential"`` (forget-only
         batches of ``forget_batch_size``, then retain-only batches of ``batch_size``) or
@@ -430,12 +445,12 @@ class UnlearningDataModule(L.LightningDataModule):
             raise ValueError(f"`batch_plan` must be one of {ONE_PASS_PLANS} (or None for paired batches), got {plan!r}.")
         forget, retain = self.split("forget"), self.split("retain")
         sampler = OnePassPlan(
-            len(forget),
-            len(retain),
+            _len(forget),
+            _len(retain),
             self.batch_size,
             self.forget_batch_size,
             plan,
-            seed=self.shuffle_seed * 1000 + 3,  # type: ignore[arg-type]
+            seed=self.shuffle_seed * 1000 + 3,
         )
         collate = self._source.xy_collate(self._source.train) if self._source is not None else None
         return self.make_loader(PlannedBatches(forget, retain, collate), sampler=sampler, batched=True)
@@ -450,6 +465,8 @@ class UnlearningDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         self._ensure_loaded()
+        if self.test_set is None:
+            raise RuntimeError(f"{type(self).__name__} has no test set: pass `test=`.")
         return self._loader(self.test_set, self.eval_batch_size)
 
     def _val_dataloader(self) -> Any:
@@ -508,7 +525,7 @@ class UnlearningDataModule(L.LightningDataModule):
         """The union of the earlier forget sets (oldest request first, each in dataset order) as one
         dataset; empty at step 0."""
         self._ensure_loaded()
-        base = self.train_eval_set if (eval_transforms and self.train_eval_set is not None) else self.train_set
+        base = self.train_eval_set if (eval_transforms and self.train_eval_set is not None) else self._train_set()
         indices = torch.cat(self._earlier_forget) if self._earlier_forget else torch.empty(0, dtype=torch.long)
         return Subset(base, indices.tolist())
 
@@ -516,7 +533,7 @@ class UnlearningDataModule(L.LightningDataModule):
         """One evaluation loader per earlier forget set (dataset order, test-time transforms),
         for relapse: is forgotten data still forgotten after later requests?"""
         self._ensure_loaded()
-        base = self.train_eval_set if self.train_eval_set is not None else self.train_set
+        base = self.train_eval_set if self.train_eval_set is not None else self._train_set()
         return [self._loader(Subset(base, indices.tolist()), self.eval_batch_size) for indices in self._earlier_forget]
 
     def chain_summary(self) -> dict[str, Any]:
@@ -584,7 +601,7 @@ class _KeyedItems(Dataset):
         self.dataset, self.keys = dataset, keys
 
     def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
+        return _len(self.dataset)
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
         item = self.dataset[index]
@@ -678,7 +695,12 @@ class _Source:
         return _XYCollate(loader.collate_fn, self.keys, f"The loaders of {type(self.datamodule).__name__}")
 
 
-def _default_batch_sampler(batch_sampler: Sampler, sampler: Sampler) -> bool:
+def _len(dataset: Dataset) -> int:
+    """The length of a map-style dataset (``Dataset`` declares no ``__len__``; the datasets here have one)."""
+    return len(dataset)  # type: ignore[arg-type]
+
+
+def _default_batch_sampler(batch_sampler: Iterable[Any], sampler: Iterable[Any]) -> bool:
     """Whether ``batch_sampler`` is the one DataLoader builds from ``batch_size`` and ``sampler``."""
     return type(batch_sampler) is BatchSampler and getattr(batch_sampler, "sampler", None) is sampler
 
@@ -687,7 +709,7 @@ class _KeptIndices(Sampler[int]):
     """The user's sampler with the indices outside ``keep`` dropped (no ``__len__``: how many remain
     is known only by drawing)."""
 
-    def __init__(self, sampler: Sampler, keep: set[int]) -> None:
+    def __init__(self, sampler: Iterable[Any], keep: set[int]) -> None:
         self.sampler, self.keep = sampler, keep
 
     def set_epoch(self, epoch: int) -> None:
@@ -701,7 +723,7 @@ class _KeptIndices(Sampler[int]):
 class _KeptBatches(Sampler[list[int]]):
     """The user's batch sampler with the indices outside ``keep`` dropped (empty batches skipped)."""
 
-    def __init__(self, batch_sampler: Sampler, keep: set[int]) -> None:
+    def __init__(self, batch_sampler: Iterable[list[Any]], keep: set[int]) -> None:
         self.batch_sampler, self.keep = batch_sampler, keep
 
     def set_epoch(self, epoch: int) -> None:
