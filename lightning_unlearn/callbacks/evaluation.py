@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -283,7 +283,9 @@ class UnlearningEvaluation(Callback):
                     f"`reference` returns {ref_classes} logits but the model returns {classes}: the reference must"
                     " classify the same classes (e.g. a Retrain of the same architecture)."
                 )
-        reference_metrics = self._read_reference_report() if self.reference_report is not None else None
+        reference_metrics: Optional[Mapping[str, Optional[float]]] = (
+            self._read_reference_report(self.reference_report) if self.reference_report is not None else None
+        )
         reseeded = None
         if isinstance(self.reseeded_reference, nn.Module):
             reseeded = copy_network(self.reseeded_reference).to(device)
@@ -390,7 +392,8 @@ class UnlearningEvaluation(Callback):
         diverged = self._diverged()
         after = self._evaluate(trainer, pl_module, strict=not diverged, audited=bool(self.audits))
         status = "diverged" if diverged else "completed"
-        failure = dict(self._guard.record) if diverged and self._guard is not None else None
+        record = self._guard.record if diverged and self._guard is not None else None
+        failure = dict(record) if record is not None else None
         self._finish(trainer, pl_module, after, status, failure)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
@@ -440,8 +443,8 @@ class UnlearningEvaluation(Callback):
     def _diverged(self) -> bool:
         return self._guard is not None and self._guard.diverged
 
-    def _read_reference_report(self) -> dict[str, float]:
-        report = read_report(self.reference_report, "reference_report")
+    def _read_reference_report(self, path: str) -> dict[str, float]:
+        report = read_report(path, "reference_report")
         if report.get("status", "completed") != "completed":
             raise ValueError(
                 f"`reference_report`={self.reference_report!r} is the report of a run that {report['status']}: use the"
@@ -465,7 +468,7 @@ class UnlearningEvaluation(Callback):
         before = self._pass(
             "before", network, data, device, distributed, convert, "model", progress=_progress(trainer, "evaluating the original")
         ).metrics
-        reference = None
+        reference: Optional[Mapping[str, Optional[float]]] = None
         if self.reference is not None:
             reference = self._pass(
                 "reference",
@@ -478,7 +481,7 @@ class UnlearningEvaluation(Callback):
                 progress=_progress(trainer, "evaluating the reference"),
             ).metrics
         elif self.reference_report is not None:
-            reference = self._read_reference_report()
+            reference = self._read_reference_report(self.reference_report)
         self.results = {"before": before, "reference": reference}
 
     def _pass(
@@ -581,12 +584,14 @@ class UnlearningEvaluation(Callback):
                 self._pass("reference", reference, data, device, trainer.world_size > 1, None, "reference")
             ref_margins = self.margins["reference"]
             for role in ("after", "reseeded"):
-                if role in self.margins and blocks.get(role) is not None:
+                block = blocks.get(role)
+                if role in self.margins and block is not None:
                     for split in ("forget", "test"):
                         gap = (self.margins[role][split].double() - ref_margins[split].double()).abs().mean()
-                        blocks[role][f"per_example/margin_gap/{split}"] = float(gap)
-            if blocks.get("reference") is not None:
-                blocks["reference"].update({"per_example/margin_gap/forget": 0.0, "per_example/margin_gap/test": 0.0})
+                        block[f"per_example/margin_gap/{split}"] = float(gap)
+            reference_block = blocks.get("reference")
+            if reference_block is not None:
+                reference_block.update({"per_example/margin_gap/forget": 0.0, "per_example/margin_gap/test": 0.0})
         original = getattr(pl_module, "original_model", None)
         original = original if isinstance(original, nn.Module) else self._original_copy
         models = {"after": model}
@@ -601,20 +606,23 @@ class UnlearningEvaluation(Callback):
                 named["original"] = copy_network(original).to(device)
             results = representation_audit(named, loaders, device, layer=self.feature_layer, convert_input=convert)
             for role in models:
-                if blocks.get(role) is not None:
-                    blocks[role].update(results[role])
+                block = blocks.get(role)
+                if block is not None:
+                    block.update(results[role])
         if "relearn" in self.audits:
             attack, held_out = self._relearn_data(data)
             results = relearn_audit(
                 models, attack, held_out, device, steps=self.relearn_steps, lr=self.relearn_lr, convert_input=convert
             )
             for role in models:
-                if blocks.get(role) is not None:
-                    blocks[role].update(results[role])
+                block = blocks.get(role)
+                if block is not None:
+                    block.update(results[role])
         if "quantization" in self.audits:
             for role, network in models.items():
-                if blocks.get(role) is not None and role in self._passes:
-                    blocks[role].update(
+                block = blocks.get(role)
+                if block is not None and role in self._passes:
+                    block.update(
                         quantization_audit(
                             network,
                             self._passes[role],
@@ -643,16 +651,20 @@ class UnlearningEvaluation(Callback):
             data.split("retain", eval_transforms=True),
             data.test_set,
         )
-        order = torch.randperm(len(test), generator=generator)
-        half = max(1, len(test) // 2)
+        if test is None:
+            raise ValueError("The datamodule has no test set: the representation audit needs held-out data.")
+        order = torch.randperm(len(test), generator=generator)  # type: ignore[arg-type]
+        half = max(1, len(test) // 2)  # type: ignore[arg-type]
         probe_a, probe_b = order[:half].sort().values, order[half:].sort().values
         if probe_b.numel() == 0:
             probe_b = probe_a
         retain_pick = torch.randperm(len(retain), generator=generator)[:n].sort().values  # type: ignore[arg-type]
-        train = torch.utils.data.ConcatDataset([Subset(retain, retain_pick.tolist()), Subset(test, probe_a[:n].tolist())])
+        train: torch.utils.data.ConcatDataset[Any] = torch.utils.data.ConcatDataset(
+            [Subset(retain, retain_pick.tolist()), Subset(test, probe_a[:n].tolist())]
+        )
         return {
             "forget": self._subset_loader(data, forget, torch.arange(min(n, len(forget))), batch),  # type: ignore[arg-type]
-            "test": self._subset_loader(data, test, torch.arange(min(n, len(test))), batch),
+            "test": self._subset_loader(data, test, torch.arange(min(n, len(test))), batch),  # type: ignore[arg-type]
             "probe_train": data.make_loader(train, batch, evaluation=True),
             "probe_test": self._subset_loader(data, test, probe_b[:n], batch),
         }
@@ -719,9 +731,9 @@ class UnlearningEvaluation(Callback):
         failure: Optional[dict[str, Any]],
     ) -> None:
         reference = self.results.get("reference")
-        gap = None
+        gap: Optional[dict[str, Optional[float]]] = None
         if reference is not None and after is not None:
-            gap = {k: None for k in METRICS}
+            gap = dict.fromkeys(METRICS)
             gap.update(
                 metric_gaps(
                     {k: v for k, v in after.items() if v is not None}, reference, [k for k in METRICS if after.get(k) is not None]
@@ -738,7 +750,7 @@ class UnlearningEvaluation(Callback):
         data = self._data(trainer)
         finding = (
             forgetting_check(self.results["before"], after, classwise=bool(data.forget.classes))
-            if status == "completed"
+            if status == "completed" and after is not None
             else None
         )
         if finding is not None:
@@ -802,7 +814,7 @@ class UnlearningEvaluation(Callback):
             else {
                 "forget": len(self._data(trainer).forget_indices),
                 "retain": len(self._data(trainer).retain_indices),
-                "test": len(self._data(trainer).test_set),
+                "test": len(self._data(trainer).test_set),  # type: ignore[arg-type]
             }
         )
         topo = {f"topology/{k}": v for k, v in (topology or {}).items() if isinstance(v, float)}
@@ -899,6 +911,7 @@ class UnlearningEvaluation(Callback):
             logger.log_metrics(metrics, step=trainer.global_step)
             logger.log_hyperparams({f"{self.log_prefix}/recipe": recipe, f"{self.log_prefix}/status": status})
             if type(logger).__name__ == "WandbLogger":
+                wandb_logger: Any = logger  # a WandbLogger (not imported: wandb is optional)
                 rows = [
                     [
                         k,
@@ -909,12 +922,12 @@ class UnlearningEvaluation(Callback):
                     ]
                     for k in METRICS
                 ]
-                logger.log_table(
+                wandb_logger.log_table(
                     key=f"{self.log_prefix}/summary", columns=["metric", "before", "after", "reference", "gap"], data=rows
                 )
                 if self.audit is not None:
                     columns = ["quantity", "meaning", "value", "reference", "difference", "noise_floor", "verdict"]
-                    logger.log_table(
+                    wandb_logger.log_table(
                         key=f"{self.log_prefix}/audit_summary",
                         columns=columns,
                         data=[[entry[c] for c in columns] for entry in self.audit["summary"]],
@@ -932,6 +945,8 @@ class UnlearningEvaluation(Callback):
         import wandb
         import yaml
 
+        if self.report is None:
+            raise RuntimeError("UnlearningEvaluation logs its W&B extras only once the report is built.")
         run = logger.experiment
         with tempfile.TemporaryDirectory() as folder:
             report = os.path.join(folder, "unlearning_report.json")
@@ -968,8 +983,7 @@ class UnlearningEvaluation(Callback):
             import matplotlib.pyplot as plt
         except ImportError:
             return None
-        blocks = [(name, self.results.get(name)) for name in ("before", "after", "reference")]
-        blocks = [(name, block) for name, block in blocks if block]
+        blocks = [(name, block) for name in ("before", "after", "reference") if (block := self.results.get(name))]
         splits = ["forget_acc", "retain_acc", "test_acc"]
         figure, axes = plt.subplots(figsize=(5, 3))
         width = 0.8 / max(1, len(blocks))
