@@ -39,6 +39,7 @@ from lightning_unlearn.benchmark.runner import (
 )
 from lightning_unlearn.benchmark.table import audit_columns, percent, print_table, table_row
 from lightning_unlearn.metrics.evaluation import evaluate, evaluate_pass
+from lightning_unlearn.metrics.functional.mia import Backend
 from lightning_unlearn.models.network import copy_network
 from lightning_unlearn.report import json_safe, versions, write_json
 from lightning_unlearn.validation import check_output_path
@@ -229,7 +230,7 @@ def _run_config(
     specs: dict,
     references: dict,
     seed: int,
-    mia_backend: str,
+    mia_backend: Backend,
 ) -> dict[str, Any]:
     """The comparison's configuration as the results (and each W&B run's config) show it."""
     return {

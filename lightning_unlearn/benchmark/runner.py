@@ -27,6 +27,7 @@ from lightning_unlearn.callbacks.evaluation import UnlearningEvaluation
 from lightning_unlearn.callbacks.magnitude_pruning import MagnitudePruning
 from lightning_unlearn.data.datamodule import UnlearningDataModule
 from lightning_unlearn.functional.pruning import canonical_name
+from lightning_unlearn.metrics.functional.mia import Backend
 from lightning_unlearn.metrics.functional.topology import masks_of, topology_gap
 from lightning_unlearn.models import ImageClassifier
 from lightning_unlearn.models.network import copy_network, reinitialise
@@ -353,7 +354,7 @@ def run_row(
     seed: int,
     *,
     reference: Optional[nn.Module] = None,
-    mia_backend: str = "torch",
+    mia_backend: Backend = "torch",
     evaluation: bool = True,
     callbacks: Sequence[L.Callback] = (),
     accelerator: str = "auto",

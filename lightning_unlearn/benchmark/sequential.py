@@ -66,6 +66,7 @@ from lightning_unlearn.benchmark.table import percent, table_row
 from lightning_unlearn.data.datamodule import UnlearningDataModule
 from lightning_unlearn.data.requests import as_requests
 from lightning_unlearn.metrics.evaluation import evaluate
+from lightning_unlearn.metrics.functional.mia import Backend
 from lightning_unlearn.metrics.keys import GAP_METRICS
 from lightning_unlearn.metrics.relapse import RELAPSE_ROW_KEYS, relapse_metrics, relapse_rows
 from lightning_unlearn.models.network import copy_network
@@ -222,7 +223,7 @@ def _run_chain(
     references: Sequence[nn.Module],
     reference_metrics: Sequence[Mapping[str, float]],
     seed: int,
-    mia_backend: str,
+    mia_backend: Backend,
     options: Mapping[str, Any],
     output_dir: Optional[str],
 ) -> list[dict[str, Any]]:

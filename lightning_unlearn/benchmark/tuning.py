@@ -71,6 +71,7 @@ from lightning_unlearn.data.datamodule import UnlearningDataModule
 from lightning_unlearn.methods.one_shot import OneShotEdit
 from lightning_unlearn.methods.scrub import SCRUB
 from lightning_unlearn.metrics.functional import mia_efficacy, true_class_confidence
+from lightning_unlearn.metrics.functional.mia import Backend
 from lightning_unlearn.models.network import copy_network
 from lightning_unlearn.models.weights import load_weights
 from lightning_unlearn.report import json_safe
@@ -203,7 +204,7 @@ def _loss_auc(member_losses: Tensor, heldout_losses: Tensor) -> float:
 
 
 def oracle_free_scores(
-    model: nn.Module, datamodule: UnlearningDataModule, retain_limit: int = 4000, mia_backend: str = "torch"
+    model: nn.Module, datamodule: UnlearningDataModule, retain_limit: int = 4000, mia_backend: Backend = "torch"
 ) -> dict[str, float]:
     """What the oracle-free targets compare, in percent (eval mode, test-time transforms).
 
@@ -316,7 +317,7 @@ def oracle_free_gap(scores: Mapping[str, float], targets: OracleFreeTargets) -> 
 class _EpochScorer(L.Callback):
     """Scores the network after every epoch of a fit (evaluation time excluded from ``runtime_s``)."""
 
-    def __init__(self, datamodule: UnlearningDataModule, targets: OracleFreeTargets, retain_limit: int, mia_backend: str):
+    def __init__(self, datamodule: UnlearningDataModule, targets: OracleFreeTargets, retain_limit: int, mia_backend: Backend):
         self.datamodule, self.targets, self.retain_limit, self.mia_backend = datamodule, targets, retain_limit, mia_backend
         self.counter = SampleCounter()
         self.scores: list[dict[str, Any]] = []
@@ -429,7 +430,7 @@ def tune_row(
     seed: int = 0,
     name: str = "row",
     retain_limit: int = 4000,
-    mia_backend: str = "torch",
+    mia_backend: Backend = "torch",
     accelerator: str = "auto",
     precision: Optional[str] = None,
     progress: bool = True,

@@ -21,6 +21,7 @@ from lightning_unlearn.functional.pruning import eval_mode
 from lightning_unlearn.functional.quantization import quantize_weights
 from lightning_unlearn.functional.relearn import relearn
 from lightning_unlearn.metrics.evaluation import EvaluationPass, evaluate_pass
+from lightning_unlearn.metrics.functional.mia import Backend
 from lightning_unlearn.metrics.functional.representation import fit_linear_probe, knn_accuracy, linear_cka
 from lightning_unlearn.metrics.keys import AUDIT_PRESETS, AUDITS, BEST_AUC
 
@@ -193,7 +194,7 @@ def quantization_audit(
     device: Union[str, torch.device],
     *,
     bits: Sequence[int] = (8, 4),
-    mia_backend: str = "torch",
+    mia_backend: Backend = "torch",
     distributed: bool = False,
     convert_input: Optional[Callable[[Any], Any]] = None,
     name: str = "model",
