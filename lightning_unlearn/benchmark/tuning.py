@@ -128,7 +128,7 @@ class SampleCounter(L.Callback):
         data = trainer.datamodule if isinstance(trainer.datamodule, UnlearningDataModule) else None  # type: ignore[attr-defined]
         for name, part in parts:
             n = len(part[0]) if isinstance(part, (tuple, list)) else len(part)
-            if scrub and name == "forget" and trainer.current_epoch >= pl_module.msteps:
+            if isinstance(pl_module, SCRUB) and name == "forget" and trainer.current_epoch >= pl_module.msteps:
                 n = 0
             if (once or (scrub and name == "forget")) and data is not None and name in ("forget", "retain"):
                 n = max(0, min(n, len(data.split(name)) - self._epoch.get(name, 0)))  # type: ignore[arg-type]
@@ -295,6 +295,8 @@ def oracle_free_gap(scores: Mapping[str, float], targets: OracleFreeTargets) -> 
         TA are within max_drop of the original's.
     """
     if targets.classwise:
+        if targets.ta_rest is None:
+            raise ValueError("Class-wise oracle-free targets need `ta_rest` (the original's accuracy on the other classes).")
         parts = {
             "ua": abs(scores["ua"] - 100.0),
             "ra": abs(scores["ra"] - targets.ra),
@@ -329,7 +331,10 @@ class _EpochScorer(L.Callback):
     def _record(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._fit_s += time.perf_counter() - self._tic
         tic = time.perf_counter()
-        scores = oracle_free_scores(pl_module.model, self.datamodule, self.retain_limit, self.mia_backend)
+        model = pl_module.model
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"{type(pl_module).__name__}.model must be an nn.Module to be scored, got {type(model).__name__}.")
+        scores = oracle_free_scores(model, self.datamodule, self.retain_limit, self.mia_backend)
         self.scores.append(
             {
                 "epochs": len(self.scores) + 1,
@@ -535,6 +540,8 @@ def tune_row(
     length_dependent = _length_dependent(spec)
 
     def with_lr(level: float, base: MethodSpec) -> MethodSpec:
+        if base_lr is None:
+            raise ValueError(f"{spec.method} takes no `lr`: there is no learning rate to search.")
         return replace(base, init_args={**base.init_args, "lr": float(f"{base_lr * 3**level:.3g}")})
 
     def score_of(level: float, base: MethodSpec) -> Optional[float]:
@@ -547,11 +554,11 @@ def tune_row(
     if takes_lr:
         # 1. probes: one-epoch fits at factors of 3 from the row's lr, towards lower scores (27x at most)
         probe = replace(current, max_epochs=1)
-        known = {level: score_of(level, probe) for level in (0, -1, 1)}
-        known = {k: v for k, v in known.items() if v is not None}
+        probed = {level: score_of(level, probe) for level in (0, -1, 1)}
+        known: dict[float, float] = {k: v for k, v in probed.items() if v is not None}
         if known:
             step = -1 if known.get(-1, math.inf) < known.get(1, math.inf) else 1
-            level = step
+            level: float = step
             while abs(level) < 3 and known.get(level) is not None and known[level] <= min(known.values()):
                 level += step
                 value = score_of(level, probe)
@@ -559,8 +566,8 @@ def tune_row(
                     break
                 known[level] = value
             # 2. the full length at the best probe (every epoch count read from it for a constant lr)
-            ranked = sorted(known, key=known.get)
-            full = {}
+            ranked = sorted(known, key=lambda k: known[k])
+            full: dict[float, float] = {}
             for level in ranked[:2]:
                 if spec.max_epochs > 1:
                     value = score_of(level, current)
@@ -568,7 +575,7 @@ def tune_row(
                         full[level] = value
             # 3. fine: sqrt(3) either side of the best full-length level
             if full:
-                centre = min(full, key=full.get)
+                centre = min(full, key=lambda k: full[k])
                 for level in (centre - 0.5, centre + 0.5):
                     score_of(level, current)
     # 4. shorter fits of a length-dependent row at the best setting
