@@ -176,7 +176,7 @@ def run_compare(
             bar.update(1)
         bar.close()
 
-    audits = {name: (run.evaluation.audit or {}).get("after") for name, run in runs.items()}
+    audits = {name: (run.evaluated.audit or {}).get("after") for name, run in runs.items()}
     ordered = [name for name in order if references[name] is None][:1] + [name for name in specs if name != order[0]]
     rows = []
     for name in ordered:

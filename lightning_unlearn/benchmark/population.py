@@ -91,7 +91,12 @@ def _save(path: Path, payload: dict[str, Any]) -> None:
 
 
 def _load(path: Path) -> Optional[dict[str, Any]]:
-    return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+    return _read(path) if path.is_file() else None
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """A saved record that must exist (raises FileNotFoundError otherwise)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _numbers(block: Optional[dict[str, Any]]) -> dict[str, float]:
@@ -170,7 +175,7 @@ def run_population(
             measured = root / "originals" / f"{s}.pt"  # the original on this request's splits
             if not measured.is_file():
                 _save(measured, evaluate_model(net))
-                say(f"original {i + 1}/{models} (seed {s}): {_brief(_load(measured)['metrics'])}")
+                say(f"original {i + 1}/{models} (seed {s}): {_brief(_read(measured)['metrics'])}")
 
         def row_run(name: str, index: int, s: int) -> dict[str, Any]:
             spec = copy.deepcopy(specs[name])
@@ -188,7 +193,7 @@ def run_population(
                     spec, originals[index], datamodule, s, reference=oracle, mia_backend=mia_backend, audits="standard", **options
                 )
                 datamodule.shuffle_seed = base_shuffle
-                evaluation = run.evaluation
+                evaluation = run.evaluated
                 cached = {
                     "margins": evaluation.margins["after"],
                     "metrics": dict(run.after),
@@ -220,7 +225,7 @@ def run_population(
     counts = {split: int(oracle_margins[split].shape[1]) for split in _SPLITS}
     for name, row in results.items():
         row["audit_summary"] = [] if name == reference else _population_summary(row, results[reference], floor, counts)
-    original_runs = [_load(root / "originals" / f"{s}.pt") for s in seeds]
+    original_runs = [_read(root / "originals" / f"{s}.pt") for s in seeds]
     return {
         "config": {
             "seed": first,

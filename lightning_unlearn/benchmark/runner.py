@@ -338,13 +338,18 @@ class RowRun:
         """Wall time of the unlearning fit in seconds, evaluation before and after excluded."""
         return self._results()["runtime_s"]
 
-    def _results(self) -> dict[str, Any]:
+    @property
+    def evaluated(self) -> UnlearningEvaluation:
+        """The run's :attr:`evaluation` (raises ValueError for a run without evaluation)."""
         if self.evaluation is None:
             raise ValueError(
                 f"Row {self.spec.method!r} ran with `evaluation=False`: it has no metrics; run it with"
                 " `evaluation=True` or read them from your own callback."
             )
-        return self.evaluation.results
+        return self.evaluation
+
+    def _results(self) -> dict[str, Any]:
+        return self.evaluated.results
 
 
 def run_row(

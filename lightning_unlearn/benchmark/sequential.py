@@ -221,7 +221,7 @@ def _run_chain(
     original: nn.Module,
     steps: Sequence[UnlearningDataModule],
     references: Sequence[nn.Module],
-    reference_metrics: Sequence[Mapping[str, float]],
+    reference_metrics: Sequence[Mapping[str, Optional[float]]],
     seed: int,
     mia_backend: Backend,
     options: Mapping[str, Any],
@@ -239,7 +239,9 @@ def _run_chain(
         row["step"] = k
         row["relapse"] = relapse_rows(relapse, own)
         row["relapse_mean"] = _relapse_mean(row["relapse"])
-        report = dict(run.evaluation.report)
+        if run.evaluated.report is None:
+            raise ValueError(f"Row {name!r} step {k} has no report: its evaluation did not finish.")
+        report = dict(run.evaluated.report)
         report["metrics"] = {**report["metrics"], "relapse": [dict(r, request=j) for j, r in enumerate(relapse)]}
         report = chain_report(report, previous_report, data.chain_summary())
         row["report_sha256"] = report_sha256(report)
@@ -254,9 +256,9 @@ def _reference_chain(
     name: str,
     spec: MethodSpec,
     steps: Sequence[UnlearningDataModule],
-    metrics: Sequence[Mapping[str, float]],
+    metrics: Sequence[Mapping[str, Optional[float]]],
     relapse: Sequence[Sequence[Mapping[str, float]]],
-    original_metrics: Mapping[str, float],
+    original_metrics: Mapping[str, Optional[float]],
     runtime: Mapping[int, float],
     output_dir: Optional[str],
 ) -> list[dict[str, Any]]:

@@ -19,10 +19,20 @@ from lightning_unlearn.metrics.keys import BEST_ATTACK, BEST_AUC, GAP_METRICS, M
 from lightning_unlearn.report import json_safe
 
 
-def percent(metrics: Mapping[str, float], keys: Optional[Iterable[str]] = None) -> dict[str, float]:
+def percent(metrics: Mapping[str, Optional[float]], keys: Optional[Iterable[str]] = None) -> dict[str, float]:
     """``metrics`` (fractions) in percent, rounded to 2 decimals: every key, or only ``keys`` (in
-    their order)."""
-    return {key: round(100.0 * float(metrics[key]), 2) for key in (metrics if keys is None else keys)}
+    their order).
+
+    Raises:
+        ValueError: a metric is ``None`` (not finite: the model diverged).
+    """
+    out = {}
+    for key in metrics if keys is None else keys:
+        value = metrics[key]
+        if value is None:
+            raise ValueError(f"Metric {key!r} is None (not finite: the model diverged): it has no value in percent.")
+        out[key] = round(100.0 * float(value), 2)
+    return out
 
 
 def gaps(metrics: Mapping[str, float], reference: Mapping[str, float]) -> tuple[dict[str, float], float]:
@@ -38,17 +48,18 @@ def audit_columns(audit: Optional[Mapping[str, Any]], reference_audit: Optional[
     attack) and ``mia_auc_gap`` (``|AUC - Retrain's|``); empty without an audit."""
     if not audit or audit.get(BEST_AUC) is None:
         return {}
-    out = {"mia_auc": round(float(audit[BEST_AUC]), 4), "mia_auc_attack": audit.get(BEST_ATTACK)}
+    auc = round(float(audit[BEST_AUC]), 4)
+    out = {"mia_auc": auc, "mia_auc_attack": audit.get(BEST_ATTACK)}
     if reference_audit and reference_audit.get(BEST_AUC) is not None:
-        out["mia_auc_gap"] = round(abs(out["mia_auc"] - round(float(reference_audit[BEST_AUC]), 4)), 4)
+        out["mia_auc_gap"] = round(abs(auc - round(float(reference_audit[BEST_AUC]), 4)), 4)
     return out
 
 
 def table_row(
     name: str,
     spec: MethodSpec,
-    metrics: Mapping[str, float],
-    reference: Mapping[str, float],
+    metrics: Mapping[str, Optional[float]],
+    reference: Mapping[str, Optional[float]],
     runtime_s: float,
     audit: Optional[Mapping[str, Any]] = None,
     reference_audit: Optional[Mapping[str, Any]] = None,

@@ -24,8 +24,8 @@ from typing import Literal, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from lightning_unlearn.metrics._svc import fit_rbf_svc
-from lightning_unlearn.metrics.functional.mia import _check_mia_args, _mia_efficacy_update, true_class_confidence
+from lightning_unlearn.metrics._svc import GammaType, fit_rbf_svc
+from lightning_unlearn.metrics.functional.mia import Backend, _check_mia_args, _mia_efficacy_update, true_class_confidence
 
 __all__ = ["RELAPSE_ROW_KEYS", "relapse_deltas", "relapse_metrics", "relapse_rows"]
 
@@ -98,8 +98,8 @@ def relapse_metrics(
     x_attack, y_attack, _ = _mia_efficacy_update(torch.cat(retain_conf), test_conf, sets[0][0])
     predict = _attack(x_attack, y_attack, mia_backend)
     out = []
-    for conf, accuracy in sets:
-        mia = float((predict(conf.reshape(-1, 1).to(x_attack.dtype)) == 0).float().mean())
+    for forget_conf, accuracy in sets:
+        mia = float((predict(forget_conf.reshape(-1, 1).to(x_attack.dtype)) == 0).float().mean())
         out.append({"forget_acc": accuracy, "unlearning_accuracy": 1.0 - accuracy, "mia_efficacy": mia})
     return out
 
@@ -133,7 +133,7 @@ def relapse_deltas(
     ]
 
 
-def relapse_rows(relapse: Sequence[Mapping[str, float]], own: Sequence[Mapping[str, float]]) -> list[dict[str, float]]:
+def relapse_rows(relapse: Sequence[Mapping[str, float]], own: Sequence[Mapping[str, Optional[float]]]) -> list[dict[str, float]]:
     """Table rows of one step's relapse, in percent (2 decimals): per earlier request ``j``,
     ``request``, ``forget_acc``, ``mia_efficacy`` and their changes since request ``j`` was
     unlearned, ``delta_forget_acc`` (up = relapse) and ``delta_mia`` (down = relapse).
@@ -144,13 +144,16 @@ def relapse_rows(relapse: Sequence[Mapping[str, float]], own: Sequence[Mapping[s
     """
     out = []
     for j, row in enumerate(relapse):
+        own_forget_acc, own_mia = own[j]["forget_acc"], own[j]["mia_efficacy"]
+        if own_forget_acc is None or own_mia is None:
+            raise ValueError(f"Request {j}'s own metrics are None (not finite: the model diverged): no relapse to measure.")
         out.append(
             {
                 "request": j,
                 "forget_acc": round(100 * row["forget_acc"], 2),
                 "mia_efficacy": round(100 * row["mia_efficacy"], 2),
-                "delta_forget_acc": round(100 * (row["forget_acc"] - own[j]["forget_acc"]), 2),
-                "delta_mia": round(100 * (row["mia_efficacy"] - own[j]["mia_efficacy"]), 2),
+                "delta_forget_acc": round(100 * (row["forget_acc"] - own_forget_acc), 2),
+                "delta_mia": round(100 * (row["mia_efficacy"] - own_mia), 2),
             }
         )
     return out
@@ -160,7 +163,7 @@ def _confidence(model: nn.Module, x: Tensor, y: Tensor, device: Union[str, torch
     return true_class_confidence(model(x.to(device)), y.to(device))
 
 
-def _attack(x_attack: Tensor, y_attack: Tensor, backend: str, C: float = 3.0, gamma: Optional[str] = "auto"):
+def _attack(x_attack: Tensor, y_attack: Tensor, backend: Backend, C: float = 3.0, gamma: GammaType = "auto"):
     """The fitted OPTML attack's ``predict`` (1 = member, 0 = non-member)."""
     if backend == "sklearn":
         from sklearn.svm import SVC
