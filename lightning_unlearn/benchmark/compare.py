@@ -107,6 +107,7 @@ def run_compare(
     group = group or f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
     start = time.perf_counter()
     extra: dict[str, Any] = {}
+    original_metrics: Optional[dict[str, Optional[float]]]
     with quiet_fit_warnings(), tempfile.TemporaryDirectory(prefix="lightning_unlearn_compare_") as scratch:
         used = {spec.original for spec in specs.values()}
         untrained = copy_network(network) if pipelines else None
@@ -153,7 +154,8 @@ def run_compare(
         for name in order:
             bar.set_description(name)
             spec = specs[name]
-            reference = runs[references[name]].model if references[name] is not None else None
+            reference_name = references[name]
+            reference = runs[reference_name].model if reference_name is not None else None
             row_data = with_shuffle_seed(datamodule, spec.shuffle_seed)
             row_logger: Any = wandb_row_logger(name, group, project, run_config) if logger == "wandb" else False
             try:

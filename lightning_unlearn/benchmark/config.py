@@ -320,7 +320,7 @@ def parse_config(config: Config, instantiate: bool = True) -> Any:
 def _spec(value: Any, cls: type, where: str, example: str = "{method: finetune, max_epochs: 5, init_args: {lr: 0.01}}") -> Any:
     if isinstance(value, cls):
         return value
-    if is_dataclass(value):
+    if is_dataclass(value) and not isinstance(value, type):
         value = asdict(value)
     elif hasattr(value, "as_dict"):
         value = value.as_dict()

@@ -15,7 +15,7 @@ import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Optional
+from typing import Any, Literal, Optional, cast
 
 import lightning as L
 import torch
@@ -69,7 +69,7 @@ def row_trainer(
     return L.Trainer(
         max_epochs=int(max_epochs),
         accelerator=accelerator,
-        precision=precision,
+        precision=precision,  # type: ignore[arg-type]  # a config string: Lightning validates it
         devices=1,
         logger=logger,
         enable_checkpointing=False,
@@ -131,12 +131,16 @@ class EpochSnapshots(L.Callback):
     step) to ``directory/epoch_{k}.pt``, for a rewind. Reads weights only: the fit is unchanged."""
 
     def __init__(self, epochs: Sequence[int], directory: str) -> None:
-        self.epochs, self.directory, self.paths = sorted(set(int(e) for e in epochs)), directory, {}
+        self.epochs, self.directory = sorted(set(int(e) for e in epochs)), directory
+        self.paths: dict[int, str] = {}
 
     def _save(self, pl_module: L.LightningModule, epoch: int) -> None:
         if epoch in self.epochs:
             path = os.path.join(self.directory, f"epoch_{epoch}.pt")
-            torch.save({k: v.detach().cpu().clone() for k, v in pl_module.model.state_dict().items()}, path)
+            model = pl_module.model
+            if not isinstance(model, nn.Module):
+                raise TypeError(f"{type(pl_module).__name__}.model must be an nn.Module to snapshot, got {type(model).__name__}.")
+            torch.save({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, path)
             self.paths[epoch] = path
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -149,12 +153,17 @@ class EpochSnapshots(L.Callback):
 # ---------------------------------------------------------------------------------- per-row originals
 def pipeline_training(pipeline: PipelineSpec, original: OriginalSpec) -> OriginalSpec:
     """The training recipe of a pipeline: its own fields, the original's where it leaves them unset."""
+    # `lr_scheduler` is checked to be 'original', None or 'cosine' when the config is read
+    lr_scheduler = cast(
+        Optional[Literal["cosine"]],
+        original.lr_scheduler if pipeline.lr_scheduler == "original" else pipeline.lr_scheduler,
+    )
     return OriginalSpec(
         max_epochs=pipeline.max_epochs or original.max_epochs,
         lr=original.lr if pipeline.lr is None else pipeline.lr,
         momentum=original.momentum if pipeline.momentum is None else pipeline.momentum,
         weight_decay=original.weight_decay if pipeline.weight_decay is None else pipeline.weight_decay,
-        lr_scheduler=original.lr_scheduler if pipeline.lr_scheduler == "original" else pipeline.lr_scheduler,
+        lr_scheduler=lr_scheduler,
     )
 
 
@@ -172,8 +181,8 @@ def pipeline_callback(pipeline: PipelineSpec, rewind: Optional[str] = None) -> d
 
 def train_pipeline_original(
     pipeline: PipelineSpec,
-    dense: nn.Module,
-    untrained: nn.Module,
+    dense: Optional[nn.Module],
+    untrained: Optional[nn.Module],
     datamodule: Any,
     original: OriginalSpec,
     seed: int,
@@ -190,8 +199,12 @@ def train_pipeline_original(
     """
     entry = pipeline_callback(pipeline, rewind)
     if pipeline.pipeline == "lottery":
+        if untrained is None:
+            raise ValueError("The lottery pipeline needs the `untrained` network.")
         network = reinitialise(copy_network(untrained), seed if pipeline.init_seed is None else pipeline.init_seed)
     else:
+        if dense is None:
+            raise ValueError(f"The {pipeline.pipeline!r} pipeline prunes the trained `dense` original: none was given.")
         network = copy_network(dense)
     return train_original(
         network, datamodule, pipeline_training(pipeline, original), seed, [MagnitudePruning(**entry["init_args"])], **options
