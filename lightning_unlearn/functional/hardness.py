@@ -91,7 +91,8 @@ def mean_gradient(model: nn.Module, params: Sequence[Parameter], batches: Iterab
 
 
 def _dot(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
-    return sum((x.double() * y.double()).sum() for x, y in zip(a, b))
+    total = sum((x.double() * y.double()).sum() for x, y in zip(a, b))
+    return total if isinstance(total, Tensor) else torch.zeros((), dtype=torch.float64)  # no tensors: 0
 
 
 @torch.no_grad()

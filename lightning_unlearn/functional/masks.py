@@ -305,7 +305,8 @@ class MaskedParameters:
     def __init__(self, names: Sequence[str], params: Sequence[Parameter], masks: Sequence[Tensor]) -> None:
         if not (len(names) == len(params) == len(masks)):
             raise ValueError(f"Got {len(names)} names, {len(params)} parameters and {len(masks)} masks: they must match.")
-        self.names, self.params = list(names), list(params)
+        self.names = list(names)
+        self.params: list[Tensor] = list(params)  # Parameters: typed as tensors for the torch._foreach_* ops
         self.masks: list[Tensor] = []
         self.anchor: Optional[list[Tensor]] = None
         self.anchor_zero = False
@@ -325,7 +326,7 @@ class MaskedParameters:
     def capture_anchor(self) -> None:
         """Frozen entries will be kept at their current values."""
         self.anchor_zero = False
-        self.anchor = torch._foreach_mul([p.detach() for p in self.params], self._frozen())
+        self.anchor = list(torch._foreach_mul([p.detach() for p in self.params], self._frozen()))
 
     def set_anchor_zero(self) -> None:
         """Frozen entries are pinned at zero (pruning): no copy of the values is kept."""

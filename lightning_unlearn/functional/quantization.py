@@ -73,6 +73,7 @@ def quantize_weights(
                 weight = getattr(module, "weight", None)
             if isinstance(weight, Tensor) and weight.is_floating_point():
                 weight.copy_(quantize_tensor(weight, bits))
-            if hasattr(module, "weight_orig") and hasattr(module, "weight_mask"):
-                module.weight = module.weight_orig * module.weight_mask  # refresh the pruned view
+            weight_orig, weight_mask = getattr(module, "weight_orig", None), getattr(module, "weight_mask", None)
+            if isinstance(weight_orig, Tensor) and isinstance(weight_mask, Tensor):
+                module.weight = weight_orig * weight_mask  # refresh the pruned view
     return target

@@ -43,7 +43,8 @@ def squared_distance(params: Sequence[Tensor], anchors: Sequence[Tensor]) -> Ten
         5.0
     """
     diffs = torch._foreach_sub([p.detach().float() for p in params], [a.float() for a in anchors])
-    return sum(torch._foreach_norm(diffs)[i] ** 2 for i in range(len(diffs)))
+    total = sum(torch._foreach_norm(diffs)[i] ** 2 for i in range(len(diffs)))
+    return total if isinstance(total, Tensor) else torch.zeros(())  # no tensors: distance 0
 
 
 def _value_and_slope(d: float, form: str, gamma: float) -> tuple[float, float]:
@@ -71,7 +72,8 @@ def repulsion_term(
         >>> d.item(), term.item(), term.requires_grad
         (25.0, -50.0, True)
     """
-    d = sum(((p.float() - a.detach().float()) ** 2).sum() for p, a in zip(params, anchors))
+    total = sum(((p.float() - a.detach().float()) ** 2).sum() for p, a in zip(params, anchors))
+    d = total if isinstance(total, Tensor) else torch.zeros(())  # no tensors: distance 0
     if form == "negative_l2":
         return -gamma * d, d
     if form == "exponential_l2":

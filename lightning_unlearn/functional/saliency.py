@@ -83,7 +83,7 @@ def weight_saliency(
         model.train(was_training)
     if seen == 0:
         raise ValueError("The forget data is empty: the saliency needs at least one forget batch.")
-    return torch._foreach_abs(total)
+    return list(torch._foreach_abs(total))
 
 
 def saliency_masks(

@@ -124,7 +124,7 @@ def gradient_score(ctx: ScoreContext) -> list[Tensor]:
     total = [torch.zeros_like(w) for w in ctx.weights]
     for x, y in ctx.batches:
         torch._foreach_add_(total, torch._foreach_abs(ctx.gradients(x, y)))
-    return torch._foreach_div(total, float(len(ctx.batches)))
+    return list(torch._foreach_div(total, float(len(ctx.batches))))
 
 
 def retain_magnitude_score(ctx: ScoreContext) -> list[Tensor]:
@@ -144,7 +144,7 @@ def taylor_score(ctx: ScoreContext) -> list[Tensor]:
     total = [torch.zeros_like(w) for w in ctx.weights]
     for x, y in ctx.batches:
         torch._foreach_add_(total, torch._foreach_abs(torch._foreach_mul(ctx.gradients(x, y), ctx.weights)))
-    return torch._foreach_div(total, float(len(ctx.batches)))
+    return list(torch._foreach_div(total, float(len(ctx.batches))))
 
 
 def magnitude_after_finetune_score(ctx: ScoreContext) -> list[Tensor]:
@@ -153,7 +153,7 @@ def magnitude_after_finetune_score(ctx: ScoreContext) -> list[Tensor]:
     weights = [w.clone() for w in ctx.weights]
     for x, y in ctx.batches:
         torch._foreach_add_(weights, ctx.gradients(x, y, weights), alpha=-ctx.lr)
-    return torch._foreach_abs(weights)
+    return list(torch._foreach_abs(weights))
 
 
 UNPRUNING_SCORES: dict[str, ScoreFn] = {
@@ -515,8 +515,8 @@ def apply_unpruning(
     if all(bool(m.all()) for m in masks):
         raise ValueError("The selected weights hold no pruned entry: prune the network first (e.g. apply_pruning).")
     known = {} if values is None else dict(values)
-    values = [(known[n].detach().to(p) if n in known else p.detach()) * ~m for n, p, m in zip(names, params, masks)]
-    if isinstance(score, str) and score in ("retain_magnitude", "taylor") and not any(bool(v.any()) for v in values):
+    pruned_values = [(known[n].detach().to(p) if n in known else p.detach()) * ~m for n, p, m in zip(names, params, masks)]
+    if isinstance(score, str) and score in ("retain_magnitude", "taylor") and not any(bool(v.any()) for v in pruned_values):
         warnings.warn(
             f"apply_unpruning(score={score!r}) does not know the values of the pruned weights (0), so they score 0 and"
             " cannot come back; pass `values` (the weights before pruning) or use score='gradient'.",
@@ -525,7 +525,7 @@ def apply_unpruning(
     structured = is_row_structured(masks) if structured is None else bool(structured)
     masked = MaskedParameters(names, params, masks)
     masked.set_anchor_zero()
-    scores = unpruning_scores(score, network, names, params, masked.masks, values, batches, lr, gate)
-    swap_topology(masked, unpruned_masks(scores, masked.masks, scope, structured), values, revive)
+    scores = unpruning_scores(score, network, names, params, masked.masks, pruned_values, batches, lr, gate)
+    swap_topology(masked, unpruned_masks(scores, masked.masks, scope, structured), pruned_values, revive)
     sync_prune_buffers(network, masked)
     return masked.by_name()
