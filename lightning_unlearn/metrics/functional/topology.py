@@ -22,7 +22,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Optional, Union
+from typing import Any, Literal, Optional, Union, overload
 
 import torch
 from torch import Tensor, nn
@@ -226,6 +226,18 @@ def _sparsity_compute(pruned: Tensor, total: Union[Tensor, int]) -> Tensor:
     return pruned.float() / total
 
 
+@overload
+def sparsity(masks: MaskSource, per_layer: Literal[False] = False) -> Tensor: ...
+
+
+@overload
+def sparsity(masks: MaskSource, per_layer: Literal[True]) -> dict[str, Tensor]: ...
+
+
+@overload
+def sparsity(masks: MaskSource, per_layer: bool = False) -> Union[Tensor, dict[str, Tensor]]: ...
+
+
 def sparsity(masks: MaskSource, per_layer: bool = False) -> Union[Tensor, dict[str, Tensor]]:
     """Fraction of pruned (``False``) entries: over all layers together, or per layer.
 
@@ -283,6 +295,18 @@ def _mask_iou_compute(intersection: Tensor, union: Tensor) -> Tensor:
     """``intersection / union``; 1 when both masks keep nothing (identical empty topologies)."""
     union_f = union.float()
     return torch.where(union > 0, intersection.float() / union_f.clamp_min(1), torch.ones_like(union_f))
+
+
+@overload
+def mask_iou(masks_a: MaskSource, masks_b: MaskSource, per_layer: Literal[False] = False) -> Tensor: ...
+
+
+@overload
+def mask_iou(masks_a: MaskSource, masks_b: MaskSource, per_layer: Literal[True]) -> dict[str, Tensor]: ...
+
+
+@overload
+def mask_iou(masks_a: MaskSource, masks_b: MaskSource, per_layer: bool = False) -> Union[Tensor, dict[str, Tensor]]: ...
 
 
 def mask_iou(masks_a: MaskSource, masks_b: MaskSource, per_layer: bool = False) -> Union[Tensor, dict[str, Tensor]]:
