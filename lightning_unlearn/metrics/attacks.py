@@ -20,7 +20,7 @@ on the same samples, exactly. The attacks themselves are the functional twins in
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, cast
 
 from torch import Tensor
 
@@ -28,6 +28,7 @@ from lightning_unlearn.metrics._positional import PositionalMetric
 from lightning_unlearn.metrics.functional.attacks import (
     DEFAULT_FPRS,
     THRESHOLD_ATTACKS,
+    AttackKind,
     Backend,
     entropy_mia,
     loss_mia,
@@ -40,7 +41,7 @@ Split = Literal["forget", "retain", "test"]
 _STAT_COLUMNS = ("label", "log_p", "entropy", "modified_entropy", "margin")
 
 
-def _check_attacks(attacks: Sequence[str], fprs: Sequence[float]) -> tuple[tuple[str, ...], tuple[float, ...]]:
+def _check_attacks(attacks: Sequence[str], fprs: Sequence[float]) -> tuple[tuple[AttackKind, ...], tuple[float, ...]]:
     if isinstance(attacks, str) or not attacks or any(a not in THRESHOLD_ATTACKS for a in attacks):
         raise ValueError(f"`attacks` must be a non-empty list drawn from {THRESHOLD_ATTACKS}, got {attacks!r}.")
     if (
@@ -49,7 +50,8 @@ def _check_attacks(attacks: Sequence[str], fprs: Sequence[float]) -> tuple[tuple
         or not all(isinstance(f, (int, float)) and not isinstance(f, bool) and 0.0 < f < 1.0 for f in fprs)
     ):
         raise ValueError(f"`fprs` must be a list of false-positive rates in (0, 1), got {fprs!r}.")
-    return tuple(attacks), tuple(float(f) for f in fprs)
+    # every attack is checked to be one of THRESHOLD_ATTACKS above
+    return cast(tuple[AttackKind, ...], tuple(attacks)), tuple(float(f) for f in fprs)
 
 
 class _SampleStore(PositionalMetric):

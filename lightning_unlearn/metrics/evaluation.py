@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Union, cast
 
 import torch
 from torch import Tensor, nn
@@ -16,7 +16,7 @@ from lightning_unlearn.metrics.functional.attacks import DEFAULT_FPRS, membershi
 from lightning_unlearn.metrics.keys import fpr_tag
 from lightning_unlearn.metrics.mia import MIAEfficacy
 
-EVAL_SPLITS = ("forget", "retain", "test")
+EVAL_SPLITS: tuple[Literal["forget", "retain", "test"], ...] = ("forget", "retain", "test")
 
 
 @torch.no_grad()
@@ -265,7 +265,7 @@ def _progress_bar(description: Optional[str], loaders: Mapping[str, Iterable]) -
     except ImportError:  # pragma: no cover - tqdm comes with lightning
         return None
     try:
-        total: Optional[int] = sum(len(loaders[split]) for split in EVAL_SPLITS)  # type: ignore[arg-type]
+        total: Optional[int] = sum(len(cast(Sized, loaders[split])) for split in EVAL_SPLITS)  # TypeError: unsized
     except TypeError:
         total = None
     return tqdm(total=total, desc=description, unit="batch", leave=False, disable=None, dynamic_ncols=True)

@@ -159,11 +159,13 @@ def write_figures(
 
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
+    # each maker runs only when its data is given (non-empty)
+    drawn_samples, drawn_margins, drawn_metrics = samples or {}, margins or {}, metrics or {}
     makers = {
-        "mia_scores": (samples, lambda: _score_histograms(samples, title)),
-        "roc": (samples, lambda: _roc(samples, title)),
-        "margins": (margins, lambda: _margins(margins, title)),
-        "accuracy": (metrics, lambda: _accuracy(metrics, title)),
+        "mia_scores": (samples, lambda: _score_histograms(drawn_samples, title)),
+        "roc": (samples, lambda: _roc(drawn_samples, title)),
+        "margins": (margins, lambda: _margins(drawn_margins, title)),
+        "accuracy": (metrics, lambda: _accuracy(drawn_metrics, title)),
     }
     written = {}
     for name in figures:

@@ -36,13 +36,13 @@ from typing import Literal, Optional, Union
 import torch
 from torch import Tensor
 
+AttackKind = Literal["loss", "confidence", "entropy", "modified_entropy"]
 #: The threshold attacks, each a per-sample score where higher = member-like.
-THRESHOLD_ATTACKS: tuple[str, ...] = ("loss", "confidence", "entropy", "modified_entropy")
+THRESHOLD_ATTACKS: tuple[AttackKind, ...] = ("loss", "confidence", "entropy", "modified_entropy")
 #: The (members, non-members) pairs every threshold attack is scored on.
 ATTACK_PAIRS: dict[str, tuple[str, str]] = {"forget_vs_test": ("forget", "test"), "retain_vs_test": ("retain", "test")}
 #: The low false-positive rates of ``tpr_at_fpr`` reported by default.
 DEFAULT_FPRS: tuple[float, ...] = (0.01, 0.001)
-AttackKind = Literal["loss", "confidence", "entropy", "modified_entropy"]
 Backend = Literal["torch", "sklearn"]
 
 
@@ -234,7 +234,7 @@ def threshold_attack(members: Tensor, non_members: Tensor, fprs: Sequence[float]
 
 def threshold_attacks(
     statistics: dict[str, dict[str, Tensor]],
-    attacks: Sequence[str] = THRESHOLD_ATTACKS,
+    attacks: Sequence[AttackKind] = THRESHOLD_ATTACKS,
     fprs: Sequence[float] = DEFAULT_FPRS,
 ) -> dict[str, dict[str, dict[str, Tensor]]]:
     """Every threshold attack on both pairs: ``{attack: {pair: {"auc", "tpr@..."}}}``.
@@ -465,7 +465,7 @@ def membership_audit(
     statistics: dict[str, dict[str, Tensor]],
     labels: dict[str, Tensor],
     *,
-    attacks: Sequence[str] = THRESHOLD_ATTACKS,
+    attacks: Sequence[AttackKind] = THRESHOLD_ATTACKS,
     fprs: Sequence[float] = DEFAULT_FPRS,
     backend: Backend = "torch",
     seed: int = 0,
