@@ -199,8 +199,8 @@ class MaskedUpdateCallback(Callback):
         ``changed`` maps ``id(parameter)`` to the edited entries, ``None``: all)."""
         others = [
             cb.masked
-            for cb in trainer.callbacks
-            if cb is not self and isinstance(getattr(cb, "masked", None), MaskedParameters)  # type: ignore[attr-defined]
+            for cb in trainer.callbacks  # type: ignore[attr-defined]
+            if cb is not self and isinstance(getattr(cb, "masked", None), MaskedParameters)
         ]
         write_through(others, changed)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sized
 from typing import Any, Optional
 
 import torch
@@ -56,7 +56,7 @@ class SeededBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         per_pass = max(1, self.size // self.batch_size)
-        order, order_pass = None, -1
+        order, order_pass = torch.empty(0, dtype=torch.long), -1  # drawn for pass 0 on the first step
         for k in itertools.count(self.start):
             p, i = divmod(self.offset + self.stride * k, per_pass)
             if p != order_pass:
@@ -68,7 +68,7 @@ class SeededBatchSampler(Sampler[list[int]]):
 def cycle(loader: Iterable, skip: int = 0) -> Iterator[Any]:
     """Endless batches of ``loader`` (re-iterated when exhausted), after skipping ``skip`` batches
     (modulo the loader's length when it has one)."""
-    if skip and hasattr(loader, "__len__") and len(loader) > 0:
+    if skip and isinstance(loader, Sized) and len(loader) > 0:
         skip %= len(loader)
     while True:
         empty = True

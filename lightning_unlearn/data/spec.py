@@ -104,6 +104,8 @@ class ForgetSpec:
                 raise ValueError(f"`classes` {absent} do not occur in the training data (labels present: {sorted(present)}).")
             forget = torch.isin(targets, torch.tensor(self.classes, dtype=targets.dtype)).nonzero().flatten()
         else:
+            if self.ratio is None:
+                raise ValueError("ForgetSpec needs `classes` or `ratio`: both are None.")
             count = round(float(self.ratio) * n)
             generator = torch.Generator().manual_seed(self.seed)
             forget = torch.randperm(n, generator=generator)[:count].sort().values

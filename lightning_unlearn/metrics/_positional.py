@@ -135,7 +135,7 @@ class PositionalMetric(Metric):
             rows = count if count is not None else flat[self.COLUMNS[0]].shape[0]
             width = value.numel() // max(rows, 1)
             out[column] = value.reshape(rows, width) if width != 1 else value
-        if count is None:  # arrival order; a first column of rows tells the count
+        if index is None:  # arrival order (count is None too); a first column of rows tells the count
             count = out[self.COLUMNS[0]].shape[0]
             index = torch.arange(count, device=self.device)
         for column, value in out.items():

@@ -93,7 +93,7 @@ def buffers_restored(module: nn.Module) -> Iterator[None]:
         True
     """
     buffers = list(module.buffers())
-    saved = torch._foreach_clone(buffers) if buffers else []
+    saved = list(torch._foreach_clone(buffers)) if buffers else []
     try:
         yield
     finally:

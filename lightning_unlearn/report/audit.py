@@ -57,7 +57,7 @@ def _sampling_se(quantity: str, value: float, counts: Mapping[str, int]) -> Opti
     if quantity == "test_acc":
         return _binomial_se(value, t)
     if "/tpr_at_fpr_" in quantity:
-        return _binomial_se(value, r if "retain_vs_test" in quantity else f)
+        return _binomial_se(value, (r or f) if "retain_vs_test" in quantity else f)
     if quantity == "mia/loss_cv/accuracy":
         return _binomial_se(value, 2 * min(f, t))
     if quantity.startswith("representation/") and quantity.endswith("/forget_acc"):

@@ -47,7 +47,7 @@ def verify_report_chain(reports: list[Mapping[str, Any]]) -> list[str]:
         chain = report.get("chain")
         if not isinstance(chain, Mapping):
             raise ValueError(f"report {i} has no `chain` block: it was not written as part of a chain (chain_report).")
-        expected = None if previous is None else report_sha256(previous)
+        expected: Optional[str] = None if previous is None else report_sha256(previous)
         if chain.get("previous_sha256") != expected:
             raise ValueError(
                 f"report {i} (step {chain.get('step')}) carries previous_sha256 {chain.get('previous_sha256')!r}, but the"

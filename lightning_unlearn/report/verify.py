@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, TypeGuard, Union
 
 import torch
 
@@ -86,7 +86,7 @@ def verify_report(
 
 
 # ---------------------------------------------------------------------------------- the schema
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[Union[int, float]]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
