@@ -161,15 +161,15 @@ class GradientProjection(Callback):
         pairs = [(p, g) for p, g in zip(params, retain) if g is not None]
         if not pairs:
             return
-        params, retain = [p for p, _ in pairs], [g for _, g in pairs]
-        _all_reduce_mean(retain, trainer)
-        grads = [p.grad for p in params]
+        params, retain_grads = [p for p, _ in pairs], [g for _, g in pairs]
+        _all_reduce_mean(retain_grads, trainer)
+        grads = [p.grad for p in params if p.grad is not None]  # every one: params are those with a gradient
         masks = parameter_masks(params, masked_parameters_of(trainer))
         if masks:
             idx = list(masks)
             torch._foreach_mul_([grads[i] for i in idx], [masks[i] for i in idx])
-            torch._foreach_mul_([retain[i] for i in idx], [masks[i] for i in idx])
-        lambda_star = project_gradients(grads, retain, self.tolerance, self.scope)
+            torch._foreach_mul_([retain_grads[i] for i in idx], [masks[i] for i in idx])
+        lambda_star = project_gradients(grads, retain_grads, self.tolerance, self.scope)
         applied = torch.where(lambda_star.isfinite(), lambda_star.clamp_min(0.0), 0.0)
         pl_module.log("gradient_projection/lambda", applied.mean(), on_step=True, on_epoch=False)
         pl_module.log("gradient_projection/fired", (applied > 0).float().mean(), on_step=True, on_epoch=False)

@@ -137,6 +137,8 @@ class ParameterRepulsion(Callback):
             return
         params = [p for _, p in named]
         masks = parameter_masks(params, masked_parameters_of(trainer))
+        if self.gamma_used is None:
+            raise RuntimeError("ParameterRepulsion chooses gamma when the fit starts: on_train_start did not run.")
         distance, value = add_repulsion_gradient(
             params, [self.anchors[n] for n, _ in named], self.form, self.weight, self.gamma_used, masks
         )

@@ -102,7 +102,7 @@ class SparsityRegularization(Callback):
                 "SparsityRegularization schedules over epochs: set `max_epochs` on the Trainer"
                 " (or use interval='step' with no_l1_epochs=0)."
             )
-        if known_epochs and self.no_l1_epochs >= epochs:
+        if epochs is not None and epochs > 0 and self.no_l1_epochs >= epochs:
             raise ValueError(f"`no_l1_epochs` ({self.no_l1_epochs}) must be smaller than max_epochs ({epochs}).")
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -110,7 +110,7 @@ class SparsityRegularization(Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.interval == "epoch":
-            self._length, self._off = trainer.max_epochs, self.no_l1_epochs
+            self._length, self._off = _max_epochs(trainer), self.no_l1_epochs
             return
         total = trainer.estimated_stepping_batches
         if not math.isfinite(total):
@@ -118,7 +118,7 @@ class SparsityRegularization(Callback):
                 "SparsityRegularization(interval='step') needs a training of known length (max_steps or max_epochs)."
             )
         self._length = int(total)
-        self._off = round(self.no_l1_epochs * total / trainer.max_epochs) if self.no_l1_epochs else 0
+        self._off = round(self.no_l1_epochs * total / _max_epochs(trainer)) if self.no_l1_epochs else 0
 
     def current_gamma(self, trainer: L.Trainer) -> float:
         """The l1 weight of the step about to be taken."""
@@ -129,3 +129,10 @@ class SparsityRegularization(Callback):
         self.gamma = self.current_gamma(trainer)
         add_l1_subgradient(self.params, self.gamma)
         pl_module.log("l1/gamma", self.gamma)
+
+
+def _max_epochs(trainer: L.Trainer) -> int:
+    """``trainer.max_epochs``, checked in ``setup`` to be set when the schedule counts epochs."""
+    if trainer.max_epochs is None:
+        raise ValueError("SparsityRegularization schedules over epochs: set `max_epochs` on the Trainer.")
+    return trainer.max_epochs

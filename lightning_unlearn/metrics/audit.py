@@ -218,7 +218,7 @@ def quantization_audit(
             loaders,
             device,
             mia_backend,
-            distributed=distributed,  # type: ignore[arg-type]
+            distributed=distributed,
             convert_input=convert_input,
             name=f"{name} (int{b})",
             strict=False,
@@ -229,10 +229,12 @@ def quantization_audit(
         best_float = (float_pass.audit or {}).get(BEST_AUC)
         out[f"{prefix}/forget_acc"] = after.get("forget_acc")
         out[f"{prefix}/best_auc"] = best
-        if after.get("forget_acc") is not None and float_pass.metrics.get("forget_acc") is not None:
-            out[f"{prefix}/forget_acc_change"] = after["forget_acc"] - float_pass.metrics["forget_acc"]
+        forget_acc, float_forget_acc = after.get("forget_acc"), float_pass.metrics.get("forget_acc")
+        if forget_acc is not None and float_forget_acc is not None:
+            out[f"{prefix}/forget_acc_change"] = forget_acc - float_forget_acc
         if best is not None and best_float is not None:
             out[f"{prefix}/best_auc_change"] = best - best_float
-        if after.get("mia_efficacy") is not None and float_pass.metrics.get("mia_efficacy") is not None:
-            out[f"{prefix}/mia_efficacy_drop"] = float_pass.metrics["mia_efficacy"] - after["mia_efficacy"]
+        mia, float_mia = after.get("mia_efficacy"), float_pass.metrics.get("mia_efficacy")
+        if mia is not None and float_mia is not None:
+            out[f"{prefix}/mia_efficacy_drop"] = float_mia - mia
     return out

@@ -11,6 +11,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities.model_helpers import is_overridden
+from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler as LRSchedulerBase
@@ -109,7 +110,7 @@ class ClassifierModule(L.LightningModule):
         """Parameters handed to the optimiser."""
         return [p for p in self.model.parameters() if p.requires_grad]
 
-    def configure_optimizers(self) -> Union[Optimizer, dict[str, Any]]:
+    def configure_optimizers(self) -> OptimizerLRScheduler:
         params = self.trainable_parameters()
         if self.optimizer_factory is not None:
             optimizer = self.optimizer_factory(params)
@@ -144,7 +145,7 @@ class ClassifierModule(L.LightningModule):
             and datamodule is not None
             and not is_overridden("val_dataloader", datamodule)
         ):
-            self.validation_step = functools.partial(L.LightningModule.validation_step, self)  # type: ignore[method-assign]
+            self.validation_step = functools.partial(L.LightningModule.validation_step, self)  # type: ignore[method-assign, assignment]
         return []
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
