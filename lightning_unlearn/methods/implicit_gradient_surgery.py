@@ -35,6 +35,11 @@ class RetainWeight(nn.Module):
         eps: Adam's denominator offset.
     """
 
+    value: Tensor  # buffers (registered in __init__)
+    exp_avg: Tensor
+    exp_avg_sq: Tensor
+    steps: Tensor
+
     def __init__(
         self, init: float, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
     ) -> None:
@@ -60,7 +65,7 @@ class RetainWeight(nn.Module):
         denom = exp_avg_sq.sqrt() / correction2.sqrt() + self.eps
         value = (self.value - self.lr / correction1 * exp_avg / denom).clamp_min(0.0)
         for buffer, new in ((self.value, value), (self.exp_avg, exp_avg), (self.exp_avg_sq, exp_avg_sq), (self.steps, steps)):
-            buffer.copy_(torch.where(valid, new, buffer))  # type: ignore[operator]
+            buffer.copy_(torch.where(valid, new, buffer))
 
 
 @register(
@@ -147,6 +152,7 @@ class ImplicitGradientSurgery(UnlearningMethod):
 
     unlearning_inputs: ClassVar[tuple[str, ...]] = ("forget", "retain")
     default_epoch_split: ClassVar[str] = "retain"
+    pending_log_retain: Tensor  # a buffer (registered in __init__)
 
     def __init__(
         self,
@@ -196,15 +202,17 @@ class ImplicitGradientSurgery(UnlearningMethod):
             # first batch after an optimiser step: its retain loss is L_r(theta_{t+1})
             self._fast_update_step = self.global_step
             self._update_weight(self.pending_log_retain, self._log_retain)
-        w = self.retain_weight.value.clone()  # type: ignore[operator]  # a constant in the backward
+        w = self.retain_weight.value.clone()  # a constant in the backward
         loss = log_f + w * log_r if self.mode == "eu" else (w * log_r + log_f) / (1 + w)
         return loss, {"forget_random_ce": forget_ce.detach(), "retain_ce": retain_ce.detach(), "retain_weight": w}
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self._step_at_batch is None or self.global_step == self._step_at_batch:
             return  # no optimiser step on this batch (gradient accumulation)
+        if self._log_retain is None:
+            raise RuntimeError("ImplicitGradientSurgery: no retain loss was recorded for this batch.")
         if self.mode == "eu_fast":
-            self.pending_log_retain.copy_(self._log_retain)  # type: ignore[operator]
+            self.pending_log_retain.copy_(self._log_retain)
             return
         with torch.no_grad(), buffers_restored(self.model), self.trainer.precision_plugin.forward_context():
             _, logits_r = self.forward_splits(self._as_splits(batch))
