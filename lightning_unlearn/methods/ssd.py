@@ -125,7 +125,7 @@ class SSD(OneShotEdit):
         pass_f, pass_r = self._pass_batches["forget"], self._pass_batches["retain"]
         if self.data_flow == "reference":
             return
-        if stage == "fit" and pass_f is not None and self.alpha >= (pass_r + pass_f) / pass_f:
+        if stage == "fit" and pass_f is not None and pass_r is not None and self.alpha >= (pass_r + pass_f) / pass_f:
             raise ValueError(
                 f"`alpha`={self.alpha} selects no parameter for this request: I_D >= {pass_f}/{pass_r + pass_f} * I_f"
                 f" ({pass_f} forget and {pass_r} retain batches per pass), so I_f > alpha * I_D needs alpha <"
@@ -139,12 +139,13 @@ class SSD(OneShotEdit):
 
     def add_importance(self, importance: list[Tensor], grads: Sequence[Tensor]) -> None:
         """``importance += grad ** 2`` (one fused op over all tensors)."""
+        grads = list(grads)
         torch._foreach_addcmul_(importance, grads, grads)
 
     # ------------------------------------------------------------------ OneShotEdit
     def init_statistics(self) -> Statistics:
         params = self.trainable_parameters()
-        statistics = {split: [torch.zeros_like(p) for p in params] for split in ("forget", "retain")}
+        statistics: Statistics = {split: [torch.zeros_like(p) for p in params] for split in ("forget", "retain")}
         if self.data_flow == "reference":  # "retain" then sums over the D batches, counted here
             statistics["full_batches"] = torch.zeros((), dtype=torch.long, device=self.device)
         self._carry, self._held_forget = [], []
@@ -257,7 +258,7 @@ class LFSSD(SSD):
         return logits.pow(2).sum(dim=1).mean()
 
     def add_importance(self, importance: list[Tensor], grads: Sequence[Tensor]) -> None:
-        torch._foreach_add_(importance, torch._foreach_abs(grads))
+        torch._foreach_add_(importance, torch._foreach_abs(list(grads)))
 
 
 def ssd_dampen_(
