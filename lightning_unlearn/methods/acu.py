@@ -132,8 +132,12 @@ class ACU(OneShotEdit):
 
     def init_statistics(self) -> Statistics:
         d, c = self._head.in_features + 1, self._head.out_features
-        zeros = {"dtype": torch.float64, "device": "cpu"}
-        return {"xx": torch.zeros(d, d, **zeros), "xy": torch.zeros(d, c, **zeros), "forget_x": [], "forget_y": []}
+        return {
+            "xx": torch.zeros(d, d, dtype=torch.float64, device="cpu"),
+            "xy": torch.zeros(d, c, dtype=torch.float64, device="cpu"),
+            "forget_x": [],
+            "forget_y": [],
+        }
 
     def reduce_statistics(self, statistics: Statistics) -> Statistics:
         return statistics  # one device (see setup)
@@ -152,7 +156,7 @@ class ACU(OneShotEdit):
     def apply_edit(self, statistics: Statistics, counts: PassCounts) -> dict[str, float]:
         memory = self.memory
         learned = memory is None
-        if learned:
+        if memory is None:
             eye = torch.eye(statistics["xx"].shape[0], dtype=torch.float64)
             r = torch.cholesky_inverse(torch.linalg.cholesky(statistics["xx"] + self.gamma * eye))
             memory = AnalyticMemory(r, statistics["xy"], self.gamma, int(sum(counts.samples.values())))

@@ -120,10 +120,10 @@ class AdaptThenUnlearn(TeacherStudentMethod):
             adapted.load_state_dict(self._restored)
         else:
             self._adapt(adapted)
-        self.add_teacher("adapted", adapted)
+        adapted_teacher = self.add_teacher("adapted", adapted)
         if self.gamma is None:  # scale-free: d / d_0, d_0 = the distance stage 2 starts at
             start = [p for p in self._teachers["start"].parameters()]
-            d0 = float(sum(((a.float() - b.float()) ** 2).sum() for a, b in zip(start, self.adapted.parameters())))
+            d0 = float(sum(((a.float() - b.float()) ** 2).sum() for a, b in zip(start, adapted_teacher.parameters())))
             self.gamma_used = 1.0 / max(d0, 1e-12)
         else:
             self.gamma_used = self.gamma
@@ -148,6 +148,8 @@ class AdaptThenUnlearn(TeacherStudentMethod):
     def unlearning_loss(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         x, y = batch["retain"]
         ce = self.cross_entropy(self.model(x), y)
+        if self.adapted is None or self.gamma_used is None:
+            raise RuntimeError(f"{type(self).__name__}: stage 1 (adaptation, at fit start) has not run.")
         params, anchors = zip(*[(p, a) for p, a in zip(self.model.parameters(), self.adapted.parameters()) if p.requires_grad])
         rep, d = repulsion_term(params, anchors, self.form, self.gamma_used)
         return ce + self.weight * rep, {"retain_ce": ce.detach(), "distance": d.detach(), "repulsion": rep.detach()}

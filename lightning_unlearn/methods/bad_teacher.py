@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -197,13 +197,13 @@ class BadTeacher(TeacherStudentMethod):
         before = batch_idx * batch_size
         return (subset * (before + forget_batch)) // forget_size - (subset * before) // forget_size
 
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+    def training_step(self, batch: Any, batch_idx: int) -> Optional[Tensor]:
         splits = self._as_splits(batch)
         x_r, y_r = splits["retain"]
         keep = self.retain_count(batch_idx, len(splits["forget"][0]))
         return super().training_step({"forget": splits["forget"], "retain": (x_r[:keep], y_r[:keep])}, batch_idx)
 
-    def unlearning_loss(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+    def unlearning_loss(self, batch: Batch) -> tuple[Tensor, dict[str, Union[Tensor, float]]]:
         if self.forget_share is None:
             raise ValueError("BadTeacher's loss weights come from the data sizes: call it within trainer.fit.")
         x_f, x_r = batch["forget"][0], batch["retain"][0]
@@ -216,5 +216,9 @@ class BadTeacher(TeacherStudentMethod):
             self.forget_share,
             self.temperature,
         )
-        logs = {"forget_kl": forget_kl.detach(), "retain_kl": retain_kl.detach(), "retain_samples": float(len(x_r))}
+        logs: dict[str, Union[Tensor, float]] = {
+            "forget_kl": forget_kl.detach(),
+            "retain_kl": retain_kl.detach(),
+            "retain_samples": float(len(x_r)),
+        }
         return loss, logs

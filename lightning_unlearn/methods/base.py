@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Optional
+from collections.abc import Mapping
+from typing import Any, ClassVar, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -100,12 +101,12 @@ class UnlearningMethod(ClassifierModule):
         self.save_hyperparameters(ignore=["model", "optimizer", "lr_scheduler"])
 
     # ------------------------------------------------------------------ what subclasses write
-    def unlearning_loss(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+    def unlearning_loss(self, batch: Batch) -> tuple[Tensor, Mapping[str, Union[Tensor, float]]]:
         """The objective on one batch: returns ``(loss, {name: value to log})``."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ Lightning hooks
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+    def training_step(self, batch: Any, batch_idx: int) -> Optional[Tensor]:  # overrides may return None (a skipped step)
         loss, logs = self.unlearning_loss(self._as_splits(batch))
         self.log_dict({f"train/{k}": v for k, v in {"loss": loss, **logs}.items()}, prog_bar=False)
         return loss

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import torch
 import torch.nn.functional as F
@@ -124,7 +124,9 @@ class InfluenceUnlearning(OneShotEdit):
         rows, filled = statistics["rows"], statistics["num_rows"]
         if self.trainer.world_size > 1:  # concatenate every rank's rows
             all_rows = self.all_gather(rows)
-            all_filled = self.all_gather(torch.tensor(filled, device=rows.device)).tolist()
+            all_filled = cast(
+                Tensor, self.all_gather(torch.tensor(filled, device=rows.device))
+            ).tolist()  # a tensor in, a tensor out
             reduced["rows"] = torch.cat([r[:m] for r, m in zip(all_rows, all_filled)])
         else:
             reduced["rows"] = rows[:filled]
@@ -137,7 +139,7 @@ class InfluenceUnlearning(OneShotEdit):
         retain = torch.cat([g.flatten() for g in statistics["retain"]])
         v = forget / n - retain * (n_f / (n * n_r))
         step = woodfisher_ihvp(statistics["rows"], v, self.dampening) * self.alpha
-        params = self.trainable_parameters()
+        params: list[Tensor] = list(self.trainable_parameters())
         torch._foreach_add_(params, [s.view_as(p) for s, p in zip(step.split([p.numel() for p in params]), params)])
         return {"step_norm": float(step.norm()), "woodfisher_samples": float(statistics["rows"].shape[0])}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional, cast
 
 import torch
 import torch.nn.functional as F
@@ -155,7 +155,7 @@ class RandomLabel(UnlearningMethod):
             return weights[name] * ce, {LOG_KEYS[name]: ce.detach()}
         sums = {name: F.cross_entropy(logits[name], targets[name], reduction="sum") for name in names}
         total = sum(len(targets[name]) for name in names)
-        loss = sum(weights[name] * sums[name] for name in names) / total
+        loss = cast(Tensor, sum(weights[name] * sums[name] for name in names)) / total  # two splits: a tensor
         return loss, {LOG_KEYS[name]: sums[name].detach() / len(targets[name]) for name in names}
 
 
