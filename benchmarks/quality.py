@@ -77,6 +77,11 @@ def scenario_config(
     return cfg
 
 
+#: The table's numbers per row: the gap metrics, Avg. Gap, the best threshold attack's forget-vs-test
+#: AUC (runs made before the audit column show "-"), the run time, % of Retrain, epochs of D.
+COLUMNS = (*GAP_METRICS, "avg_gap", "mia_auc", "runtime_s", "time_vs_retrain", "epochs_equivalent")
+
+
 def compare_with_cost(config: dict[str, Any]) -> dict[str, Any]:
     """``run_compare`` with each row's cost in epochs-equivalent of D (``epochs_equivalent``):
     the original, the Retrain reference first, then every row, each through ``run_row``."""
@@ -86,7 +91,7 @@ def compare_with_cost(config: dict[str, Any]) -> dict[str, Any]:
         original, original_time = train_original(cfg.model, datamodule, original_spec, seed, **options)
         original_metrics = evaluate(original, datamodule, mia_backend=cfg.mia_backend)
         reference_name = next(name for name, spec in specs.items() if spec.method == REFERENCE)
-        rows, reference = [], None
+        rows, reference, reference_audit = [], None, None
         for name in [reference_name] + [n for n in specs if n != reference_name]:
             counter = SampleCounter()
             run = run_row(
@@ -97,11 +102,13 @@ def compare_with_cost(config: dict[str, Any]) -> dict[str, Any]:
                 reference=reference,
                 mia_backend=cfg.mia_backend,
                 callbacks=[counter],
+                audits="attacks",  # compare's audit columns, from the evaluation pass itself
                 **options,
             )
+            audit = (run.evaluation.audit or {}).get("after") if run.evaluation is not None else None
             if name == reference_name:
-                reference, reference_metrics = run.model, run.after
-            row = table_row(name, specs[name], run.after, reference_metrics, run.runtime_s)
+                reference, reference_metrics, reference_audit = run.model, run.after, audit
+            row = table_row(name, specs[name], run.after, reference_metrics, run.runtime_s, audit, reference_audit)
             row["epochs_equivalent"] = round(counter.epochs_equivalent(datamodule), 4)
             rows.append(row)
     return {
@@ -215,10 +222,19 @@ def summarize(runs: list[dict[str, Any]]) -> tuple[dict, str]:
     for (scenario, _), run_ in merged.items():
         cells = per_scenario.setdefault(scenario, defaultdict(lambda: defaultdict(list)))
         for row in run_["result"]["rows"]:
-            for key in [*GAP_METRICS, "avg_gap", "runtime_s", "time_vs_retrain", "epochs_equivalent"]:
-                if key in row:
+            for key in COLUMNS:
+                if row.get(key) is not None:
                     cells[row["name"]][key].append(row[key])
-    titles = ["scenario", "method", *GAP_METRICS.values(), "Avg. Gap", "RTE (s)", "RTE (% of Retrain)", "epochs of D"]
+    titles = [
+        "scenario",
+        "method",
+        *GAP_METRICS.values(),
+        "Avg. Gap",
+        "MIA AUC (best)",
+        "RTE (s)",
+        "RTE (% of Retrain)",
+        "epochs of D",
+    ]
     header = "| " + " | ".join(titles) + " |\n|" + "---|" * len(titles) + "\n"
     lines = []
     summary = {}
@@ -228,10 +244,7 @@ def summarize(runs: list[dict[str, Any]]) -> tuple[dict, str]:
             summary[scenario][name] = {
                 k: {"mean": statistics.mean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0} for k, v in values.items()
             }
-            cols = [
-                mean_std(values[key]) if values.get(key) else "-"
-                for key in [*GAP_METRICS, "avg_gap", "runtime_s", "time_vs_retrain", "epochs_equivalent"]
-            ]
+            cols = [mean_std(values[key]) if values.get(key) else "-" for key in COLUMNS]
             lines.append(f"| {scenario} | {name} | " + " | ".join(cols) + " |")
     seeds = sorted({seed for _, seed in merged})
     return {"seeds": seeds, "summary": summary, "runs": list(merged.values())}, header + "\n".join(lines)

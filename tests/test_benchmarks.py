@@ -82,7 +82,8 @@ def test_quality_smoke(tmp_path):
     assert set(result["summary"]["classwise"]) == {"retrain", "ga"}
     assert result["summary"]["classwise"]["retrain"]["avg_gap"]["mean"] == 0
     assert result["summary"]["classwise"]["retrain"]["time_vs_retrain"]["mean"] == 100
-    assert "RTE (% of Retrain)" in table
+    assert "RTE (% of Retrain)" in table and "MIA AUC (best)" in table
+    assert 0.0 <= result["summary"]["classwise"]["ga"]["mia_auc"]["mean"] <= 1.0  # the audit column, every row
     emit("quality", result, table, str(tmp_path / "q.json"))
     assert json.loads((tmp_path / "q.json").read_text())["benchmark"] == "quality"
 
