@@ -283,9 +283,8 @@ class UnlearningEvaluation(Callback):
                     f"`reference` returns {ref_classes} logits but the model returns {classes}: the reference must"
                     " classify the same classes (e.g. a Retrain of the same architecture)."
                 )
-        reference_metrics: Optional[Mapping[str, Optional[float]]] = (
-            self._read_reference_report(self.reference_report) if self.reference_report is not None else None
-        )
+        if self.reference_report is not None:
+            self._read_reference_report(self.reference_report)  # a bad report is refused before any weight changes
         reseeded = None
         if isinstance(self.reseeded_reference, nn.Module):
             reseeded = copy_network(self.reseeded_reference).to(device)
@@ -316,38 +315,16 @@ class UnlearningEvaluation(Callback):
         self._reference_model, self._reseeded_model = reference, reseeded
         if trainer.ckpt_path is not None:
             return  # resuming: the measurements of the interrupted run come back with this callback's state
-        distributed = trainer.world_size > 1
         on_device = original if next(original.parameters()).device == device else copy_network(original).to(device)
-        before = self._pass(
-            "before", on_device, data, device, distributed, None, "model", progress=_progress(trainer, "evaluating the original")
-        ).metrics
-        if reference is not None:
-            reference_metrics = self._pass(
-                "reference",
-                reference,
-                data,
-                device,
-                distributed,
-                None,
-                "reference",
-                progress=_progress(trainer, "evaluating the reference"),
-            ).metrics
-        if reseeded is not None:
-            self._reseeded_metrics = self._pass(
-                "reseeded",
-                reseeded,
-                data,
-                device,
-                distributed,
-                None,
-                "reseeded_reference",
-                progress=_progress(trainer, "evaluating the reseeded reference"),
-            ).metrics
-        self.results = {"before": before, "reference": reference_metrics}
+        self._measure_before(trainer, on_device, device)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if "before" not in self.results:  # resumed from a checkpoint taken without this callback
-            self._measure_before(trainer, pl_module)
+            device, original = pl_module.device, getattr(pl_module, "original_model", None)
+            if isinstance(original, nn.Module):
+                self._measure_before(trainer, copy_network(original).to(device), device)
+            else:  # the module's own network, in the fit's precision
+                self._measure_before(trainer, network_of(pl_module), device, lambda x: convert_input(trainer, x))
         self._recipe.update(
             optimizers=optimizers_recipe(trainer),
             lr_schedulers=schedulers_recipe(trainer),
@@ -459,29 +436,33 @@ class UnlearningEvaluation(Callback):
             )
         return {k: float(after[k]) for k in METRICS}
 
-    def _measure_before(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        data, device = self._data(trainer), pl_module.device
-        original = getattr(pl_module, "original_model", None)
-        network = copy_network(original).to(device) if isinstance(original, nn.Module) else network_of(pl_module)
-        convert = None if isinstance(original, nn.Module) else (lambda x: convert_input(trainer, x))
-        distributed = trainer.world_size > 1
+    def _measure_before(self, trainer: L.Trainer, original: nn.Module, device: Any, convert: Any = None) -> None:
+        """The "before" pass of ``original`` (on ``device``), the reference's (its model's pass, or
+        its report's ``metrics.after``) and the reseeded reference's, into :attr:`results`."""
+        data, distributed = self._data(trainer), trainer.world_size > 1
         before = self._pass(
-            "before", network, data, device, distributed, convert, "model", progress=_progress(trainer, "evaluating the original")
+            "before",
+            original,
+            data,
+            device,
+            distributed,
+            convert,
+            "model",
+            progress=_progress(trainer, "evaluating the original"),
         ).metrics
         reference: Optional[Mapping[str, Optional[float]]] = None
-        if self.reference is not None:
+        if self._reference_model is not None:
+            progress = _progress(trainer, "evaluating the reference")
             reference = self._pass(
-                "reference",
-                copy_network(self.reference).to(device),
-                data,
-                device,
-                distributed,
-                None,
-                "reference",
-                progress=_progress(trainer, "evaluating the reference"),
+                "reference", self._reference_model, data, device, distributed, None, "reference", progress=progress
             ).metrics
         elif self.reference_report is not None:
             reference = self._read_reference_report(self.reference_report)
+        if self._reseeded_model is not None:
+            progress = _progress(trainer, "evaluating the reseeded reference")
+            self._reseeded_metrics = self._pass(
+                "reseeded", self._reseeded_model, data, device, distributed, None, "reseeded_reference", progress=progress
+            ).metrics
         self.results = {"before": before, "reference": reference}
 
     def _pass(
