@@ -18,7 +18,6 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
 from typing import Any, Optional
 
 from lightning_unlearn.benchmark.config import DENSE, Config, build_parser, check_originals, load_config, resolve_config_args
@@ -37,11 +36,10 @@ from lightning_unlearn.benchmark.runner import (
     trainer_options,
     with_shuffle_seed,
 )
-from lightning_unlearn.benchmark.table import audit_columns, percent, print_table, table_row
+from lightning_unlearn.benchmark.table import audit_columns, describe_run, percent, print_table, table_row
 from lightning_unlearn.metrics.evaluation import evaluate, evaluate_pass
-from lightning_unlearn.metrics.functional.mia import Backend
 from lightning_unlearn.models.network import copy_network
-from lightning_unlearn.report import json_safe, versions, write_json
+from lightning_unlearn.report import versions, write_json
 from lightning_unlearn.validation import check_output_path
 
 #: The W&B project of runs that name none (instead of Lightning's ``lightning_logs``).
@@ -103,7 +101,8 @@ def run_compare(
 
     if logger not in (None, "none", "wandb"):
         raise ValueError(f"`logger` must be None or 'wandb', got {logger!r}.")
-    run_config = _run_config(cfg, datamodule, network, original_spec, pipelines, specs, references, seed, mia_backend)
+    data = {"class": type(datamodule).__name__, "forget": datamodule.forget.to_dict()}
+    run_config = describe_run(cfg, data, network, original_spec, specs, pipelines, references)
     group = group or f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
     start = time.perf_counter()
     extra: dict[str, Any] = {}
@@ -220,41 +219,6 @@ def run_compare(
         **extra,
         "total_time_s": round(time.perf_counter() - start, 3),
         "versions": versions(),
-    }
-
-
-def _run_config(
-    cfg: Any,
-    datamodule: Any,
-    network: Any,
-    original_spec: Any,
-    pipelines: dict,
-    specs: dict,
-    references: dict,
-    seed: int,
-    mia_backend: Backend,
-) -> dict[str, Any]:
-    """The comparison's configuration as the results (and each W&B run's config) show it."""
-    return {
-        "seed": seed,
-        "accelerator": cfg.accelerator,
-        "precision": cfg.get("precision"),
-        "mia_backend": mia_backend,
-        "data": {"class": type(datamodule).__name__, "forget": datamodule.forget.to_dict()},
-        "model": {"class": type(network).__name__, "parameters": sum(p.numel() for p in network.parameters())},
-        "original": asdict(original_spec),
-        **({"originals": {name: asdict(p) for name, p in pipelines.items()}} if pipelines else {}),
-        "methods": {
-            name: {
-                "method": s.method,
-                "max_epochs": int(s.max_epochs),
-                "init_args": json_safe(s.init_args),
-                "callbacks": json_safe(s.callbacks),
-                **({"trainer": json_safe(s.trainer)} if s.trainer else {}),
-                **({"original": s.original, "reference": references[name], "shuffle_seed": s.shuffle_seed} if pipelines else {}),
-            }
-            for name, s in specs.items()
-        },
     }
 
 

@@ -62,7 +62,7 @@ from lightning_unlearn.benchmark.runner import (
     train_original,
     trainer_options,
 )
-from lightning_unlearn.benchmark.table import percent, table_row
+from lightning_unlearn.benchmark.table import describe_run, percent, table_row
 from lightning_unlearn.data.datamodule import UnlearningDataModule
 from lightning_unlearn.data.requests import as_requests
 from lightning_unlearn.metrics.evaluation import evaluate
@@ -186,24 +186,7 @@ def run_sequential(config: Any) -> dict[str, Any]:
             )
 
     return {
-        "config": {
-            "seed": seed,
-            "accelerator": cfg.accelerator,
-            "precision": cfg.get("precision"),
-            "mia_backend": mia_backend,
-            "data": {"class": type(base).__name__},
-            "model": {"class": type(network).__name__, "parameters": sum(p.numel() for p in network.parameters())},
-            "original": vars(original_spec),
-            "methods": {
-                name: {
-                    "method": s.method,
-                    "max_epochs": int(s.max_epochs),
-                    "init_args": json_safe(s.init_args),
-                    "callbacks": json_safe(s.callbacks),
-                }
-                for name, s in specs.items()
-            },
-        },
+        "config": describe_run(cfg, {"class": type(base).__name__}, network, original_spec, specs),
         "requests": [r.to_dict() for r in requests],
         "steps": [{"step": k, "forget": data.forget_summary(), "chain": data.chain_summary()} for k, data in enumerate(steps)],
         "original": {**percent(original_metrics), "runtime_s": round(original_time, 3)},

@@ -10,6 +10,7 @@ Columns and titles come from :data:`lightning_unlearn.metrics.keys.GAP_METRICS`;
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import asdict
 from typing import Any, Optional
 
 from lightning_unlearn import registry
@@ -217,3 +218,43 @@ def print_table(result: Mapping[str, Any], file: Any = None) -> None:
     Console(file=file).print(table)
     if rest:
         print(rest, file=file, flush=True)
+
+
+def describe_run(
+    cfg: Any,
+    data: Mapping[str, Any],
+    network: Any,
+    original_spec: Any,
+    specs: Mapping[str, MethodSpec],
+    pipelines: Optional[Mapping[str, Any]] = None,
+    references: Optional[Mapping[str, Optional[str]]] = None,
+) -> dict[str, Any]:
+    """A run's configuration as the results (and each W&B run's config) show it: seed, accelerator,
+    precision, MIA backend, ``data`` as given, the network's class and size, the original's
+    training, the sparse ``originals`` (``pipelines``) and every row (its ``trainer`` settings when
+    it sets any; its original, reference and data order when there are sparse originals)."""
+    return {
+        "seed": int(cfg.seed),
+        "accelerator": cfg.accelerator,
+        "precision": cfg.get("precision"),
+        "mia_backend": cfg.mia_backend,
+        "data": dict(data),
+        "model": {"class": type(network).__name__, "parameters": sum(p.numel() for p in network.parameters())},
+        "original": asdict(original_spec),
+        **({"originals": {name: asdict(p) for name, p in pipelines.items()}} if pipelines else {}),
+        "methods": {
+            name: {
+                "method": s.method,
+                "max_epochs": int(s.max_epochs),
+                "init_args": json_safe(s.init_args),
+                "callbacks": json_safe(s.callbacks),
+                **({"trainer": json_safe(s.trainer)} if s.trainer else {}),
+                **(
+                    {"original": s.original, "reference": references[name], "shuffle_seed": s.shuffle_seed}
+                    if pipelines and references is not None
+                    else {}
+                ),
+            }
+            for name, s in specs.items()
+        },
+    }
