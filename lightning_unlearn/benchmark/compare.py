@@ -25,10 +25,10 @@ from lightning_unlearn.benchmark.runner import (
     EpochSnapshots,
     RowRun,
     effective_spec,
-    lightning_info_silenced,
     quiet_fit_warnings,
     reference_rows,
     row_topologies,
+    run_command,
     run_row,
     topology_of,
     train_original,
@@ -39,8 +39,7 @@ from lightning_unlearn.benchmark.runner import (
 from lightning_unlearn.benchmark.table import audit_columns, describe_run, percent, print_table, table_row
 from lightning_unlearn.metrics.evaluation import evaluate, evaluate_pass
 from lightning_unlearn.models.network import copy_network
-from lightning_unlearn.report import versions, write_json
-from lightning_unlearn.validation import check_output_path
+from lightning_unlearn.report import versions
 
 #: The W&B project of runs that name none (instead of Lightning's ``lightning_logs``).
 DEFAULT_WANDB_PROJECT = "lightning-unlearn"
@@ -269,17 +268,9 @@ def main(args: Optional[Sequence[str]] = None) -> None:
         argv = ["--config", *argv]
     parser = build_parser()
     cfg = parser.parse_args(resolve_config_args(argv))
-    if cfg.output is not None:
-        try:
-            check_output_path(cfg.output, "--output")
-        except ValueError as exc:
-            parser.error(str(exc))
-    try:
-        with lightning_info_silenced():
-            result = run_compare(cfg, progress=sys.stderr.isatty(), logger=cfg.logger, project=cfg.project, group=cfg.group)
-    except ValueError as exc:
-        parser.error(str(exc))
-    print_table(result)
-    if cfg.output:
-        path = write_json(cfg.output, result)
-        print(f"\nWrote {path}", flush=True)
+    run_command(
+        parser,
+        cfg.output,
+        lambda: run_compare(cfg, progress=sys.stderr.isatty(), logger=cfg.logger, project=cfg.project, group=cfg.group),
+        print_table,
+    )

@@ -13,7 +13,7 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Optional, cast
 
@@ -31,6 +31,8 @@ from lightning_unlearn.metrics.functional.mia import Backend
 from lightning_unlearn.metrics.functional.topology import masks_of, topology_gap
 from lightning_unlearn.models import ImageClassifier
 from lightning_unlearn.models.network import copy_network, reinitialise
+from lightning_unlearn.report import write_json
+from lightning_unlearn.validation import check_output_path
 
 
 def build_method(spec: MethodSpec, original: nn.Module, seed: int) -> Any:
@@ -104,6 +106,27 @@ def lightning_info_silenced() -> Iterator[None]:
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
+
+
+def run_command(
+    parser: Any, output: Optional[str], run: Callable[[], dict[str, Any]], table: Callable[[dict[str, Any]], None]
+) -> None:
+    """The shape of a benchmark command: ``output`` checked before anything trains, ``run()``
+    with Lightning's INFO lines off (a ``ValueError`` becomes the parser's usage error), the
+    results shown by ``table`` and written atomically to ``output`` (JSON) when given."""
+    if output is not None:
+        try:
+            check_output_path(output, "--output")
+        except ValueError as exc:
+            parser.error(str(exc))
+    try:
+        with lightning_info_silenced():
+            result = run()
+    except ValueError as exc:
+        parser.error(str(exc))
+    table(result)
+    if output:
+        print(f"\nWrote {write_json(output, result)}", flush=True)
 
 
 def train_original(

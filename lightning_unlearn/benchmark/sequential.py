@@ -56,8 +56,8 @@ from lightning_unlearn.benchmark.config import (
     resolve_config_args,
 )
 from lightning_unlearn.benchmark.runner import (
-    lightning_info_silenced,
     quiet_fit_warnings,
+    run_command,
     run_row,
     train_original,
     trainer_options,
@@ -70,8 +70,8 @@ from lightning_unlearn.metrics.functional.mia import Backend
 from lightning_unlearn.metrics.keys import GAP_METRICS
 from lightning_unlearn.metrics.relapse import RELAPSE_ROW_KEYS, relapse_metrics, relapse_rows
 from lightning_unlearn.models.network import copy_network
-from lightning_unlearn.report import build_report, chain_report, json_safe, report_sha256, versions, write_json, write_report
-from lightning_unlearn.validation import check_int, check_output_path
+from lightning_unlearn.report import build_report, chain_report, json_safe, report_sha256, versions, write_report
+from lightning_unlearn.validation import check_int
 
 __all__ = ["build_sequential_parser", "format_sequential_tables", "main", "run_sequential"]
 
@@ -376,17 +376,6 @@ def main(args: Optional[Sequence[str]] = None) -> None:
 
     parser = build_sequential_parser()
     cfg = parser.parse_args(resolve_config_args(list(sys.argv[2:] if args is None else args)))
-    if cfg.output is not None:
-        try:
-            check_output_path(cfg.output, "--output")
-        except ValueError as exc:
-            parser.error(str(exc))
-    try:
-        with lightning_info_silenced():
-            result = run_sequential(cfg)
-    except ValueError as exc:
-        parser.error(str(exc))
-    print(format_sequential_tables(result), flush=True)
-    if cfg.output:
-        path = write_json(cfg.output, result)
-        print(f"\nWrote {path}", flush=True)
+    run_command(
+        parser, cfg.output, lambda: run_sequential(cfg), lambda result: print(format_sequential_tables(result), flush=True)
+    )
