@@ -133,11 +133,13 @@ def add_repulsion_gradient(
     if weight == 0.0:
         return d, value
     torch._foreach_mul_(diffs, 2.0 * weight * slope)
-    for i, (p, g) in enumerate(zip(params, diffs)):
-        if masks and i in masks:
-            g.mul_(masks[i])
+    for i, mask in (masks or {}).items():
+        if 0 <= i < len(diffs):
+            diffs[i].mul_(mask)
+    pairs = [(p.grad, g) for p, g in zip(params, diffs) if p.grad is not None]
+    if pairs:
+        torch._foreach_add_([grad for grad, _ in pairs], [g for _, g in pairs])
+    for p, g in zip(params, diffs):
         if p.grad is None:
             p.grad = g
-        else:
-            p.grad.add_(g)
     return d, value

@@ -9,6 +9,7 @@ from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor, nn
 
 from lightning_unlearn.functional.hardness import hamu_update, hardness_thresholds
+from lightning_unlearn.functional.masks import grads_finite
 from lightning_unlearn.methods.base import Batch, UnlearningMethod
 from lightning_unlearn.models.network import eval_mode
 from lightning_unlearn.registry import register
@@ -126,7 +127,7 @@ class HAMU(UnlearningMethod):
             retain_ce, logs = self.unlearning_loss(splits)
             g_r = torch.autograd.grad(retain_ce, params, materialize_grads=True)
             g_f = torch.autograd.grad(logs["forget_ce"], params, materialize_grads=True)
-        if not all(torch.isfinite(g).all() for g in (*g_r, *g_f)):  # fp16 overflow or a diverged batch: skip
+        if not grads_finite([*g_r, *g_f]):  # fp16 overflow or a diverged batch: skip
             self.log("train/skipped", 1.0)
             return retain_ce.detach()
         constraint = self.constraint_ratio * lr
@@ -146,8 +147,9 @@ class HAMU(UnlearningMethod):
                 deltas[i] = d
             branches.append(step.branch)
         optimizer.zero_grad()
-        for p, d in zip(params, deltas):
-            p.grad = -d / lr if lr > 0 else torch.zeros_like(p)
+        grads = torch._foreach_div(deltas, -lr) if lr > 0 else torch._foreach_mul(deltas, 0.0)
+        for p, g in zip(params, grads):  # the step the optimiser takes (its weight decay and momentum included)
+            p.grad = g
         optimizer.step()
         for config in self.trainer.lr_scheduler_configs:
             if config.interval == "step" or (self.trainer.is_last_batch and config.interval == "epoch"):
